@@ -1,0 +1,1 @@
+"""Training, evaluation and data tooling for avsnet_ros (not installed with the ROS package)."""
