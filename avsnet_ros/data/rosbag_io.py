@@ -1,0 +1,729 @@
+"""rosbag2 recordings <-> Samples, with the pure-Python `rosbags` library (no ROS installation).
+
+Topic layout (docs/ARCHITECTURE.md; node topics are relative, so in a bag recorded from the root
+namespace they carry a leading slash):
+    /camera/image_raw    sensor_msgs/msg/Image rgb8 (bgr8 accepted)      camera frame
+    /camera/camera_info  sensor_msgs/msg/CameraInfo (K in pixels of the image)
+    /avsnet/echo         sensor_msgs/msg/Image 32FC1, height 2 (row 0 left, row 1 right),
+                         width = samples at 44100 Hz, step = 4 * width; header.stamp = time of the
+                         sweep onset; the buffer has the BatVision file layout (onset near 288)
+    /camera/depth_gt     optional sensor_msgs/msg/Image, 32FC1 metres (NaN/0/inf invalid) or
+                         16UC1/mono16 millimetres (0 invalid), same stamp and size as the image
+Bags are written as rosbag2 format version 8 with mcap storage (sqlite3 on request) using the
+ROS 2 Kilted typestore; the reader accepts either storage (rosbags detects it from metadata.yaml;
+a bare .mcap/.db3 file works too), so bags from `ros2 bag record` of the same topics and from
+`training/bag_tools.py record` are read the same way.
+
+Pairing (read_bag_samples): each camera frame gets the newest valid echo whose header stamp is at
+or before the frame's stamp and at most max_echo_age_s older (never an echo from the future);
+frames without one are dropped and counted in the BagReadReport (frames_without_echo, with their
+stamps; frames_stale_echo counts those whose newest echo was too old). Ground-truth depth is the
+depth message with the nearest stamp within depth_tolerance_s and the image's size. Intrinsics
+come from the newest camera_info at or before the frame (else the earliest later one); frames
+with no usable camera_info get the nominal ZED 2 intrinsics and are counted.
+
+Sequence ids and frame indices survive a round trip: the writer stores them per stamp in the
+bag's custom_data (metadata.yaml, key "avsnet_ros.frames"). A bag without it (a recording) gets
+sequence_id = the bag's name and frame_index = the frame's position among all camera messages
+(so frames dropped for lack of echo leave gaps that frame triples do not bridge).
+
+Memory: the reader streams (two passes: stamps and small messages first, then images), so only
+the frames waiting for their echo/depth are held; read_bag_samples materialises the list.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import struct
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics
+
+__all__ = [
+    "BagTopics",
+    "DEFAULT_TOPICS",
+    "IMAGE_TYPE",
+    "CAMERA_INFO_TYPE",
+    "CAMERA_FRAME_ID",
+    "ECHO_FRAME_ID",
+    "SAMPLE_RATE_HZ",
+    "FRAMES_CUSTOM_KEY",
+    "BagReadReport",
+    "MessageError",
+    "typestore",
+    "make_header",
+    "array_to_image_msg",
+    "image_msg_to_array",
+    "rgb_from_image_msg",
+    "depth_from_image_msg",
+    "echo_to_image_msg",
+    "echo_from_image_msg",
+    "camera_info_msg",
+    "intrinsics_from_camera_info_msg",
+    "header_stamp_ns",
+    "write_samples_to_bag",
+    "iter_bag_samples",
+    "read_bag_samples",
+    "bag_info",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+CAMERA_FRAME_ID = "camera_optical_frame"
+ECHO_FRAME_ID = "microphones"
+SAMPLE_RATE_HZ = 44100
+FRAMES_CUSTOM_KEY = "avsnet_ros.frames"
+BAG_VERSION = 8
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic names in a bag (absolute; the nodes' relative names resolved in the root namespace)."""
+
+    image: str = "/camera/image_raw"
+    camera_info: str = "/camera/camera_info"
+    echo: str = "/avsnet/echo"
+    depth: str = "/camera/depth_gt"
+
+    def types(self) -> "dict[str, str]":
+        return {self.image: IMAGE_TYPE, self.camera_info: CAMERA_INFO_TYPE, self.echo: IMAGE_TYPE,
+                self.depth: IMAGE_TYPE}
+
+
+DEFAULT_TOPICS = BagTopics()
+
+
+class MessageError(ValueError):
+    """A malformed message; `reason` is a short key counted in BagReadReport.rejected."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """The ROS 2 Kilted rosbags typestore (message classes and CDR (de)serialisation)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+# ------------------------------------------------------------------------------------------------
+# numpy <-> rosbags messages (duck-typed decoding: works on rclpy messages as well)
+_ENCODINGS = {
+    "rgb8": (np.dtype("u1"), 3),
+    "bgr8": (np.dtype("u1"), 3),
+    "16UC1": (np.dtype("<u2"), 1),
+    "mono16": (np.dtype("<u2"), 1),
+    "32FC1": (np.dtype("<f4"), 1),
+}
+
+
+def make_header(stamp_ns: int, frame_id: str):
+    ts = typestore()
+    stamp_ns = int(stamp_ns)
+    if stamp_ns < 0:
+        raise ValueError(f"negative stamp {stamp_ns} ns")
+    time = ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    return ts.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+
+
+def _stamp_of(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def array_to_image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
+    """(H, W) or (H, W, 3) numpy -> rosbags sensor_msgs/msg/Image (little-endian, unpadded)."""
+    if encoding not in _ENCODINGS:
+        raise ValueError(f"unsupported encoding {encoding!r}")
+    dtype, channels = _ENCODINGS[encoding]
+    a = np.asarray(array)
+    if a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
+        raise ValueError(f"{encoding} needs {'(H, W, 3)' if channels > 1 else '(H, W)'}, got {a.shape}")
+    if a.dtype != dtype.newbyteorder("=") and a.dtype != dtype:
+        raise ValueError(f"{encoding} needs dtype {dtype}, got {a.dtype}")
+    data = np.ascontiguousarray(a, dtype=dtype)
+    return typestore().types[IMAGE_TYPE](
+        header=make_header(stamp_ns, frame_id),
+        height=int(data.shape[0]),
+        width=int(data.shape[1]),
+        encoding=encoding,
+        is_bigendian=0,
+        step=int(data.shape[1] * channels * dtype.itemsize),
+        data=data.reshape(-1).view(np.uint8),
+    )
+
+
+def image_msg_to_array(msg) -> np.ndarray:
+    """sensor_msgs/Image (rosbags or rclpy) -> (H, W) / (H, W, C) native-endian array.
+
+    Honours step (row padding) and is_bigendian. Raises MessageError("encoding"|"size"|"truncated").
+    """
+    enc = str(msg.encoding)
+    if enc not in _ENCODINGS:
+        raise MessageError("encoding", f"unsupported encoding {enc!r} (supported: {', '.join(_ENCODINGS)})")
+    dtype, channels = _ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise MessageError("size", f"empty image {w}x{h}")
+    row_bytes = w * channels * dtype.itemsize
+    if step < row_bytes:
+        raise MessageError("size", f"step {step} < {row_bytes} bytes per row")
+    raw = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    if raw.size < step * (h - 1) + row_bytes:
+        raise MessageError("truncated", f"{raw.size} bytes for {enc} {w}x{h} with step {step}")
+    rows = np.lib.stride_tricks.as_strided(raw, shape=(h, row_bytes), strides=(step, 1), writeable=False)
+    pixels = np.ascontiguousarray(rows)
+    src = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
+    out = pixels.view(src).reshape((h, w, channels) if channels > 1 else (h, w))
+    return out.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else out
+
+
+def rgb_from_image_msg(msg) -> np.ndarray:
+    """rgb8/bgr8 Image -> (H, W, 3) uint8 RGB."""
+    if msg.encoding not in ("rgb8", "bgr8"):
+        raise MessageError("image_encoding", f"camera image must be rgb8 or bgr8, got {msg.encoding!r}")
+    a = image_msg_to_array(msg)
+    return np.ascontiguousarray(a[:, :, ::-1] if msg.encoding == "bgr8" else a)
+
+
+def depth_from_image_msg(msg) -> np.ndarray:
+    """Depth Image (32FC1 metres or 16UC1/mono16 millimetres, REP 118) -> (H, W) float32 m, NaN
+    invalid. Millimetres use samples.depth_mm_to_m, so 16UC1 bags and uint16 .npy files agree."""
+    from avsnet_ros.data.samples import depth_mm_to_m
+
+    if msg.encoding == "32FC1":
+        d = image_msg_to_array(msg).astype(np.float32, copy=True)
+        with np.errstate(invalid="ignore"):
+            d[~(np.isfinite(d) & (d > 0))] = np.nan
+        return d
+    if msg.encoding in ("16UC1", "mono16"):
+        return depth_mm_to_m(image_msg_to_array(msg))
+    raise MessageError("depth_encoding", f"depth must be 32FC1 (m) or 16UC1/mono16 (mm), got {msg.encoding!r}")
+
+
+def echo_to_image_msg(echo: np.ndarray, stamp_ns: int, frame_id: str = ECHO_FRAME_ID):
+    """(2, N) float32 echo -> 32FC1 Image with height 2 (row 0 left, row 1 right), width N."""
+    e = np.asarray(echo)
+    if e.ndim != 2 or e.shape[0] != 2 or e.shape[1] == 0 or e.dtype != np.float32:
+        raise ValueError(f"echo must be (2, N) float32, got {e.shape} {e.dtype}")
+    return array_to_image_msg(e, "32FC1", stamp_ns, frame_id)
+
+
+def echo_from_image_msg(msg, min_samples: int = 1) -> np.ndarray:
+    """Echo Image -> (2, N) float32. MessageError: echo_encoding, echo_channels, echo_length,
+    echo_truncated/echo_size, echo_non_finite."""
+    if msg.encoding != "32FC1":
+        raise MessageError("echo_encoding", f"echo must be 32FC1, got {msg.encoding!r}")
+    if int(msg.height) != 2:
+        raise MessageError("echo_channels", f"echo must have height 2 (left, right), got {msg.height}")
+    if int(msg.width) < min_samples:
+        raise MessageError("echo_length", f"echo has {msg.width} samples, need at least {min_samples}")
+    try:
+        e = image_msg_to_array(msg)
+    except MessageError as exc:
+        raise MessageError("echo_" + exc.reason, str(exc)) from None
+    if not np.isfinite(e).all():
+        raise MessageError("echo_non_finite", "echo holds NaN or inf samples")
+    return np.ascontiguousarray(e, dtype=np.float32)
+
+
+def camera_info_msg(intrinsics: np.ndarray, width: int, height: int, stamp_ns: int,
+                    frame_id: str = CAMERA_FRAME_ID):
+    """CameraInfo of an undistorted pinhole camera (plumb_bob, zero distortion, P = [K | 0])."""
+    ts = typestore()
+    k = np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
+    p = np.zeros((3, 4), dtype=np.float64)
+    p[:, :3] = k
+    roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return ts.types[CAMERA_INFO_TYPE](
+        header=make_header(stamp_ns, frame_id), height=int(height), width=int(width),
+        distortion_model="plumb_bob", d=np.zeros(5, dtype=np.float64), k=k.reshape(-1).copy(),
+        r=np.eye(3, dtype=np.float64).reshape(-1), p=p.reshape(-1), binning_x=0, binning_y=0, roi=roi,
+    )
+
+
+def intrinsics_from_camera_info_msg(msg) -> np.ndarray:
+    """(3, 3) float64 K; MessageError("camera_info") when unset (fx or fy <= 0) or non-finite."""
+    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
+        raise MessageError("camera_info", "K is unset or invalid")
+    return k
+
+
+def header_stamp_ns(raw: bytes) -> "int | None":
+    """header.stamp (ns) of a CDR-serialised message that starts with std_msgs/Header, read from the
+    first bytes without deserialising the image payload; None for an unknown encapsulation."""
+    if len(raw) < 12 or raw[0] != 0:
+        return None
+    if raw[1] == 1:
+        sec, nsec = struct.unpack_from("<iI", raw, 4)
+    elif raw[1] == 0:
+        sec, nsec = struct.unpack_from(">iI", raw, 4)
+    else:
+        return None
+    return int(sec) * 1_000_000_000 + int(nsec)
+
+
+# ------------------------------------------------------------------------------------------------
+# writer
+def _storage_plugin(storage: str):
+    from rosbags.rosbag2 import StoragePlugin
+
+    try:
+        return {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    except KeyError:
+        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}") from None
+
+
+def write_samples_to_bag(
+    samples: Iterable[Sample],
+    bag_path,
+    *,
+    topics: BagTopics = DEFAULT_TOPICS,
+    storage: str = "mcap",
+    camera_frame_id: str = CAMERA_FRAME_ID,
+    echo_frame_id: str = ECHO_FRAME_ID,
+    depth_encoding: str = "32FC1",
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    custom_data: "dict[str, str] | None" = None,
+) -> "dict[str, object]":
+    """Write Samples to a new rosbag2 directory (mcap by default); returns a summary dict.
+
+    Per sample, all with header.stamp = bag time = sample.stamp_ns: camera_info, image (rgb8),
+    echo (32FC1 2 x N), and depth (32FC1 metres, or 16UC1 millimetres with depth_encoding="16UC1";
+    16UC1 is exact only for depths that came from millimetres, and pixels beyond 65.535 m become
+    0 = invalid, counted in the summary) when the sample has depth. Samples may be a generator
+    (streamed). The echo message carries no sample rate: samples at another rate than
+    sample_rate_hz (the 44100 Hz contract) raise ValueError. Raises rosbags WriterError when
+    bag_path exists. On an exception the partial bag is closed (readable up to the failure).
+    """
+    from rosbags.rosbag2 import Writer
+
+    if depth_encoding not in ("32FC1", "16UC1"):
+        raise ValueError(f"depth_encoding must be 32FC1 or 16UC1, got {depth_encoding!r}")
+    ts = typestore()
+    bag_path = Path(bag_path)
+    writer = Writer(bag_path, version=BAG_VERSION, storage_plugin=_storage_plugin(storage))
+    writer.open()
+    conns = {}
+    frames: "list[list]" = []
+    seq_names: "dict[str, int]" = {}
+    counts = Counter()
+    too_far = 0
+    last_stamp = -1
+    try:
+        for name in (topics.camera_info, topics.image, topics.echo):
+            conns[name] = writer.add_connection(name, topics.types()[name], typestore=ts)
+        for s in samples:
+            if int(s.sample_rate_hz) != int(sample_rate_hz):
+                raise ValueError(f"{s.source}: echo at {s.sample_rate_hz} Hz, the bag contract is {sample_rate_hz} Hz")
+            rgb = np.asarray(s.rgb)
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f"{s.source}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+            t = int(s.stamp_ns)
+            if t < last_stamp:
+                log.warning("%s: stamp %d earlier than the previous sample's %d", s.source, t, last_stamp)
+            last_stamp = max(last_stamp, t)
+            h, w = rgb.shape[:2]
+            msgs = [
+                (topics.camera_info, camera_info_msg(s.intrinsics, w, h, t, camera_frame_id), CAMERA_INFO_TYPE),
+                (topics.image, array_to_image_msg(rgb, "rgb8", t, camera_frame_id), IMAGE_TYPE),
+                (topics.echo, echo_to_image_msg(np.asarray(s.echo, dtype=np.float32), t, echo_frame_id), IMAGE_TYPE),
+            ]
+            if s.depth_m is not None:
+                if s.depth_m.shape != (h, w):
+                    raise ValueError(f"{s.source}: depth {s.depth_m.shape} differs from the image {(h, w)}")
+                if depth_encoding == "32FC1":
+                    dmsg = array_to_image_msg(np.asarray(s.depth_m, dtype=np.float32), "32FC1", t, camera_frame_id)
+                else:
+                    mm, n_far = depth_m_to_mm(s.depth_m)
+                    too_far += n_far
+                    dmsg = array_to_image_msg(mm, "16UC1", t, camera_frame_id)
+                if topics.depth not in conns:
+                    conns[topics.depth] = writer.add_connection(topics.depth, IMAGE_TYPE, typestore=ts)
+                msgs.append((topics.depth, dmsg, IMAGE_TYPE))
+            for name, msg, msgtype in msgs:
+                writer.write(conns[name], t, ts.serialize_cdr(msg, msgtype))
+                counts[name] += 1
+            seq = seq_names.setdefault(s.sequence_id, len(seq_names))
+            frames.append([t, seq, int(s.frame_index)])
+        meta = {"sequences": list(seq_names), "frames": frames}
+        writer.set_custom_data(FRAMES_CUSTOM_KEY, json.dumps(meta, separators=(",", ":")))
+        writer.set_custom_data("avsnet_ros.sample_rate_hz", str(int(sample_rate_hz)))
+        for key, value in (custom_data or {}).items():
+            writer.set_custom_data(key, str(value))
+    finally:
+        writer.close()
+    if too_far:
+        log.warning("%d depth pixels beyond 65.535 m written as 0 (invalid) in 16UC1", too_far)
+    return {"bag": str(bag_path), "storage": storage, "samples": len(frames),
+            "messages": dict(counts), "depth_pixels_beyond_uint16": too_far}
+
+
+# ------------------------------------------------------------------------------------------------
+# reader
+@dataclass
+class BagReadReport:
+    """What read_bag_samples found and what it dropped (every drop counted, never silent)."""
+
+    bag: str = ""
+    storage: str = ""
+    topics: "dict[str, dict]" = field(default_factory=dict)  # name -> {type, count}
+    frames_total: int = 0
+    samples: int = 0
+    frames_without_echo: int = 0
+    frames_stale_echo: int = 0  # subset of frames_without_echo: an echo existed but was too old
+    frames_without_echo_stamps_ns: "list[int]" = field(default_factory=list)
+    frames_without_depth: int = 0
+    frames_without_camera_info: int = 0  # got the nominal intrinsics
+    frames_camera_info_after: int = 0  # used a camera_info stamped after the frame
+    echoes_total: int = 0
+    echoes_used: int = 0
+    rejected: "dict[str, int]" = field(default_factory=dict)  # reason -> messages rejected
+    max_echo_age_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Frame:
+    ordinal: int
+    stamp_ns: int
+    echo: "int | None" = None
+    depth: "int | None" = None
+    k: "np.ndarray | None" = None
+    k_size: "tuple[int, int] | None" = None
+
+
+def _open_reader(bag_path):
+    from rosbags.rosbag2 import Reader
+
+    p = Path(bag_path)
+    if not p.exists():
+        raise DatasetError(f"bag {str(p)!r} does not exist")
+    try:
+        reader = Reader(p)
+        reader.open()
+    except Exception as exc:  # noqa: BLE001 - rosbags raises ReaderError/FileNotFoundError/yaml errors
+        raise DatasetError(f"bag {str(p)!r} is not a readable rosbag2 ({type(exc).__name__}: {exc})") from exc
+    return reader
+
+
+def _storage_name(bag_path) -> str:
+    p = Path(bag_path)
+    if p.is_file():
+        return {".mcap": "mcap", ".db3": "sqlite3"}.get(p.suffix, p.suffix)
+    try:
+        import yaml
+
+        meta = yaml.safe_load((p / "metadata.yaml").read_text())
+        return str(meta["rosbag2_bagfile_information"].get("storage_identifier", ""))
+    except Exception:  # noqa: BLE001 - informational only
+        return ""
+
+
+def _custom_frames(bag_path) -> "dict[int, tuple[str, int]]":
+    meta_path = Path(bag_path) / "metadata.yaml"
+    if not meta_path.is_file():
+        return {}
+    import yaml
+
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+        custom = (meta.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}
+        raw = custom.get(FRAMES_CUSTOM_KEY)
+        if not raw:
+            return {}
+        data = json.loads(raw)
+        names = data["sequences"]
+        return {int(t): (str(names[int(q)]), int(f)) for t, q, f in data["frames"]}
+    except Exception as exc:  # noqa: BLE001 - a damaged custom_data only loses sequence names
+        log.warning("bag %s: ignoring unreadable %s custom data (%s)", bag_path, FRAMES_CUSTOM_KEY, exc)
+        return {}
+
+
+def _topic_connections(reader, topics: BagTopics, report: BagReadReport):
+    by_topic = defaultdict(list)
+    for c in reader.connections:
+        by_topic[c.topic].append(c)
+        info = report.topics.setdefault(c.topic, {"type": c.msgtype, "count": 0})
+        info["count"] += int(c.msgcount)
+    wanted = {}
+    for role, name in (("image", topics.image), ("camera_info", topics.camera_info), ("echo", topics.echo),
+                       ("depth", topics.depth)):
+        conns = by_topic.get(name, [])
+        expected = CAMERA_INFO_TYPE if role == "camera_info" else IMAGE_TYPE
+        bad = [c for c in conns if c.msgtype != expected]
+        if bad:
+            raise DatasetError(f"bag topic {name} has type {bad[0].msgtype}, expected {expected}")
+        if conns:
+            wanted[role] = conns
+    for role in ("image", "echo"):
+        if role not in wanted:
+            raise DatasetError(
+                f"bag has no {getattr(topics, role)!r} messages (topics: {sorted(by_topic)}); "
+                "pass topics=BagTopics(...) for other names"
+            )
+    return wanted
+
+
+def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int):
+    """Pass 1: image/depth stamps from raw bytes; echo and camera_info decoded and validated."""
+    ts = typestore()
+    role_of = {c.id: role for role, conns in wanted.items() for c in conns}
+    images: "list[tuple[int, int]]" = []  # (ordinal, stamp)
+    depth: "list[tuple[int, int]]" = []
+    echoes: "list[tuple[int, int]]" = []  # valid echoes only
+    infos: "list[tuple[int, np.ndarray, tuple[int, int]]]" = []
+    counters = Counter()
+    conns = [c for cs in wanted.values() for c in cs]
+    for conn, _, raw in reader.messages(connections=conns):
+        role = role_of[conn.id]
+        k = counters[role]
+        counters[role] += 1
+        if role in ("image", "depth"):
+            t = header_stamp_ns(raw)
+            if t is None:
+                t = _stamp_of(ts.deserialize_cdr(raw, conn.msgtype))
+            (images if role == "image" else depth).append((k, t))
+            continue
+        try:
+            msg = ts.deserialize_cdr(raw, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - a corrupt message is a counted rejection
+            report.rejected[f"{role}_undecodable"] = report.rejected.get(f"{role}_undecodable", 0) + 1
+            log.warning("bag: undecodable %s message #%d (%s)", role, k, exc)
+            continue
+        try:
+            if role == "echo":
+                report.echoes_total += 1
+                echo_from_image_msg(msg, min_echo_samples)
+                echoes.append((k, _stamp_of(msg)))
+            else:
+                infos.append((_stamp_of(msg), intrinsics_from_camera_info_msg(msg), (int(msg.height), int(msg.width))))
+        except MessageError as exc:
+            report.rejected[exc.reason] = report.rejected.get(exc.reason, 0) + 1
+    return images, depth, echoes, infos
+
+
+def _pair(images, depth, echoes, infos, report: BagReadReport, max_echo_age_ns: int, depth_tol_ns: int):
+    echoes = sorted(echoes, key=lambda e: (e[1], e[0]))
+    echo_t = [t for _, t in echoes]
+    depth = sorted(depth, key=lambda d: (d[1], d[0]))
+    depth_t = [t for _, t in depth]
+    infos = sorted(infos, key=lambda i: i[0])
+    info_t = [t for t, _, _ in infos]
+    frames: "list[_Frame]" = []
+    used_echoes = set()
+    for ordinal, t in images:
+        report.frames_total += 1
+        f = _Frame(ordinal, t)
+        i = bisect.bisect_right(echo_t, t) - 1
+        if i >= 0 and t - echo_t[i] <= max_echo_age_ns:
+            f.echo = echoes[i][0]
+            used_echoes.add(f.echo)
+        else:
+            report.frames_without_echo += 1
+            report.frames_without_echo_stamps_ns.append(t)
+            if i >= 0:
+                report.frames_stale_echo += 1
+        if depth_t:
+            j = bisect.bisect_left(depth_t, t)
+            best = None
+            for c in (j - 1, j):
+                if 0 <= c < len(depth_t) and abs(depth_t[c] - t) <= depth_tol_ns:
+                    if best is None or abs(depth_t[c] - t) < abs(depth_t[best] - t):
+                        best = c
+            if best is not None:
+                f.depth = depth[best][0]
+        if infos:
+            m = bisect.bisect_right(info_t, t) - 1
+            if m < 0:
+                m = 0
+                report.frames_camera_info_after += 1
+            f.k, f.k_size = infos[m][1], infos[m][2]
+        frames.append(f)
+    report.echoes_used = len(used_echoes)
+    return frames
+
+
+def iter_bag_samples(
+    bag_path,
+    report: "BagReadReport | None" = None,
+    *,
+    max_echo_age_s: float = 0.5,
+    topics: BagTopics = DEFAULT_TOPICS,
+    depth_tolerance_s: float = 0.001,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    min_echo_samples: int = 1,
+) -> Iterator[Sample]:
+    """Stream the Samples of a bag (see the module docstring); fills `report` as it goes.
+
+    Raises DatasetError for a missing/unreadable bag, missing image or echo topic, or a topic of
+    the wrong type. Malformed messages are counted in report.rejected and their frames dropped.
+    """
+    report = report if report is not None else BagReadReport()
+    report.bag = str(bag_path)
+    report.max_echo_age_s = float(max_echo_age_s)
+    ts = typestore()
+    custom = _custom_frames(bag_path)
+    seq_default = Path(bag_path).name
+    reader = _open_reader(bag_path)
+    try:
+        report.storage = _storage_name(bag_path)
+        wanted = _topic_connections(reader, topics, report)
+        images, depth, echoes, infos = _index_pass(reader, wanted, report, min_echo_samples)
+        frames = _pair(images, depth, echoes, infos, report, int(round(max_echo_age_s * 1e9)),
+                       int(round(depth_tolerance_s * 1e9)))
+        if infos == [] and frames:
+            log.warning("bag %s has no usable camera_info on %s: nominal intrinsics used", bag_path, topics.camera_info)
+        # Pass 2: decode only what the paired frames need, emit frames in camera-message order.
+        todo = [f for f in frames if f.echo is not None]
+        by_image = {f.ordinal: f for f in todo}
+        need = {"echo": Counter(f.echo for f in todo), "depth": Counter(f.depth for f in todo if f.depth is not None)}
+        cache = {"image": {}, "echo": {}, "depth": {}}
+        role_of = {c.id: role for role, conns in wanted.items() for c in conns if role != "camera_info"}
+        conns = [c for role, cs in wanted.items() if role != "camera_info" for c in cs]
+        counters = Counter()
+        pos = 0
+        for conn, _, raw in reader.messages(connections=conns):
+            role = role_of[conn.id]
+            k = counters[role]
+            counters[role] += 1
+            if role == "image":
+                if k in by_image:
+                    cache["image"][k] = raw
+            elif need[role].get(k):
+                cache[role][k] = raw
+            while pos < len(todo):
+                f = todo[pos]
+                if f.ordinal not in cache["image"] or f.echo not in cache["echo"] or (
+                    f.depth is not None and f.depth not in cache["depth"]
+                ):
+                    break
+                pos += 1
+                sample = _build_sample(f, cache, need, ts, report, bag_path, topics, custom, seq_default, sample_rate_hz)
+                if sample is not None:
+                    report.samples += 1
+                    yield sample
+        if pos < len(todo):  # cannot happen unless the bag changed between the passes
+            raise DatasetError(f"bag {bag_path}: {len(todo) - pos} paired frames not found on the second pass")
+    finally:
+        reader.close()
+    if report.frames_without_echo:
+        log.warning("bag %s: %d of %d frames have no echo within %.3f s before them (dropped)", bag_path,
+                    report.frames_without_echo, report.frames_total, max_echo_age_s)
+
+
+def _release(cache, need, role, k):
+    need[role][k] -= 1
+    if need[role][k] <= 0:
+        cache[role].pop(k, None)
+        del need[role][k]
+
+
+def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, seq_default, sample_rate_hz):
+    raw_img = cache["image"].pop(f.ordinal)
+    raw_echo = cache["echo"][f.echo]
+    raw_depth = cache["depth"][f.depth] if f.depth is not None else None
+    _release(cache, need, "echo", f.echo)
+    if f.depth is not None:
+        _release(cache, need, "depth", f.depth)
+
+    def reject(reason: str, detail: str) -> None:
+        report.rejected[reason] = report.rejected.get(reason, 0) + 1
+        log.warning("bag %s: frame at %d ns rejected (%s: %s)", bag_path, f.stamp_ns, reason, detail)
+
+    try:
+        img = ts.deserialize_cdr(raw_img, IMAGE_TYPE)
+        rgb = rgb_from_image_msg(img)
+    except MessageError as exc:
+        reject(exc.reason if exc.reason.startswith("image") else "image_" + exc.reason, str(exc))
+        return None
+    except Exception as exc:  # noqa: BLE001
+        reject("image_undecodable", str(exc))
+        return None
+    echo = echo_from_image_msg(ts.deserialize_cdr(raw_echo, IMAGE_TYPE))
+    depth = None
+    if raw_depth is not None:
+        try:
+            depth = depth_from_image_msg(ts.deserialize_cdr(raw_depth, IMAGE_TYPE))
+            if depth.shape != rgb.shape[:2]:
+                reject("depth_size", f"depth {depth.shape} vs image {rgb.shape[:2]}")
+                depth = None
+        except MessageError as exc:
+            reject(exc.reason if exc.reason.startswith("depth") else "depth_" + exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001
+            reject("depth_undecodable", str(exc))
+    if depth is None:
+        report.frames_without_depth += 1
+    if f.k is not None and f.k_size == rgb.shape[:2]:
+        k = f.k.copy()
+    else:
+        if f.k is not None:
+            reject("camera_info_size", f"camera_info {f.k_size} vs image {rgb.shape[:2]}")
+        report.frames_without_camera_info += 1
+        k = nominal_intrinsics(rgb.shape[:2])
+    seq, frame = custom.get(f.stamp_ns, (seq_default, f.ordinal))
+    return Sample(
+        rgb=rgb, echo=echo, sample_rate_hz=int(sample_rate_hz), depth_m=depth, intrinsics=k,
+        stamp_ns=f.stamp_ns, sequence_id=seq, frame_index=frame,
+        source=f"{bag_path}:{topics.image}#{f.ordinal}",
+    )
+
+
+def read_bag_samples(bag_path, max_echo_age_s: float = 0.5, **kwargs) -> "tuple[list[Sample], BagReadReport]":
+    """All Samples of a bag plus the BagReadReport (keyword arguments as iter_bag_samples)."""
+    report = BagReadReport()
+    samples = list(iter_bag_samples(bag_path, report, max_echo_age_s=max_echo_age_s, **kwargs))
+    return samples, report
+
+
+def bag_info(bag_path, max_echo_age_s: float = 0.5, topics: BagTopics = DEFAULT_TOPICS,
+             depth_tolerance_s: float = 0.001) -> dict:
+    """Topics, counts, duration and the frame/echo pairing statistics of a bag, without decoding
+    images (pass 1 only). Keys: bag, storage, duration_s, start_ns, end_ns, message_count, topics,
+    pairing (BagReadReport fields; 'samples' = frames that would pair, images not yet validated)."""
+    report = BagReadReport(bag=str(bag_path), max_echo_age_s=float(max_echo_age_s))
+    reader = _open_reader(bag_path)
+    try:
+        info = {
+            "bag": str(bag_path),
+            "storage": _storage_name(bag_path),
+            "duration_s": reader.duration / 1e9 if reader.message_count else 0.0,
+            "start_ns": reader.start_time if reader.message_count else None,
+            "end_ns": reader.end_time if reader.message_count else None,
+            "message_count": reader.message_count,
+        }
+        try:
+            wanted = _topic_connections(reader, topics, report)
+        except DatasetError as exc:
+            info["topics"] = report.topics
+            info["pairing"] = None
+            info["pairing_error"] = str(exc)
+            return info
+        images, depth, echoes, infos = _index_pass(reader, wanted, report, 1)
+        frames = _pair(images, depth, echoes, infos, report, int(round(max_echo_age_s * 1e9)),
+                       int(round(depth_tolerance_s * 1e9)))
+        report.samples = sum(f.echo is not None for f in frames)
+        report.frames_without_depth = sum(f.depth is None for f in frames)
+        report.frames_without_camera_info = sum(f.k is None for f in frames)
+        info["topics"] = report.topics
+        d = report.as_dict()
+        for key in ("frames_without_echo_stamps_ns", "bag", "storage", "topics"):
+            d.pop(key)
+        info["pairing"] = d
+        return info
+    finally:
+        reader.close()

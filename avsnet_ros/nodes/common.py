@@ -1,0 +1,259 @@
+"""Node plumbing shared by the avsnet_ros nodes: declared parameters, drop counters,
+diagnostics, QoS and the console-script main loop. rclpy only, no math.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+# Inputs from sensors: best effort, keep last 5 (REP 2003). A best-effort subscription matches
+# both reliable and best-effort publishers, so drivers and bag players of either kind connect.
+SENSOR_QOS = qos_profile_sensor_data
+# Outputs: reliable, keep last 5 (matches reliable and best-effort subscribers, e.g. rviz2).
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE)
+
+OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
+                          DiagnosticStatus.STALE)
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: default (its type is the parameter type), description, range.
+
+    `choices` restricts a string parameter; `minimum`/`maximum` give a FloatingPointRange or
+    IntegerRange (inclusive) in the descriptor, which rclpy enforces on every set.
+    """
+
+    name: str
+    default: Any
+    description: str
+    minimum: float | int | None = None
+    maximum: float | int | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+
+
+def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
+    """Declare `specs` on `node` (overrides from the command line/YAML apply) and return the values.
+
+    Raises ValueError with the parameter name when a value is outside its choices; rclpy itself
+    raises when it is outside the declared range or of the wrong type.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    for spec in specs:
+        descriptor = ParameterDescriptor(name=spec.name, description=spec.description,
+                                         read_only=spec.read_only)
+        if spec.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+        if spec.minimum is not None or spec.maximum is not None:
+            if isinstance(spec.default, bool):
+                raise TypeError(f"{spec.name}: a bool parameter has no range")
+            if isinstance(spec.default, int):
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(spec.minimum if spec.minimum is not None else -2**62),
+                    to_value=int(spec.maximum if spec.maximum is not None else 2**62), step=0)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(spec.minimum if spec.minimum is not None else -1e300),
+                    to_value=float(spec.maximum if spec.maximum is not None else 1e300), step=0.0)]
+        node.declare_parameter(spec.name, spec.default, descriptor)
+    values = {spec.name: node.get_parameter(spec.name).value for spec in specs}
+    for name, value in values.items():
+        problem = _check_choice(by_name[name], value)
+        if problem:
+            raise ValueError(f"parameter {name}: {problem}")
+
+    def on_set(params) -> SetParametersResult:
+        for param in params:
+            spec = by_name.get(param.name)
+            problem = _check_choice(spec, param.value) if spec else None
+            if problem:
+                return SetParametersResult(successful=False, reason=f"{param.name}: {problem}")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    return values
+
+
+def _check_choice(spec: ParamSpec, value: Any) -> str | None:
+    if spec.choices and value not in spec.choices:
+        return f"{value!r} is not one of {', '.join(spec.choices)}"
+    return None
+
+
+def read_parameters(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
+    """Current values of the declared `specs` (read once per configure, as demos' talker)."""
+    return {spec.name: node.get_parameter(spec.name).value for spec in specs}
+
+
+# --------------------------------------------------------------------------------------------
+# counting
+class DropCounter:
+    """Thread-safe counters by reason (drops, skips, errors) with the last detail per reason."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._last_detail: dict[str, str] = {}
+
+    def count(self, reason: str, detail: str = "", n: int = 1) -> None:
+        with self._lock:
+            self._counts[reason] += n
+            if detail:
+                self._last_detail[reason] = detail
+
+    def get(self, reason: str) -> int:
+        with self._lock:
+            return self._counts.get(reason, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def details(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._last_detail)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+
+class RateMeter:
+    """Events per second over a sliding window (for diagnostics)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self._window_s = window_s
+        self._times: list[float] = []
+        self._lock = threading.Lock()
+
+    def tick(self, now_s: float | None = None) -> None:
+        now_s = time.monotonic() if now_s is None else now_s
+        with self._lock:
+            self._times.append(now_s)
+            self._trim(now_s)
+
+    def rate_hz(self, now_s: float | None = None) -> float:
+        now_s = time.monotonic() if now_s is None else now_s
+        with self._lock:
+            self._trim(now_s)
+            if len(self._times) < 2:
+                return 0.0
+            span = max(now_s - self._times[0], self._times[-1] - self._times[0], 1e-9)
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def _trim(self, now_s: float) -> None:
+        cutoff = now_s - self._window_s
+        while self._times and self._times[0] < cutoff:
+            self._times.pop(0)
+
+
+# --------------------------------------------------------------------------------------------
+# diagnostics
+def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str,
+                      values: dict[str, Any]) -> DiagnosticStatus:
+    """DiagnosticStatus with values rendered as strings (floats to 4 significant digits)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=str(k), value=fmt(v)) for k, v in values.items()])
+
+
+def diagnostic_array(node: Node, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.status = statuses
+    return msg
+
+
+def diagnostic_values(msg: DiagnosticArray, name_contains: str) -> dict[str, str]:
+    """Key/values of the first status whose name contains `name_contains` (tests, tools)."""
+    for status in msg.status:
+        if name_contains in status.name:
+            return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# callbacks and main
+def guarded(counter_attr: str = "_drops", reason: str = "callback_exception"):
+    """Decorator for subscription/timer callbacks: no exception escapes to the executor.
+
+    An unexpected exception is counted under `reason` in `self.<counter_attr>` and logged
+    (throttled), so one bad message cannot kill the node.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the point is to catch everything
+                counter = getattr(self, counter_attr, None)
+                if counter is not None:
+                    counter.count(reason, f"{fn.__name__}: {type(exc).__name__}: {exc}")
+                try:
+                    self.get_logger().error(f"{fn.__name__} failed: {type(exc).__name__}: {exc}",
+                                            throttle_duration_sec=5.0)
+                except Exception:  # noqa: BLE001 - logging must not raise either
+                    pass
+                return None
+
+        inner.__name__ = fn.__name__
+        inner.__doc__ = fn.__doc__
+        return inner
+
+    return wrap
+
+
+def run_node_main(make_node: Callable[[], Node], args: list[str] | None = None,
+                  multithreaded: bool = True) -> int:
+    """Console-script main: init, build the node, spin until Ctrl-C, shut down quietly.
+
+    Returns the process exit code (1 when the node could not start, e.g. configure failed).
+    """
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        startup_error = getattr(node, "startup_error", None)
+        if startup_error:
+            node.get_logger().fatal(startup_error)
+            code = 1
+        else:
+            executor = MultiThreadedExecutor(num_threads=4) if multithreaded else SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code

@@ -1,0 +1,126 @@
+"""Median and mean-std scaling: hand cases, recovery of known factors, robustness, batch independence."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from avsnet_ros.scaling import mean_std_scale, median_scale, valid_depth_mask
+
+
+def test_median_hand_case():
+    r = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    mp = torch.tensor([[10.0, 30.0], [20.0, 50.0]])
+    # median(Mp) = (20 + 30)/2 = 25, median(R) = (2 + 3)/2 = 2.5 -> scale 10
+    scaled, scale = median_scale(r, mp)
+    assert scale.shape == () and float(scale) == pytest.approx(10.0)
+    torch.testing.assert_close(scaled, r * 10.0)
+
+
+def test_mean_std_hand_case():
+    r = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    mp = torch.tensor([[2.0, 4.0, 9.0]], dtype=torch.float64)
+    # mean R 2, var R 2/3; mean Mp 5, var Mp (9 + 1 + 16)/3 = 26/3 -> a = sqrt(13), b = 5 - 2 sqrt(13)
+    scaled, (a, b) = mean_std_scale(r, mp)
+    assert float(a) == pytest.approx(math.sqrt(13.0))
+    assert float(b) == pytest.approx(5.0 - 2.0 * math.sqrt(13.0))
+    torch.testing.assert_close(scaled, a * r + b)
+    # the scaled map has Mp's mean and std
+    assert float(scaled.mean()) == pytest.approx(5.0)
+    assert float(scaled.std(unbiased=False)) == pytest.approx(math.sqrt(26.0 / 3.0))
+
+
+def test_recovers_known_factors_batched():
+    g = torch.Generator().manual_seed(0)
+    r = 0.5 + torch.rand(3, 1, 16, 20, generator=g)
+    factors = torch.tensor([2.0, 5.0, 0.25])
+    mp = r * factors.view(-1, 1, 1, 1)
+    scaled, scale = median_scale(r, mp)
+    assert scale.shape == (3,)
+    torch.testing.assert_close(scale, factors)
+    torch.testing.assert_close(scaled, mp)
+    a_true, b_true = torch.tensor([3.0, 0.5, 1.5]), torch.tensor([0.2, 4.0, -0.3])
+    mp = r * a_true.view(-1, 1, 1, 1) + b_true.view(-1, 1, 1, 1)
+    scaled, (a, b) = mean_std_scale(r, mp)
+    torch.testing.assert_close(a, a_true, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b, b_true, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scaled, mp, rtol=1e-5, atol=1e-5)
+
+
+def test_nan_inf_zeros_are_ignored():
+    g = torch.Generator().manual_seed(1)
+    r = 0.5 + torch.rand(2, 1, 12, 12, generator=g)
+    mp = 3.0 * r
+    r_bad, mp_bad = r.clone(), mp.clone()
+    r_bad[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), 0.0, -1.0])
+    mp_bad[0, 0, 1, :4] = torch.tensor([float("nan"), float("-inf"), 0.0, 1e9])
+    mp_bad[0, 0, 1, 3] = float("inf")  # an infinite reference pixel
+    _, scale = median_scale(r_bad, mp_bad)
+    torch.testing.assert_close(scale, torch.tensor([3.0, 3.0]))
+    scaled, (a, b) = mean_std_scale(r_bad, mp_bad)
+    torch.testing.assert_close(a, torch.tensor([3.0, 3.0]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b, torch.tensor([0.0, 0.0]), rtol=1e-5, atol=1e-5)
+    # invalid relative pixels stay invalid instead of becoming b
+    assert math.isnan(float(scaled[0, 0, 0, 0])) and float(scaled[0, 0, 0, 2]) == 0.0
+    assert torch.isfinite(scaled[1]).all()
+
+
+def test_valid_mask_excludes_outliers():
+    r = torch.ones(1, 1, 4, 4)
+    mp = torch.full((1, 1, 4, 4), 2.0)
+    mp[0, 0, 0, :3] = 1000.0  # would move the mean; masked out
+    valid = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    valid[0, 0, 0, :3] = False
+    r[0, 0, 1, 1] = 2.0  # give R some spread for mean-std
+    mp[0, 0, 1, 1] = 4.0
+    _, scale = median_scale(r, mp, valid=valid)
+    assert float(scale[0]) == pytest.approx(2.0)
+    _, (a, b) = mean_std_scale(r, mp, valid=valid)
+    assert float(a[0]) == pytest.approx(2.0, rel=1e-5) and float(b[0]) == pytest.approx(0.0, abs=1e-5)
+    _, (a_all, _) = mean_std_scale(r, mp)
+    assert float(a_all[0]) > 10.0  # without the mask the outliers dominate
+
+
+def test_batch_items_are_independent():
+    g = torch.Generator().manual_seed(2)
+    r = 0.1 + torch.rand(4, 1, 10, 10, generator=g)
+    mp = 0.1 + 5 * torch.rand(4, 1, 10, 10, generator=g)
+    _, s_batch = median_scale(r, mp)
+    _, (a_batch, b_batch) = mean_std_scale(r, mp)
+    for i in range(4):
+        _, s_i = median_scale(r[i, 0], mp[i, 0])
+        _, (a_i, b_i) = mean_std_scale(r[i, 0], mp[i, 0])
+        assert float(s_batch[i]) == pytest.approx(float(s_i), rel=1e-6)
+        assert float(a_batch[i]) == pytest.approx(float(a_i), rel=1e-5)
+        assert float(b_batch[i]) == pytest.approx(float(b_i), rel=1e-5, abs=1e-6)
+        # numpy's median on the same pixels (independent implementation)
+        ref = np.median(mp[i].numpy()) / np.median(r[i].numpy())
+        assert float(s_batch[i]) == pytest.approx(ref, rel=1e-6)
+    # changing item 1 leaves the others' factors unchanged
+    mp2 = mp.clone()
+    mp2[1] *= 7.0
+    _, s2 = median_scale(r, mp2)
+    torch.testing.assert_close(s2[[0, 2, 3]], s_batch[[0, 2, 3]])
+    assert float(s2[1]) == pytest.approx(7.0 * float(s_batch[1]), rel=1e-5)
+
+
+def test_empty_mask_and_constant_relative_give_nan():
+    r = torch.ones(2, 1, 3, 3)
+    mp = torch.full((2, 1, 3, 3), 2.0)
+    mp[0] = 0.0  # no valid reference pixel in image 0
+    scaled, scale = median_scale(r, mp)
+    assert math.isnan(float(scale[0])) and float(scale[1]) == pytest.approx(2.0)
+    assert torch.isnan(scaled[0]).all()
+    _, (a, b) = mean_std_scale(r, mp)  # image 1: R is constant, no std ratio exists
+    assert math.isnan(float(a[1])) and math.isnan(float(a[0]))
+
+
+def test_numpy_in_numpy_out_and_mask_helper():
+    r = np.array([[1.0, 2.0], [3.0, 4.0]])
+    scaled, scale = median_scale(r, 2 * r)
+    assert isinstance(scaled, np.ndarray) and float(scale) == pytest.approx(2.0)
+    d = torch.tensor([0.0, -1.0, float("nan"), float("inf"), 0.05, 0.5, 31.0])
+    assert valid_depth_mask(d, 0.1, 30.0).tolist() == [False, False, False, False, False, True, False]
+    assert valid_depth_mask(d.numpy()).tolist() == [False, False, False, False, True, True, True]
+    with pytest.raises(ValueError):
+        median_scale(torch.ones(2, 2), torch.ones(3, 3))

@@ -1,0 +1,142 @@
+"""Argument groups, config resolution and output conventions shared by the training CLIs.
+
+Conventions: human-readable progress and logs go to stderr; with --json the LAST line of stdout is
+one JSON object (the run summary), so `... --json | tail -n 1 | python -m json.tool` works.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from training.config_io import ConfigError, load_config, parse_set_overrides
+
+LOG = logging.getLogger("avsnet_ros.training")
+
+
+def add_common_training_args(parser: argparse.ArgumentParser, default_config: str) -> None:
+    paths = parser.add_argument_group("paths")
+    paths.add_argument("--data", required=True,
+                       help="BV2-layout root (BatVision V2 or synthetic), BV1 root, or rosbag2 folder/.mcap")
+    paths.add_argument("--out", required=True, help="run directory (checkpoints, logs, plots)")
+    paths.add_argument("--config", default=None,
+                       help=f"training YAML (default: config/{default_config}); flags override it")
+    train = parser.add_argument_group("training (override the YAML)")
+    train.add_argument("--epochs", type=int, default=None, help="number of epochs")
+    train.add_argument("--batch-size", type=int, default=None, help="batch size per process")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
+    train.add_argument("--seed", type=int, default=None, help="seed of init, data order and augmentation")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                       help="auto: CUDA when available (each torchrun process takes cuda:LOCAL_RANK)")
+    train.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes")
+    train.add_argument("--max-train-samples", type=int, default=None,
+                       help="use only the first N training samples (quick runs)")
+    train.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    ckpt = parser.add_argument_group("checkpointing")
+    ckpt.add_argument("--resume", action="store_true",
+                      help="continue from RUN_DIR/checkpoints/latest.txt (fresh start if there is none)")
+    ckpt.add_argument("--save-every-steps", type=int, default=None,
+                      help="also checkpoint every N optimisation steps inside an epoch (0: epoch ends only)")
+    misc = parser.add_argument_group("config and output")
+    misc.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override any config key, e.g. --set optim.schedule=cosine (repeatable)")
+    misc.add_argument("--json", action="store_true", help="print the run summary as one JSON line (last line)")
+    misc.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    misc.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def flag_overrides(args: argparse.Namespace) -> dict:
+    """The dedicated flags as a nested override dict (applied after --set)."""
+    o: dict[str, dict] = {"train": {}, "optim": {}, "data": {}}
+    if args.epochs is not None:
+        o["train"]["epochs"] = args.epochs
+    if args.batch_size is not None:
+        o["train"]["batch_size"] = args.batch_size
+    if args.seed is not None:
+        o["train"]["seed"] = args.seed
+    if args.device is not None:
+        o["train"]["device"] = args.device
+    if args.num_workers is not None:
+        o["train"]["num_workers"] = args.num_workers
+    if args.save_every_steps is not None:
+        o["train"]["save_every_steps"] = args.save_every_steps
+    if args.no_amp:
+        o["train"]["amp"] = False
+    if args.no_progress:
+        o["train"]["progress"] = False
+    if args.lr is not None:
+        o["optim"]["lr"] = args.lr
+    if args.max_train_samples is not None:
+        o["data"]["max_train_samples"] = args.max_train_samples
+    return {k: v for k, v in o.items() if v}
+
+
+def _merge(a: dict, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_config(cls, args: argparse.Namespace, default_config: str, extra: Mapping | None = None):
+    """Dataclass defaults <- YAML <- --set <- flags <- extra; exits with a clear message on error."""
+    from avsnet_ros.paths import config_path
+
+    yaml_path = Path(args.config) if args.config else config_path(default_config)
+    overrides = _merge(parse_set_overrides(args.set), flag_overrides(args))
+    if extra:
+        overrides = _merge(overrides, extra)
+    return load_config(cls, yaml_path, overrides), yaml_path
+
+
+def setup_logging(is_main: bool) -> None:
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, stream=sys.stderr,
+                        format="[%(asctime)s %(levelname)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def command_line(argv: list[str] | None, script: str) -> str:
+    args = sys.argv[1:] if argv is None else list(argv)
+    prefix = "torchrun --nproc_per_node " + os.environ["WORLD_SIZE"] + " " if int(
+        os.environ.get("WORLD_SIZE", "1")) > 1 else "python "
+    return prefix + shlex.join([script] + args)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return _json_safe(obj.item())
+        except (ValueError, RuntimeError):
+            pass
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def print_json(summary: Mapping) -> None:
+    """One JSON object on one line of stdout (NaN/inf -> null)."""
+    sys.stdout.flush()
+    print(json.dumps(_json_safe(summary), sort_keys=False), flush=True)
+
+
+def fail(message: str, code: int = 2) -> "None":
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+__all__ = ["add_common_training_args", "resolve_config", "setup_logging", "command_line", "print_json",
+           "fail", "ConfigError"]

@@ -1,0 +1,75 @@
+"""Typed training configurations of both stages (loaded by training/config_io.py; unknown keys raise).
+
+YAML presets: config/train_avs.yaml (tiny, CPU), config/train_avs_paper.yaml (paper size, GPU),
+config/train_relative.yaml, config/train_relative_paper.yaml. Every key below may appear in them or
+be overridden with `--set section.key=value`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from training.loop import LoopConfig, OptimConfig
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they are prepared.
+
+    --data is a BV2-layout root (BatVision V2 or the synthetic world), a BV1 root (stage 2) or a
+    rosbag2 folder/.mcap. A bag has no splits: every `bag_val_every`-th sample (by time) is held
+    out for validation.
+    """
+
+    train_split: str = "train"
+    val_split: str = "val"
+    max_depth_m: Optional[float] = None  # None: 30 m for BV2/synthetic/bags, 12 m for BV1
+    hflip_prob: float = 0.5  # horizontal flip augmentation (swaps the audio channels too)
+    skip_bad: bool = False  # skip (count, log) unreadable rows instead of stopping
+    max_train_samples: Optional[int] = None  # use only the first N training samples (quick runs)
+    max_val_samples: Optional[int] = None
+    bag_val_every: int = 10
+    bag_max_echo_age_s: float = 0.5
+    triplet_interval: Optional[int] = None  # stage 2: None -> 20 for BV1 (paper), 1 otherwise
+
+
+@dataclass
+class SILossConfig:
+    """Scaled scale-invariant loss (paper eq. 4)."""
+
+    alpha: float = 10.0
+    lam: float = 0.85
+
+
+@dataclass
+class PhotometricLossConfig:
+    """Self-supervised loss (paper eq. 5-6; Monodepth2)."""
+
+    ssim_weight: float = 0.85
+    l1_weight: float = 0.15
+    smoothness_weight: float = 1e-3
+    automask: bool = True
+
+
+@dataclass
+class AVSTrainConfig:
+    """Stage 1: AVS-Net (or the RGB-only baseline with model.use_audio=false / --no-audio)."""
+
+    model: dict = field(default_factory=lambda: {"kind": "avsnet", "preset": "tiny"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: SILossConfig = field(default_factory=SILossConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    spec_stats_max_samples: Optional[int] = None  # spectrogram mean/std over at most N train samples
+
+
+@dataclass
+class RelativeTrainConfig:
+    """Stage 2: DepthNet + PoseNet, self-supervised on frame triples."""
+
+    model: dict = field(default_factory=lambda: {"kind": "depthnet", "preset": "tiny"})
+    pose_model: dict = field(default_factory=lambda: {"kind": "posenet", "preset": "tiny"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: PhotometricLossConfig = field(default_factory=PhotometricLossConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)

@@ -1,0 +1,382 @@
+"""The paper's Tables 1 and 2 on a test split, through avsnet_ros.pipeline.DepthPipeline.
+
+Rows (keys of the JSON summary):
+
+| key                    | table | model                          | scaling of the relative depth R    |
+| rgb_only               | 1     | AVS-Net without echoes         | - (pseudo-metric output)           |
+| rgb_echo               | 1     | AVS-Net with echoes            | - (pseudo-metric output)           |
+| relative_none          | 2     | DepthNet                       | none (R as if it were metres)      |
+| relative_rgb_median    | 2     | DepthNet                       | median of the RGB-only AVS-Net     |
+| relative_echo_median   | 2     | DepthNet                       | median of the echo AVS-Net (eq. 3) |
+| relative_echo_meanstd  | 2     | DepthNet                       | mean-std of the echo AVS-Net       |
+| relative_gt_median     | 2     | DepthNet                       | ground-truth median (upper ref.)   |
+
+Protocol (docs/batvision.md): every prediction is produced at (resized to) the ground-truth size;
+metrics per image with avsnet_ros.metrics.compute_depth_metrics on valid pixels (finite, > 0,
+strictly below the max depth: the paper's footnote 5), then the mean over images. Ground-truth
+median scaling uses the same valid mask. A predicted NaN (no depth, e.g. no valid pixel to take a
+scale from) on a valid ground-truth pixel is excluded and counted in `excluded_pred_pixels`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from avsnet_ros.metrics import METRIC_KEYS, DepthMetricAccumulator
+from avsnet_ros.scaling import median_scale, valid_depth_mask
+
+LOG = logging.getLogger("avsnet_ros.training")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    key: str
+    table: int
+    model: str
+    scaling: str
+
+
+ROW_SPECS: tuple[RowSpec, ...] = (
+    RowSpec("rgb_only", 1, "AVS-Net (Only-RGB)", "-"),
+    RowSpec("rgb_echo", 1, "AVS-Net (RGB-Echoes)", "-"),
+    RowSpec("relative_none", 2, "DepthNet (self-supervised)", "No"),
+    RowSpec("relative_rgb_median", 2, "DepthNet (self-supervised)", "RGB (median)"),
+    RowSpec("relative_echo_median", 2, "DepthNet (self-supervised)", "RGB-Echoes (median)"),
+    RowSpec("relative_echo_meanstd", 2, "DepthNet (self-supervised)", "RGB-Echoes (mean-std)"),
+    RowSpec("relative_gt_median", 2, "DepthNet (self-supervised)", "GT median (upper reference)"),
+)
+ROW_KEYS = tuple(r.key for r in ROW_SPECS)
+COLUMN_TITLES = {
+    "abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
+    "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑",
+}
+
+
+@dataclass
+class EvalPipelines:
+    """The three pipelines of the tables (all share the same relative model checkpoint).
+
+    echo_median: AVS-Net with echoes + DepthNet, median scaling  -> rgb_echo, relative_echo_median,
+        relative_none, relative_gt_median
+    echo_meanstd: same models, mean-std scaling                   -> relative_echo_meanstd
+    rgb_median: RGB-only AVS-Net + DepthNet, median scaling       -> rgb_only, relative_rgb_median
+    """
+
+    echo_median: Any
+    echo_meanstd: Any
+    rgb_median: Any
+    checkpoints: dict = field(default_factory=dict)
+
+
+def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoint=None,
+                    device: str = "auto") -> EvalPipelines:
+    """DepthPipelines from checkpoint dirs; None = the shipped ones (assets/checkpoints/...)."""
+    from avsnet_ros.paths import asset_path
+    from avsnet_ros.pipeline import DepthPipeline
+
+    avs = Path(avs_checkpoint) if avs_checkpoint else asset_path("checkpoints", "avsnet_tiny")
+    rgb = Path(rgb_checkpoint) if rgb_checkpoint else asset_path("checkpoints", "avsnet_tiny_rgb")
+    rel = Path(relative_checkpoint) if relative_checkpoint else asset_path("checkpoints", "depthnet_tiny")
+    for what, p in (("--avs-checkpoint", avs), ("--rgb-checkpoint", rgb), ("--relative-checkpoint", rel)):
+        if not p.exists():
+            raise FileNotFoundError(f"{what}: checkpoint {p} does not exist")
+    echo_median = DepthPipeline.from_checkpoints(avs_checkpoint=avs, relative_checkpoint=rel, device=device,
+                                                 scaling="median")
+    echo_meanstd = DepthPipeline.from_checkpoints(avs_checkpoint=avs, relative_checkpoint=rel, device=device,
+                                                  scaling="mean_std")
+    rgb_median = DepthPipeline.from_checkpoints(avs_checkpoint=rgb, relative_checkpoint=rel, device=device,
+                                                scaling="median")
+    return EvalPipelines(echo_median, echo_meanstd, rgb_median,
+                         {"avs_echo": str(avs), "avs_rgb": str(rgb), "relative": str(rel)})
+
+
+def _to_numpy_hw(x) -> np.ndarray:
+    if torch.is_tensor(x):
+        x = x.detach().float().cpu().numpy()
+    a = np.asarray(x, dtype=np.float32)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+def _resize_to(pred: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    """Bilinear resize (align_corners=False) to the ground-truth size when not already there."""
+    if tuple(pred.shape) == tuple(size_hw):
+        return pred
+    t = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(t, size=tuple(size_hw), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def gt_valid_mask(gt_m: np.ndarray, max_depth_m: float) -> np.ndarray:
+    """The metrics' valid mask: finite, > 0 and strictly below max_depth_m (paper footnote 5)."""
+    return np.asarray(valid_depth_mask(gt_m, 0.0, max_depth_m)) & (np.nan_to_num(gt_m, nan=np.inf) < max_depth_m)
+
+
+def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, sample_rate_hz: int,
+                 max_depth_m: float) -> list[dict[str, np.ndarray]]:
+    """Every row's prediction (H, W) float32 metres at the GT size for a batch of one GT size.
+
+    Returns one dict per sample: {row key: prediction} plus "scale_echo", "scale_rgb" (median
+    factors from the pipelines) and "scale_gt".
+    """
+    size_hw = tuple(gts[0].shape)
+    r_echo = pipes.echo_median(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
+    r_ms = pipes.echo_meanstd(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
+    r_rgb = pipes.rgb_median(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
+    out = []
+    for b, gt in enumerate(gts):
+        relative = _resize_to(_to_numpy_hw(r_echo.relative_depth[b]), size_hw)
+        valid = gt_valid_mask(gt, max_depth_m)
+        scaled_gt, scale_gt = median_scale(relative.astype(np.float64), np.nan_to_num(gt, nan=0.0).astype(np.float64),
+                                           valid=valid)
+        preds = {
+            "rgb_only": _resize_to(_to_numpy_hw(r_rgb.pseudo_depth_m[b]), size_hw),
+            "rgb_echo": _resize_to(_to_numpy_hw(r_echo.pseudo_depth_m[b]), size_hw),
+            "relative_none": relative,
+            "relative_rgb_median": _resize_to(_to_numpy_hw(r_rgb.depth_m[b]), size_hw),
+            "relative_echo_median": _resize_to(_to_numpy_hw(r_echo.depth_m[b]), size_hw),
+            "relative_echo_meanstd": _resize_to(_to_numpy_hw(r_ms.depth_m[b]), size_hw),
+            "relative_gt_median": np.asarray(scaled_gt, dtype=np.float32),
+            "scale_echo": float(np.asarray(r_echo.scale)[b]),
+            "scale_rgb": float(np.asarray(r_rgb.scale)[b]),
+            "scale_gt": float(scale_gt),
+        }
+        out.append(preds)
+    return out
+
+
+@dataclass
+class SplitResult:
+    """Evaluation of one dataset: summaries per row and per-image metrics."""
+
+    name: str
+    data: str
+    max_depth_m: float
+    summaries: dict
+    per_image: list
+    n_samples: int
+    n_without_gt: int
+    skipped_rows: int
+
+
+def _batches(n: int, batch_size: int) -> Iterable[list[int]]:
+    for start in range(0, n, batch_size):
+        yield list(range(start, min(n, start + batch_size)))
+
+
+def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max_depth_m: float, out_dir: Path | None,
+                   batch_size: int = 8, save_predictions: bool = False, panel_indices: Sequence[int] = (),
+                   gradcam: bool = True, progress: bool = True, max_samples: int | None = None) -> SplitResult:
+    """Run every row over `dataset` (Samples with depth) and aggregate.
+
+    Args:
+        pipes: from build_pipelines.
+        dataset: map-style dataset of avsnet_ros.data Samples.
+        name: label of the dataset in outputs ("test", "zero_shot").
+        out_dir: where predictions/ (with save_predictions), panels/ and gradcam/ go (None: nowhere).
+        panel_indices: dataset indices that get a qualitative panel (and Grad-CAM maps).
+    """
+    from tqdm.auto import tqdm
+
+    accs = {key: DepthMetricAccumulator(max_depth_m, strict_max=True, invalid_pred="exclude") for key in ROW_KEYS}
+    per_image: list[dict] = []
+    n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    n_without_gt = 0
+    panel_set = set(int(i) for i in panel_indices)
+    pred_dir = out_dir / "predictions" / name if (out_dir is not None and save_predictions) else None
+    if pred_dir is not None:
+        pred_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=n, desc=f"evaluate {name}", disable=not progress, dynamic_ncols=True)
+    for idx in _batches(n, batch_size):
+        samples = [(i, dataset[i]) for i in idx]
+        bar.update(len(samples))
+        with_gt = [(i, s) for i, s in samples if s.depth_m is not None]
+        n_without_gt += len(samples) - len(with_gt)
+        groups: dict[tuple, list] = {}
+        for i, s in with_gt:
+            groups.setdefault((tuple(s.depth_m.shape), int(s.sample_rate_hz)), []).append((i, s))
+        for (size_hw, sr), group in groups.items():
+            gts = [np.asarray(s.depth_m, dtype=np.float32) for _, s in group]
+            preds = predict_rows(pipes, [s.rgb for _, s in group], [s.echo for _, s in group], gts, sr, max_depth_m)
+            for (i, s), gt, p in zip(group, gts, preds):
+                for key in ROW_KEYS:
+                    m = accs[key].update(p[key], gt, name=s.source)
+                    row = {"dataset": name, "row": key, "index": i, "source": s.source,
+                           "sequence_id": s.sequence_id, "frame_index": s.frame_index}
+                    row.update({k: m[k] for k in METRIC_KEYS})
+                    row["valid_pixels"] = m["valid_pixels"]
+                    row["excluded_pred_pixels"] = m["excluded_pred_pixels"]
+                    row["scale"] = {"relative_echo_median": p["scale_echo"], "relative_rgb_median": p["scale_rgb"],
+                                    "relative_gt_median": p["scale_gt"]}.get(key, "")
+                    per_image.append(row)
+                if pred_dir is not None:
+                    arrays = {key: p[key].astype(np.float32) for key in ROW_KEYS}
+                    np.savez_compressed(pred_dir / f"{i:06d}.npz", gt_m=gt, max_depth_m=np.float64(max_depth_m),
+                                        **arrays)
+                if out_dir is not None and i in panel_set:
+                    _write_panel(out_dir, name, i, s, gt, p, max_depth_m)
+                    if gradcam:
+                        try:
+                            _write_gradcam(out_dir, name, i, s, pipes, p)
+                        except Exception as exc:  # noqa: BLE001 - a figure must not abort the evaluation
+                            LOG.warning("Grad-CAM for %s #%d failed: %s", name, i, exc)
+    bar.close()
+    summaries = {}
+    for key in ROW_KEYS:
+        s = accs[key].summary()
+        s["excluded_pred_pixels"] = int(sum(m.get("excluded_pred_pixels", 0) for m in accs[key].per_image))
+        summaries[key] = s
+    skipped = int(getattr(dataset, "skipped", 0) or 0)
+    return SplitResult(name, str(data_path), float(max_depth_m), summaries, per_image, n, n_without_gt, skipped)
+
+
+# ----------------------------------------------------------------------------- figures
+def _write_panel(out_dir: Path, name: str, index: int, sample, gt: np.ndarray, preds: Mapping, max_depth_m: float):
+    from training.plots import plot_depth_panel
+
+    rgb = sample.rgb
+    if rgb.shape[:2] != gt.shape:
+        import cv2
+
+        rgb = cv2.resize(rgb, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_AREA)
+    plot_depth_panel(
+        rgb, gt,
+        {"RGB-only": preds["rgb_only"], "echo-enhanced": preds["rgb_echo"],
+         "DepthNet x echo median": preds["relative_echo_median"]},
+        out_dir / "panels" / f"{name}_{index:06d}.png", max_depth_m=max_depth_m,
+        title=f"{name} #{index}: {sample.source}")
+
+
+def _write_gradcam(out_dir: Path, name: str, index: int, sample, pipes: EvalPipelines, preds: Mapping):
+    from avsnet_ros.audio.spectrogram import HOP_LENGTH, batvision_stft
+    from training.gradcam import avsnet_grad_cam, upsample_cam
+    from training.plots import plot_gradcam_panel
+
+    echo_model, echo_inputs = _model_and_inputs(pipes.echo_median, sample)
+    rgb_model, rgb_inputs = _model_and_inputs(pipes.rgb_median, sample)
+    res_echo = avsnet_grad_cam(echo_model, echo_inputs["rgb"], echo_inputs["spectrogram"])
+    res_rgb = avsnet_grad_cam(rgb_model, rgb_inputs["rgb"], None)
+    size_hw = tuple(echo_inputs["rgb"].shape[-2:])
+    rgb_small = (echo_inputs["rgb"][0].detach().cpu().permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
+    cfg = echo_model.config
+    from avsnet_ros.audio.align import crop_echo, echo_window_samples
+
+    window = crop_echo(np.asarray(sample.echo, np.float32), cfg.max_depth_m, sample.sample_rate_hz, start=cfg.audio_crop)
+    spec = batvision_stft(torch.from_numpy(window)).numpy()
+    with torch.no_grad():
+        d_echo = echo_model(echo_inputs["rgb"], echo_inputs["spectrogram"]).depth_m[0, 0].float().cpu().numpy()
+        d_rgb = rgb_model(rgb_inputs["rgb"], None).depth_m[0, 0].float().cpu().numpy()
+    plot_gradcam_panel(
+        rgb_small, spec[0] if spec.ndim == 4 else spec,
+        res_echo.cams["stft"][0].cpu().numpy(),
+        upsample_cam(res_echo.cams["rgb"], size_hw)[0].cpu().numpy(),
+        upsample_cam(res_rgb.cams["rgb"], size_hw)[0].cpu().numpy(),
+        d_echo, d_rgb, out_dir / "gradcam" / f"{name}_{index:06d}.png",
+        sample_rate_hz=sample.sample_rate_hz, hop_length=HOP_LENGTH,
+        window_samples=echo_window_samples(cfg.max_depth_m, sample.sample_rate_hz),
+        title=f"{name} #{index}: Grad-CAM of the mean predicted depth")
+
+
+def _model_and_inputs(pipe, sample) -> tuple[torch.nn.Module, dict]:
+    """The pipeline's AVS-Net module and its preprocessed model inputs for one sample."""
+    model = pipe.avs_model
+    tensors = pipe.preprocess(sample.rgb, sample.echo, sample.sample_rate_hz)
+    return model, {"rgb": tensors["rgb"], "spectrogram": tensors.get("spectrogram")}
+
+
+# ----------------------------------------------------------------------------- reports
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.3f}"
+
+
+def markdown_tables(results: Sequence[SplitResult], meta: Mapping[str, Any]) -> str:
+    """Markdown with the paper's columns: Table 1 (AVS-Net) and Table 2 (relative + scaling)."""
+    cols = " | ".join(COLUMN_TITLES[k] for k in METRIC_KEYS)
+    sep = " | ".join("---" for _ in METRIC_KEYS)
+    lines = ["# Evaluation", ""]
+    for k, v in meta.items():
+        lines.append(f"- {k}: `{v}`")
+    lines += ["", "## Table 1: AVS-Net pseudo-metric depth", "",
+              f"| Dataset | Model | {cols} | images |", f"| --- | --- | {sep} | --- |"]
+    for res in results:
+        for spec in ROW_SPECS:
+            if spec.table != 1:
+                continue
+            s = res.summaries[spec.key]
+            vals = " | ".join(_fmt(s[k]) for k in METRIC_KEYS)
+            lines.append(f"| {res.name} | {spec.model} | {vals} | {s['count']} |")
+    lines += ["", "## Table 2: relative depth scaled to metres", "",
+              f"| Dataset | Model | Scaling | {cols} | images |", f"| --- | --- | --- | {sep} | --- |"]
+    for res in results:
+        for spec in ROW_SPECS:
+            if spec.table != 2:
+                continue
+            s = res.summaries[spec.key]
+            vals = " | ".join(_fmt(s[k]) for k in METRIC_KEYS)
+            lines.append(f"| {res.name} | {spec.model} | {spec.scaling} | {vals} | {s['count']} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_reports(out_dir: Path, results: Sequence[SplitResult], summary: Mapping[str, Any], meta: Mapping) -> dict:
+    """results.md, results.csv (one line per dataset x row), per_image.csv, results.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out_dir / "results.md", markdown_tables(results, meta))
+    rows_csv = out_dir / "results.csv"
+    with open(rows_csv.with_suffix(".csv.tmp"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["dataset", "row", "table", "model", "scaling", *METRIC_KEYS, "count", "skipped",
+                    "excluded_pred_pixels"])
+        for res in results:
+            for spec in ROW_SPECS:
+                s = res.summaries[spec.key]
+                w.writerow([res.name, spec.key, spec.table, spec.model, spec.scaling, *[s[k] for k in METRIC_KEYS],
+                            s["count"], s["skipped"], s["excluded_pred_pixels"]])
+    os.replace(rows_csv.with_suffix(".csv.tmp"), rows_csv)
+    per_csv = out_dir / "per_image.csv"
+    fields = ["dataset", "row", "index", "source", "sequence_id", "frame_index", *METRIC_KEYS, "valid_pixels",
+              "excluded_pred_pixels", "scale"]
+    with open(per_csv.with_suffix(".csv.tmp"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for res in results:
+            for row in res.per_image:
+                w.writerow(row)
+    os.replace(per_csv.with_suffix(".csv.tmp"), per_csv)
+    _atomic_text(out_dir / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return {"markdown": str(out_dir / "results.md"), "csv": str(rows_csv), "per_image_csv": str(per_csv),
+            "json": str(out_dir / "results.json")}
+
+
+def summary_rows(res: SplitResult) -> dict:
+    """{row key: {metric: value, count}} for the JSON summary."""
+    out = {}
+    for key in ROW_KEYS:
+        s = res.summaries[key]
+        out[key] = {k: s[k] for k in METRIC_KEYS}
+        out[key]["count"] = int(s["count"])
+    return out
+
+
+def panel_indices_for(n: int, k: int) -> list[int]:
+    """k indices spread evenly over n samples."""
+    if n <= 0 or k <= 0:
+        return []
+    return sorted(set(int(round(x)) for x in np.linspace(0, n - 1, min(k, n))))

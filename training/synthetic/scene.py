@@ -1,0 +1,424 @@
+"""Scene sampling for the synthetic audio-visual world: rooms, furniture, looks, rig and trajectories.
+
+Everything visual is sampled in NORMALISED units (the room's longest horizontal side = 1) and only
+then multiplied by the room scale `scale_m` (metres per normalised unit). Room, furniture, ceiling
+height, camera position and motion, light position and texture periods all scale together, so the
+rendered image does not depend on `scale_m` at all (the ray caster works in normalised units and only
+the depth is multiplied by the scale): an image alone cannot tell a 2 m room from a 15 m one.
+The echoes can: the rig's speaker and microphones sit at fixed METRIC offsets from the camera and sound
+travels at a fixed 343 m/s, so arrival times and levels scale with the room.
+
+Frames (world and rig, all right-handed):
+- world: x along the room length (0 .. Lx), y along its width (0 .. Ly), z up (floor z = 0).
+- rig body (REP 103): x forward, y left, z up; origin = camera optical centre. Pose = position of
+  the origin in the world plus yaw (about world z), pitch (about body y, positive = nose DOWN, as
+  REP 103's right-hand rule gives), roll (about body x): R_world_body = Rz(yaw) Ry(pitch) Rx(roll).
+- camera optical frame (REP 103 "_optical"): z forward, x right, y down, R_body_optical below.
+- speaker and microphones: fixed offsets in the body frame, in metres (RIG_OFFSETS_M); they do not
+  scale with the room.
+
+Surface ids (shared by the ray caster and the acoustics): 0: x = 0 wall, 1: x = Lx wall,
+2: y = 0 wall, 3: y = Ly wall, 4: floor, 5: ceiling; box b has ids 6 + 6 b + k with k in the same
+order (0: x = lo face, 1: x = hi, 2: y = lo, 3: y = hi, 4: bottom, 5: top).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Preset",
+    "PRESETS",
+    "Box",
+    "Look",
+    "Pose",
+    "Layout",
+    "SequenceSpec",
+    "RIG_OFFSETS_M",
+    "R_BODY_OPTICAL",
+    "rotation_world_body",
+    "rotation_world_optical",
+    "intrinsics_for",
+    "sample_layout",
+    "sample_sequence_spec",
+    "rig_positions_m",
+    "n_surfaces",
+]
+
+#: Speaker and microphone positions in the rig body frame (REP 103: x forward, y left, z up), metres,
+#: relative to the camera optical centre. Microphones 20 cm apart, speaker centred between them and
+#: 2 cm forward; all 6 cm below the camera. The direct path speaker -> each microphone is 10.2 cm.
+RIG_OFFSETS_M = {
+    "speaker": np.array([0.02, 0.0, -0.06]),
+    "mic_left": np.array([0.0, 0.10, -0.06]),
+    "mic_right": np.array([0.0, -0.10, -0.06]),
+}
+
+#: Columns = the optical frame's axes expressed in the body frame (x_opt = -y_body, y_opt = -z_body,
+#: z_opt = x_body).
+R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Distribution of one kind of dataset. Lengths are ratios to the room's longest side unless
+    their name says metres. `code` keys the random streams (see writer.scene_rng)."""
+
+    name: str
+    code: int
+    scale_range_m: tuple = (2.0, 15.0)  # longest horizontal room side, log-uniform
+    width_ratio: tuple = (0.5, 1.0)  # Ly / Lx
+    height_ratio: tuple = (0.3, 0.6)  # Lz / Lx
+    n_boxes: tuple = (0, 4)  # inclusive range
+    box_size: tuple = (0.08, 0.3)  # footprint side / Lx
+    box_height: tuple = (0.15, 0.7)  # / Lz
+    absorption: tuple = (0.05, 0.6)  # energy absorption per surface, uniform
+    noise_std: tuple = (3e-4, 3e-3)  # white noise std (full scale 1), log-uniform
+    hfov_deg: float = 90.0
+    frames_per_sequence: int = 5
+    step: tuple = (0.01, 0.03)  # forward motion per frame / Lx
+    yaw_rate_deg: tuple = (-4.0, 4.0)  # per frame
+    pitch_deg: tuple = (-15.0, 5.0)
+    roll_deg: float = 2.0  # +- uniform
+    palette: str = "indoor"  # "indoor" (muted) or "vivid"
+    max_order: int = 3  # image-source order
+    layout_repeats: int = 2  # each normalised layout is used by this many sequences, at different scales
+
+
+PRESETS = {
+    # The training distribution.
+    "train": Preset(name="train", code=1),
+    # Same distribution as train; its random streams are keyed with another code, so its scenes are
+    # disjoint from train's even for the same --seed.
+    "test": Preset(name="test", code=2),
+    # A differently distributed world for the zero-shot row: empty corridor-like rooms (no furniture),
+    # harder (more reverberant) materials, more noise, vivid colours, 3-15 m.
+    "shifted": Preset(
+        name="shifted",
+        code=3,
+        scale_range_m=(3.0, 15.0),
+        width_ratio=(0.2, 0.45),
+        height_ratio=(0.2, 0.45),
+        n_boxes=(0, 0),
+        absorption=(0.02, 0.3),
+        noise_std=(1e-3, 6e-3),
+        palette="vivid",
+    ),
+}
+
+
+@dataclass
+class Box:
+    """Axis-aligned box (furniture) in normalised world units; lo < hi per axis."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+@dataclass
+class Look:
+    """Appearance of one surface: linear-RGB albedo in [0, 1] and a procedural texture.
+
+    kind: 0 plain mottled, 1 planks/stripes, 2 tiles, 3 fine noise. period: texture period in
+    normalised units (so textures scale with the room). contrast: texture modulation depth.
+    grid: (G, G) random values for the value noise.
+    """
+
+    albedo: np.ndarray
+    kind: int
+    period: float
+    contrast: float
+    grid: np.ndarray
+    axis: int = 0  # plank direction (0 or 1 of the face's two in-plane axes)
+
+
+@dataclass
+class Pose:
+    """Rig pose in normalised world units / radians (see module docstring for the frames)."""
+
+    position: np.ndarray
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass
+class Layout:
+    """A scale-free scene: room, furniture, looks, light and the camera trajectory (normalised)."""
+
+    room: np.ndarray  # (3,) normalised extents, room[0] = 1
+    boxes: list
+    looks: list  # one Look per surface id
+    light: np.ndarray  # (3,) point light position
+    light_power: float
+    ambient: float
+    poses: list  # one Pose per frame
+    layout_index: int = 0
+
+
+@dataclass
+class SequenceSpec:
+    """One sequence = a layout at an absolute scale with its acoustic parameters."""
+
+    layout: Layout
+    scale_m: float  # metres per normalised unit (= the room's longest horizontal side in metres)
+    absorption: np.ndarray  # (n_surfaces,) energy absorption per surface
+    noise_std: float
+    gain: float  # overall recording gain
+    channel_gain: np.ndarray  # (2,) small left/right gain mismatch
+    jitter: np.ndarray  # (frames,) int onset jitter in samples
+    max_order: int = 3
+    sequence_index: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+def n_surfaces(layout: Layout) -> int:
+    return 6 + 6 * len(layout.boxes)
+
+
+def rotation_world_body(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """R_world_body = Rz(yaw) @ Ry(pitch) @ Rx(roll), (3, 3)."""
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cr, sr = math.cos(roll), math.sin(roll)
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    return rz @ ry @ rx
+
+
+def rotation_world_optical(pose: Pose) -> np.ndarray:
+    """R_world_optical (3, 3): maps optical-frame directions to world directions."""
+    return rotation_world_body(pose.yaw, pose.pitch, pose.roll) @ R_BODY_OPTICAL
+
+
+def intrinsics_for(height: int, width: int, hfov_deg: float = 90.0) -> np.ndarray:
+    """Pinhole K (3, 3) float64 for an image of (height, width) px with square pixels.
+
+    fx = fy = (W / 2) / tan(hfov / 2); principal point at the centre in the pixel-centre convention
+    ((W - 1) / 2, (H - 1) / 2), the convention of avsnet_ros.data.samples.scale_intrinsics.
+    """
+    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def rig_positions_m(pose: Pose, scale_m: float) -> dict:
+    """World positions in metres of the camera, speaker and both microphones for a normalised pose."""
+    r = rotation_world_body(pose.yaw, pose.pitch, pose.roll)
+    cam = np.asarray(pose.position, dtype=np.float64) * scale_m
+    out = {"camera": cam}
+    for name, off in RIG_OFFSETS_M.items():
+        out[name] = cam + r @ off
+    return out
+
+
+# ----------------------------------------------------------------------------------------- looks
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - math.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
+
+
+def _sample_look(rng: np.random.Generator, role: str, palette: str, base=None) -> Look:
+    vivid = palette == "vivid"
+    if base is not None:
+        # Variation of a shared colour (e.g. the four walls of one room).
+        albedo = np.clip(base * rng.uniform(0.9, 1.1, size=3), 0.02, 0.95)
+    elif role == "ceiling":
+        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.0, 0.3 if vivid else 0.1), rng.uniform(0.7, 0.95))
+    elif role == "floor":
+        albedo = _hsv_to_rgb(
+            rng.uniform(0.02, 0.12) if rng.uniform() < 0.6 else rng.uniform(0, 1),
+            rng.uniform(0.2, 0.9 if vivid else 0.6),
+            rng.uniform(0.15, 0.7),
+        )
+    elif role == "wall":
+        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 0.9) if vivid else rng.uniform(0.0, 0.35), rng.uniform(0.45, 0.9))
+    else:  # furniture
+        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 1.0) if vivid else rng.uniform(0.1, 0.7), rng.uniform(0.15, 0.85))
+    if role == "floor":
+        kind = int(rng.choice([1, 2, 3, 0], p=[0.35, 0.35, 0.2, 0.1]))
+    elif role == "ceiling":
+        kind = int(rng.choice([0, 2], p=[0.7, 0.3]))
+    elif role == "wall":
+        kind = int(rng.choice([0, 1, 3], p=[0.6, 0.2, 0.2]))
+    else:
+        kind = int(rng.choice([0, 1, 3], p=[0.4, 0.4, 0.2]))
+    period = float(np.exp(rng.uniform(np.log(0.02), np.log(0.12))))
+    contrast = float(rng.uniform(0.1, 0.45))
+    grid = rng.uniform(0.0, 1.0, size=(16, 16))
+    return Look(albedo=np.asarray(albedo, dtype=np.float64), kind=kind, period=period, contrast=contrast, grid=grid, axis=int(rng.integers(0, 2)))
+
+
+# --------------------------------------------------------------------------------------- layouts
+
+def _uniform(rng, lo_hi):
+    return float(rng.uniform(lo_hi[0], lo_hi[1]))
+
+
+_MARGIN = 0.1  # rig clearance from walls and furniture footprints, normalised (>= 0.2 m at 2 m scale)
+
+
+def _free_xy(xy: np.ndarray, room: np.ndarray, boxes: list, margin: float = _MARGIN) -> bool:
+    x, y = float(xy[0]), float(xy[1])
+    if not (margin <= x <= room[0] - margin and margin <= y <= room[1] - margin):
+        return False
+    for b in boxes:
+        if b.lo[0] - margin <= x <= b.hi[0] + margin and b.lo[1] - margin <= y <= b.hi[1] + margin:
+            return False
+    return True
+
+
+def _sample_boxes(rng, preset: Preset, room: np.ndarray) -> list:
+    n = int(rng.integers(preset.n_boxes[0], preset.n_boxes[1] + 1))
+    boxes: list = []
+    tries = 0
+    while len(boxes) < n and tries < 60:
+        tries += 1
+        sx, sy = _uniform(rng, preset.box_size), _uniform(rng, preset.box_size)
+        sx, sy = min(sx, 0.5 * room[0]), min(sy, 0.5 * room[1])
+        # Furniture stands on short legs: a small gap under the box keeps its bottom face off the
+        # floor plane (coplanar faces confuse the image-source visibility test).
+        z0 = room[2] * float(rng.uniform(0.02, 0.12))
+        h = room[2] * _uniform(rng, preset.box_height)
+        h = min(h, 0.9 * room[2] - z0)
+        # Mostly against a wall (with a small gap), sometimes free-standing.
+        gap = 0.015
+        if rng.uniform() < 0.6:
+            side = int(rng.integers(0, 4))
+            x0 = float(rng.uniform(gap, room[0] - sx - gap))
+            y0 = float(rng.uniform(gap, room[1] - sy - gap))
+            if side == 0:
+                x0 = gap
+            elif side == 1:
+                x0 = room[0] - sx - gap
+            elif side == 2:
+                y0 = gap
+            else:
+                y0 = room[1] - sy - gap
+        else:
+            x0 = float(rng.uniform(gap, room[0] - sx - gap))
+            y0 = float(rng.uniform(gap, room[1] - sy - gap))
+        lo = np.array([x0, y0, z0])
+        hi = np.array([x0 + sx, y0 + sy, z0 + h])
+        sep = 0.02
+        if any(np.all(lo < b.hi + sep) and np.all(b.lo - sep < hi) for b in boxes):
+            continue
+        boxes.append(Box(lo=lo, hi=hi))
+    return boxes
+
+
+def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frames: int) -> list:
+    """Smooth camera path: start in free space, walk forward with a slow turn; turn away from obstacles."""
+    for _ in range(200):
+        xy = np.array([rng.uniform(0, room[0]), rng.uniform(0, room[1])])
+        if _free_xy(xy, room, boxes):
+            break
+    else:  # no free spot (cannot happen with the margins used, kept as a guard)
+        raise RuntimeError("could not place the rig in free space")
+    z = room[2] * float(rng.uniform(0.35, 0.6))
+    # Look roughly towards a far point of the room (a camera facing a wall at 20 cm shows nothing).
+    best, best_d = None, -1.0
+    for _ in range(8):
+        tgt = np.array([rng.uniform(0, room[0]), rng.uniform(0, room[1])])
+        dist = float(np.hypot(*(tgt - xy)))
+        if dist > best_d:
+            best, best_d = tgt, dist
+    yaw = math.atan2(best[1] - xy[1], best[0] - xy[0]) + math.radians(float(rng.normal(0.0, 20.0)))
+    yaw_rate = math.radians(_uniform(rng, preset.yaw_rate_deg))
+    step = _uniform(rng, preset.step)
+    pitch0 = math.radians(_uniform(rng, preset.pitch_deg))
+    roll0 = math.radians(float(rng.uniform(-preset.roll_deg, preset.roll_deg)))
+    bob_phase = float(rng.uniform(0, 2 * math.pi))
+    poses = []
+    pos = np.array([xy[0], xy[1], z])
+    for f in range(frames):
+        pitch = pitch0 + math.radians(1.0) * math.sin(bob_phase + 0.9 * f)
+        roll = roll0 + math.radians(0.5) * math.sin(bob_phase + 1.3 * f)
+        zf = z + 0.003 * math.sin(bob_phase + 1.7 * f)
+        poses.append(Pose(position=np.array([pos[0], pos[1], zf]), yaw=yaw, pitch=pitch, roll=roll))
+        # Next position: keep the slow turn; near an obstacle try turns of up to 30 degrees, and if
+        # every direction is blocked stay in place and turn 15 degrees (motion stays small).
+        base = yaw + yaw_rate + float(rng.normal(0.0, math.radians(0.5)))
+        turn_sign = 1.0 if yaw_rate >= 0 else -1.0
+        moved = False
+        for dyaw_deg in (0.0, 10.0, -10.0, 20.0, -20.0, 30.0, -30.0):
+            cand = base + turn_sign * math.radians(dyaw_deg)
+            nxt = pos[:2] + step * np.array([math.cos(cand), math.sin(cand)])
+            if _free_xy(nxt, room, boxes):
+                pos = np.array([nxt[0], nxt[1], z])
+                yaw = cand
+                moved = True
+                break
+        if not moved:
+            yaw = yaw + turn_sign * math.radians(15.0)
+    return poses
+
+
+def sample_layout(rng: np.random.Generator, preset: Preset, frames: int, layout_index: int = 0) -> Layout:
+    """Sample a scale-free scene and a camera trajectory of `frames` poses (normalised units)."""
+    room = np.array([1.0, _uniform(rng, preset.width_ratio), _uniform(rng, preset.height_ratio)])
+    boxes = _sample_boxes(rng, preset, room)
+    wall_base = _sample_look(rng, "wall", preset.palette).albedo
+    looks = [_sample_look(rng, "wall", preset.palette, base=wall_base) for _ in range(4)]
+    looks.append(_sample_look(rng, "floor", preset.palette))
+    looks.append(_sample_look(rng, "ceiling", preset.palette))
+    for _ in boxes:
+        lk = _sample_look(rng, "furniture", preset.palette)
+        looks.extend([lk] * 6)
+    light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
+    poses = _sample_trajectory(rng, preset, room, boxes, frames)
+    return Layout(
+        room=room,
+        boxes=boxes,
+        looks=looks,
+        light=light,
+        light_power=float(rng.uniform(0.5, 0.9)),
+        ambient=float(rng.uniform(0.25, 0.45)),
+        poses=poses,
+        layout_index=layout_index,
+    )
+
+
+def sample_sequence_spec(
+    rng: np.random.Generator,
+    preset: Preset,
+    layout: Layout,
+    twin: int = 0,
+    sequence_index: int = 0,
+) -> SequenceSpec:
+    """Absolute scale and acoustics for one sequence of `layout`.
+
+    The scale is log-uniform over preset.scale_range_m; with layout_repeats R the log-range is cut
+    into R equal strata and twin j draws from stratum j, so the R sequences sharing a layout (and
+    hence identical images) are guaranteed to have clearly different scales, while each scale is
+    still log-uniform over the whole range marginally.
+    """
+    lo, hi = math.log(preset.scale_range_m[0]), math.log(preset.scale_range_m[1])
+    r = max(1, preset.layout_repeats)
+    u = (twin % r + float(rng.uniform())) / r
+    scale_m = math.exp(lo + u * (hi - lo))
+    ns = n_surfaces(layout)
+    absorption = rng.uniform(preset.absorption[0], preset.absorption[1], size=ns)
+    # A box is one material: all its faces share the first face's absorption.
+    for b in range(len(layout.boxes)):
+        absorption[6 + 6 * b: 12 + 6 * b] = absorption[6 + 6 * b]
+    noise_std = math.exp(rng.uniform(math.log(preset.noise_std[0]), math.log(preset.noise_std[1])))
+    gain = 10.0 ** (rng.normal(0.0, 0.5) / 20.0)  # +-0.5 dB recording level variation
+    channel_gain = 10.0 ** (rng.normal(0.0, 0.2, size=2) / 20.0)
+    jitter = rng.integers(-3, 4, size=len(layout.poses))
+    return SequenceSpec(
+        layout=layout,
+        scale_m=scale_m,
+        absorption=absorption,
+        noise_std=noise_std,
+        gain=gain,
+        channel_gain=channel_gain,
+        jitter=jitter,
+        max_order=preset.max_order,
+        sequence_index=sequence_index,
+    )

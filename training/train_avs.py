@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Stage 1: train AVS-Net (RGB + echoes -> pseudo-metric depth) or its RGB-only baseline.
+
+    python training/train_avs.py --data ROOT_OR_BAG --out runs/avs [--no-audio] [--config YAML]
+        [--epochs N] [--resume] [--device auto|cpu|cuda] [--seed S] [--save-every-steps N] [--json]
+    torchrun --nproc_per_node 2 training/train_avs.py --data ... --out ...     (DDP)
+
+Supervised with the scaled scale-invariant loss (paper eq. 4) on BV2-layout folders (BatVision V2
+or the synthetic world) or a rosbag2. Writes to RUN_DIR: checkpoints/ (resume state), best/model
+(lowest validation Abs Rel; config.json + model.safetensors), log.csv, tensorboard/, curves.png,
+config.yaml (the resolved config) and COMMAND.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_CONFIG = "train_avs.yaml"
+LOG = logging.getLogger("avsnet_ros.training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.cli_common import add_common_training_args
+
+    p = argparse.ArgumentParser(
+        prog="train_avs.py", description=__doc__.split("\n\n")[0],
+        epilog="Config precedence: config/train_avs.yaml (or --config) < --set < flags.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_training_args(p, DEFAULT_CONFIG)
+    model = p.add_argument_group("model")
+    model.add_argument("--no-audio", action="store_true",
+                       help="train the RGB-only baseline (model.use_audio=false; same code path)")
+    model.add_argument("--preset", choices=("tiny", "paper"), default=None, help="model size preset")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    import os
+    import random
+
+    import numpy as np
+    import torch
+
+    from training.cli_common import command_line, print_json, resolve_config, setup_logging
+    from training.config_io import ConfigError, dump_yaml, to_dict
+    from training.configs import AVSTrainConfig
+
+    extra: dict = {}
+    if args.no_audio:
+        extra.setdefault("model", {})["use_audio"] = False
+    if args.preset:
+        extra.setdefault("model", {})["preset"] = args.preset
+    try:
+        cfg, yaml_path = resolve_config(AVSTrainConfig, args, DEFAULT_CONFIG, extra)
+        from avsnet_ros.models.config import config_from_dict
+
+        model_cfg = config_from_dict(dict(cfg.model))
+    except (ConfigError, ValueError) as exc:
+        print(f"error: config: {exc}", file=sys.stderr)
+        return 2
+    if model_cfg.kind != "avsnet":
+        print(f"error: config: model.kind must be 'avsnet' for stage 1, got {model_cfg.kind!r}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+
+    from avsnet_ros.data.torch_dataset import TorchSampleDataset
+    from avsnet_ros.models.builder import build_model
+    from avsnet_ros.models.config import asdict as model_asdict
+    from training.avs_task import AVSTask, compute_spectrogram_stats
+    from training.datasets import FirstN, open_split
+    from training.distributed import cleanup, init_distributed
+    from training.loop import run_training
+
+    ctx = init_distributed(cfg.train.device)
+    setup_logging(ctx.is_main)
+    try:
+        seed = cfg.train.seed
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+        train_data = open_split(args.data, cfg.data.train_split, cfg.data.max_depth_m, cfg.data.skip_bad,
+                                cfg.data.bag_val_every, cfg.data.bag_max_echo_age_s)
+        max_depth_m = train_data.max_depth_m
+        if max_depth_m > model_cfg.max_depth_m:
+            LOG.warning("data max depth %.1f m exceeds the model's max_depth_m %.1f m: farther pixels "
+                        "cannot be predicted", max_depth_m, model_cfg.max_depth_m)
+        train_base = train_data.dataset
+        if cfg.data.max_train_samples:
+            train_base = FirstN(train_base, cfg.data.max_train_samples)
+        try:
+            val_data = open_split(args.data, cfg.data.val_split, cfg.data.max_depth_m, cfg.data.skip_bad,
+                                  cfg.data.bag_val_every, cfg.data.bag_max_echo_age_s)
+            val_base = val_data.dataset
+            if cfg.data.max_val_samples:
+                val_base = FirstN(val_base, cfg.data.max_val_samples)
+        except (FileNotFoundError, ValueError) as exc:
+            LOG.warning("no validation split (%s): best checkpoint chosen by training loss", exc)
+            val_base = None
+
+        size_hw = tuple(model_cfg.image_size_hw)
+        use_audio = bool(model_cfg.use_audio)
+        train_set = TorchSampleDataset(train_base, size_hw, audio_crop=model_cfg.audio_crop, max_depth_m=max_depth_m,
+                                       hflip_prob=cfg.data.hflip_prob, seed=seed, with_audio=use_audio)
+        val_set = None
+        if val_base is not None and len(val_base) > 0:
+            val_set = TorchSampleDataset(val_base, size_hw, audio_crop=model_cfg.audio_crop, max_depth_m=max_depth_m,
+                                         hflip_prob=0.0, seed=seed, with_audio=use_audio)
+        if ctx.is_main:
+            LOG.info("stage 1 (%s): %d train / %d val samples from %s (%s, max depth %.0f m), %s preset at %dx%d, "
+                     "%d process(es) on %s", "RGB+echo" if use_audio else "RGB-only", len(train_set),
+                     0 if val_set is None else len(val_set), args.data, train_data.kind, max_depth_m,
+                     model_cfg.preset, size_hw[0], size_hw[1], ctx.world_size, ctx.device)
+
+        model = build_model(model_cfg)
+        command = command_line(argv, "training/train_avs.py")
+        extra_json = {"training_command": command, "data": str(args.data), "max_depth_m_data": max_depth_m}
+        task = AVSTask(model, model_cfg, cfg.loss.alpha, cfg.loss.lam, max_depth_m)
+        task.extra = extra_json
+
+        def on_fresh_start() -> None:
+            if not use_audio:
+                return
+            stats_set = TorchSampleDataset(train_base, size_hw, audio_crop=model_cfg.audio_crop,
+                                           max_depth_m=max_depth_m, hflip_prob=0.0, seed=seed, with_audio=True)
+            mean, std, n = compute_spectrogram_stats(stats_set, ctx, cfg.spec_stats_max_samples,
+                                                     num_workers=cfg.train.num_workers, progress=cfg.train.progress)
+            model.set_spectrogram_stats(mean, std)
+            extra_json["spec_stats_samples"] = n
+            if ctx.is_main:
+                LOG.info("spectrogram log1p stats over %d training samples: mean %s std %s", n,
+                         [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()])
+
+        run_dir = Path(args.out)
+        config_dict = to_dict(cfg)
+        config_dict["model"] = model_asdict(model_cfg)
+        if ctx.is_main:
+            import yaml
+
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+            with open(run_dir / "COMMAND.txt", "a") as fh:
+                fh.write(command + "\n")
+        result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume,
+                              config_dict, on_fresh_start=on_fresh_start)
+        if ctx.is_main:
+            summary = {
+                "stage": "avs",
+                "use_audio": use_audio,
+                "run_dir": str(run_dir),
+                "best_model": str(run_dir / "best" / "model") if result.best_dir else None,
+                "best_epoch": result.best_epoch,
+                "best_" + result.selection_metric: result.best_value,
+                "final_val": result.final_val,
+                "epochs": result.epochs,
+                "global_step": result.global_step,
+                "train_samples": len(train_set),
+                "val_samples": 0 if val_set is None else len(val_set),
+                "resumed_from": result.resumed_from,
+                "last_checkpoint": result.last_checkpoint,
+                "train_time_s": round(result.train_time_s, 2),
+                "world_size": result.world_size,
+                "device": result.device,
+                "config": str(yaml_path),
+            }
+            LOG.info("done: best %s %.4f at epoch %s -> %s", result.selection_metric,
+                     result.best_value if result.best_value is not None else float("nan"), result.best_epoch,
+                     summary["best_model"])
+            if args.json:
+                print_json(summary)
+        return 0
+    finally:
+        cleanup(ctx)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
