@@ -37,7 +37,9 @@ class AVSTask:
 
     name = "avs"
     selection_metric = "abs_rel"
-    find_unused_parameters = False
+    # transformers' DPT neck has weights no forward uses (fusion_stage.layers.0.residual_layer1:
+    # the first fusion layer has no earlier feature to add); DDP must be told.
+    find_unused_parameters = True
 
     def __init__(self, model: nn.Module, model_config: Any, alpha: float, lam: float, max_depth_m: float):
         self.model = model

@@ -106,10 +106,12 @@ def cmd_to_batvision(args) -> int:
             if args.wav_format == "float32":
                 pcm = np.ascontiguousarray(s.echo.T, dtype=np.float32)
             else:
-                pcm = np.clip(np.rint(s.echo.T.astype(np.float64) * 2147483648.0), -2147483648, 2147483647).astype(np.int32)
+                full_scale = np.rint(s.echo.T.astype(np.float64) * 2147483648.0)
+                pcm = np.clip(full_scale, -2147483648, 2147483647).astype(np.int32)
             wavfile.write(loc_dir / "audio" / f"audio_{name}.wav", int(s.sample_rate_hz), pcm)
-            if not cv2.imwrite(str(loc_dir / "camera" / f"camera_{name}.{ext}"), cv2.cvtColor(s.rgb, cv2.COLOR_RGB2BGR), params):
-                raise OSError(f"could not write {loc_dir / 'camera'}/camera_{name}.{ext}")
+            image_path = loc_dir / "camera" / f"camera_{name}.{ext}"
+            if not cv2.imwrite(str(image_path), cv2.cvtColor(s.rgb, cv2.COLOR_RGB2BGR), params):
+                raise OSError(f"could not write {image_path}")
             if s.depth_m is None:
                 mm = np.zeros(s.rgb.shape[:2], dtype=np.uint16)
                 no_depth += 1

@@ -20,6 +20,16 @@ from training.config_io import ConfigError, load_config, parse_set_overrides
 LOG = logging.getLogger("avsnet_ros.training")
 
 
+def user_errors() -> tuple:
+    """Exceptions that mean bad input (data, checkpoint, config, run dir), reported in one line."""
+    from avsnet_ros.data.samples import DatasetError
+    from avsnet_ros.models.checkpoint import CheckpointError
+    from training.loop import ResumeError
+
+    return (DatasetError, CheckpointError, ResumeError, ConfigError, FileNotFoundError)
+
+
+
 def add_common_training_args(parser: argparse.ArgumentParser, default_config: str) -> None:
     paths = parser.add_argument_group("paths")
     paths.add_argument("--data", required=True,
@@ -138,5 +148,5 @@ def fail(message: str, code: int = 2) -> "None":
     raise SystemExit(code)
 
 
-__all__ = ["add_common_training_args", "resolve_config", "setup_logging", "command_line", "print_json",
+__all__ = ["user_errors", "add_common_training_args", "resolve_config", "setup_logging", "command_line", "print_json",
            "fail", "ConfigError"]

@@ -45,10 +45,9 @@ class SILossConfig:
 class PhotometricLossConfig:
     """Self-supervised loss (paper eq. 5-6; Monodepth2)."""
 
-    ssim_weight: float = 0.85
-    l1_weight: float = 0.15
-    smoothness_weight: float = 1e-3
-    automask: bool = True
+    ssim_weight: float = 0.85  # gamma; the L1 weight beta is 1 - ssim_weight (0.15)
+    smoothness_weight: float = 1e-3  # lambda
+    automask: bool = True  # Monodepth2 auto-masking of static pixels
 
 
 @dataclass

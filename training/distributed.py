@@ -100,3 +100,16 @@ def broadcast_object(ctx: DistContext, obj, src: int = 0):
     holder = [obj if ctx.rank == src else None]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer of `module` (e.g. BatchNorm running statistics) from rank `src` to all."""
+    if not ctx.distributed:
+        return
+    for buf in module.buffers():
+        if ctx.backend == "nccl" or buf.device.type == "cpu":
+            dist.broadcast(buf.data, src=src)
+        else:
+            tmp = buf.data.cpu()
+            dist.broadcast(tmp, src=src)
+            buf.data.copy_(tmp)

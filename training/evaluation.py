@@ -89,12 +89,25 @@ def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoin
     for what, p in (("--avs-checkpoint", avs), ("--rgb-checkpoint", rgb), ("--relative-checkpoint", rel)):
         if not p.exists():
             raise FileNotFoundError(f"{what}: checkpoint {p} does not exist")
-    echo_median = DepthPipeline.from_checkpoints(avs_checkpoint=avs, relative_checkpoint=rel, device=device,
-                                                 scaling="median")
-    echo_meanstd = DepthPipeline.from_checkpoints(avs_checkpoint=avs, relative_checkpoint=rel, device=device,
-                                                  scaling="mean_std")
-    rgb_median = DepthPipeline.from_checkpoints(avs_checkpoint=rgb, relative_checkpoint=rel, device=device,
-                                                scaling="median")
+    from avsnet_ros.models.checkpoint import load_model
+    from avsnet_ros.pipeline import select_device
+
+    dev = select_device(device)
+    avs_model, avs_cfg = load_model(avs, dev)
+    rgb_model, rgb_cfg = load_model(rgb, dev)
+    rel_model, rel_cfg = load_model(rel, dev)
+    for what, p, cfg, kind in (("--avs-checkpoint", avs, avs_cfg, "avsnet"), ("--rgb-checkpoint", rgb, rgb_cfg, "avsnet"),
+                               ("--relative-checkpoint", rel, rel_cfg, "depthnet")):
+        if cfg.kind != kind:
+            raise ValueError(f"{what} {p} holds a {cfg.kind!r} model, expected {kind!r}")
+    if not avs_cfg.use_audio:
+        LOG.warning("--avs-checkpoint %s is an RGB-only model: the rgb_echo row will not use echoes", avs)
+    if rgb_cfg.use_audio:
+        LOG.warning("--rgb-checkpoint %s uses echoes: the rgb_only row is not an RGB-only baseline", rgb)
+    # One copy of each network; the three pipelines differ only in the AVS-Net and the scaling.
+    echo_median = DepthPipeline(avs_model, rel_model, device=dev, scaling="median")
+    echo_meanstd = DepthPipeline(avs_model, rel_model, device=dev, scaling="mean_std")
+    rgb_median = DepthPipeline(rgb_model, rel_model, device=dev, scaling="median")
     return EvalPipelines(echo_median, echo_meanstd, rgb_median,
                          {"avs_echo": str(avs), "avs_rgb": str(rgb), "relative": str(rel)})
 
@@ -203,8 +216,8 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
         n_without_gt += len(samples) - len(with_gt)
         groups: dict[tuple, list] = {}
         for i, s in with_gt:
-            groups.setdefault((tuple(s.depth_m.shape), int(s.sample_rate_hz)), []).append((i, s))
-        for (size_hw, sr), group in groups.items():
+            groups.setdefault((tuple(s.depth_m.shape), tuple(s.rgb.shape), int(s.sample_rate_hz)), []).append((i, s))
+        for (size_hw, _rgb_shape, sr), group in groups.items():
             gts = [np.asarray(s.depth_m, dtype=np.float32) for _, s in group]
             preds = predict_rows(pipes, [s.rgb for _, s in group], [s.echo for _, s in group], gts, sr, max_depth_m)
             for (i, s), gt, p in zip(group, gts, preds):
@@ -288,9 +301,8 @@ def _write_gradcam(out_dir: Path, name: str, index: int, sample, pipes: EvalPipe
 
 def _model_and_inputs(pipe, sample) -> tuple[torch.nn.Module, dict]:
     """The pipeline's AVS-Net module and its preprocessed model inputs for one sample."""
-    model = pipe.avs_model
-    tensors = pipe.preprocess(sample.rgb, sample.echo, sample.sample_rate_hz)
-    return model, {"rgb": tensors["rgb"], "spectrogram": tensors.get("spectrogram")}
+    batch = pipe.preprocess(sample.rgb, sample.echo, sample.sample_rate_hz, need_relative=False)
+    return pipe.avs_model, {"rgb": batch.rgb_avs, "spectrogram": batch.spectrogram}
 
 
 # ----------------------------------------------------------------------------- reports

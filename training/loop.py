@@ -34,9 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from avsnet_ros.data.samples import DatasetError
 from avsnet_ros.metrics import METRIC_KEYS
 from training import checkpointing as ckpt
-from training.distributed import DistContext, all_reduce_sum
+from training.distributed import DistContext, all_reduce_sum, broadcast_buffers
 
 LOG = logging.getLogger("avsnet_ros.training")
 
@@ -47,6 +48,10 @@ LOG = logging.getLogger("avsnet_ros.training")
 #       its model weights (the DDP test compares the ranks).
 ENV_STEP_DELAY = "AVSNET_TRAIN_STEP_DELAY_S"
 ENV_WEIGHT_HASH_DIR = "AVSNET_WRITE_WEIGHT_HASH"
+
+
+class ResumeError(ValueError):
+    """The run directory cannot be resumed with this configuration (the message says why)."""
 
 
 # ============================================================================= configuration
@@ -375,7 +380,7 @@ def run_training(
     batch_size = loop_cfg.batch_size
     steps_per_epoch = sampler.num_samples // batch_size
     if steps_per_epoch < 1:
-        raise ValueError(
+        raise DatasetError(
             f"training set too small: {len(train_set)} samples over {ctx.world_size} process(es) give "
             f"{sampler.num_samples} per process, fewer than batch_size={batch_size}")
     total_steps = steps_per_epoch * loop_cfg.epochs
@@ -407,7 +412,7 @@ def run_training(
     fingerprint = {k: config_dict.get(k) for k in resume_compare_keys}
     latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
     if latest is not None and not resume:
-        raise FileExistsError(
+        raise ResumeError(
             f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue it or "
             "choose a new --out")
     if latest is not None:
@@ -416,10 +421,10 @@ def run_training(
         now_fp = json.loads(_config_fingerprint(fingerprint))
         if saved_fp != now_fp:
             diff = sorted(k for k in set(saved_fp) | set(now_fp) if saved_fp.get(k) != now_fp.get(k))
-            raise ValueError(f"cannot resume {latest}: config sections {diff} differ from the saved "
+            raise ResumeError(f"cannot resume {latest}: config sections {diff} differ from the saved "
                              "run (they fix the schedule and the data); use the saved config.yaml")
         if int(state["epochs_total"]) != loop_cfg.epochs or int(state["batch_size"]) != batch_size:
-            raise ValueError(f"cannot resume {latest}: it was started with epochs="
+            raise ResumeError(f"cannot resume {latest}: it was started with epochs="
                              f"{state['epochs_total']}, batch_size={state['batch_size']}")
         for sub, entry in task.models_to_save().items():
             ckpt.load_checkpoint_weights(latest, sub, entry[0])
@@ -451,8 +456,9 @@ def run_training(
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        # Buffers (BatchNorm statistics) are synced from rank 0 at every forward (DDP's default).
         ddp_module: nn.Module = DDP(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                    else None, broadcast_buffers=True,
+                                    else None,
                                     find_unused_parameters=getattr(task, "find_unused_parameters", False))
     else:
         ddp_module = module
@@ -580,6 +586,10 @@ def run_training(
         bar.close()
 
         # ------------------------------------------------------------ end of epoch
+        # DDP syncs buffers (BatchNorm statistics) from rank 0 at the START of each forward, so
+        # after the last step every rank holds its own update; make them rank 0's again so that
+        # validation and the saved weights are the same on every rank.
+        broadcast_buffers(ctx, module)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step,
                                "train_loss": epoch_loss_sum / max(1, epoch_loss_n),
                                "lr": scheduler.get_last_lr()[0]}

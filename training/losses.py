@@ -59,9 +59,10 @@ def si_loss(
     g = log(pred) - log(gt) over the valid pixels of the whole batch (T = their number), as in
     AdaBins/ZoeDepth. pred_m, gt_m: (B, 1, H, W) metres (pred is resized bilinearly to gt's size
     when they differ); valid: optional bool mask of gt's shape, ANDed with finite gt > 0.
-    Predictions are clamped to >= eps before the log. The square root is taken only where its
-    argument exceeds eps^2 (the argument can be a tiny negative number by rounding, and sqrt has an
-    infinite slope at 0); below that the loss is exactly 0 with zero gradient. With no valid pixel
+    Predictions are clamped to >= eps before the log. The radicand is computed as
+    var(g) + (1 - lam) mean(g)^2 (never negative, no cancellation), and the square root is taken
+    only where it exceeds eps^2 (sqrt has an infinite slope at 0); below that the loss is exactly 0
+    with zero gradient. With no valid pixel
     the loss is 0 (still attached to the graph).
     """
     if pred_m.shape[-2:] != gt_m.shape[-2:]:
@@ -75,7 +76,11 @@ def si_loss(
     gt_safe = torch.where(mask, gt_m, torch.ones_like(gt_m))
     g = torch.where(mask, torch.log(pred_m.clamp_min(eps)) - torch.log(gt_safe), torch.zeros_like(gt_m))
     n = count.to(g.dtype)
-    d = (g * g).sum() / n - lam * (g.sum() / n) ** 2
+    mean_g = g.sum() / n
+    # mean(g^2) - lam mean(g)^2 written as var(g) + (1 - lam) mean(g)^2: identical algebraically,
+    # but without the float32 cancellation that makes a pure scale error look like variance.
+    centred = torch.where(mask, g - mean_g, torch.zeros_like(g))
+    d = (centred * centred).sum() / n + (1.0 - lam) * mean_g * mean_g
     floor = eps * eps
     positive = d > floor
     d_safe = torch.where(positive, d, torch.full_like(d, floor))

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from training.cli_common import command_line, print_json, resolve_config, setup_logging
-    from training.config_io import ConfigError, dump_yaml, to_dict
+    from avsnet_ros.data.samples import DatasetError
+    from training.cli_common import command_line, user_errors, print_json, resolve_config, setup_logging
+    from training.config_io import ConfigError, to_dict
     from training.configs import AVSTrainConfig
 
     extra: dict = {}
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             val_base = val_data.dataset
             if cfg.data.max_val_samples:
                 val_base = FirstN(val_base, cfg.data.max_val_samples)
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, DatasetError) as exc:
             LOG.warning("no validation split (%s): best checkpoint chosen by training loss", exc)
             val_base = None
 
@@ -179,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print_json(summary)
         return 0
+    except user_errors() as exc:
+        if ctx.is_main:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         cleanup(ctx)
 

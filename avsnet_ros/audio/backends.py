@@ -66,7 +66,7 @@ class SweepSettings:
     f0_hz: float = DEFAULT_SWEEP["f0_hz"]
     f1_hz: float = DEFAULT_SWEEP["f1_hz"]
     method: str = DEFAULT_SWEEP["method"]
-    fade_s: float = 0.002
+    fade_s: float = DEFAULT_SWEEP.get("fade_s", 0.002)
     gain: float = 0.5
     period_s: float = 0.25
     echo_samples: int = echo_window_samples(30.0)

@@ -206,10 +206,17 @@ def _check_files(r: CsvRow) -> None:
             raise DatasetError(f"{kind} file {str(p)!r} does not exist", r.csv_path, r.row)
 
 
-def load_bv2_csv(csv_path, base_dir, location: str = "") -> "list[CsvRow]":
+def _collect(errors: "list | None", exc: DatasetError) -> None:
+    if errors is None:
+        raise exc
+    errors.append(exc)
+
+
+def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" = None) -> "list[CsvRow]":
     """Parse one BV2 location CSV -> CsvRows with files resolved against base_dir (the BV2 root).
 
-    Raises DatasetError for a missing column, a bad optional value, or a path escaping base_dir.
+    Raises DatasetError for a missing column, a bad optional value, or a path escaping base_dir;
+    when `errors` is a list, bad rows are appended to it (as DatasetError) and left out instead.
     File existence is not checked here (BV2Dataset does it).
     """
     csv_path = Path(csv_path)
@@ -217,14 +224,21 @@ def load_bv2_csv(csv_path, base_dir, location: str = "") -> "list[CsvRow]":
     _, rows = read_csv_rows(csv_path, BV2_COLUMNS)
     out = []
     for i, (line, v) in enumerate(rows):
-        seq, frame, stamp, intr = _optional_fields(v, csv_path, line)
+        try:
+            seq, frame, stamp, intr = _optional_fields(v, csv_path, line)
+            audio = _safe_join(base_dir, [v["audio path"], v["audio file name"]], csv_path, line, "audio path")
+            camera = _safe_join(base_dir, [v["camera path"], v["camera file name"]], csv_path, line, "camera path")
+            depth = _safe_join(base_dir, [v["depth path"], v["depth file name"]], csv_path, line, "depth path")
+        except DatasetError as exc:
+            _collect(errors, exc)
+            continue
         out.append(
             CsvRow(
                 csv_path=csv_path,
                 row=line,
-                audio_paths=(_safe_join(base_dir, [v["audio path"], v["audio file name"]], csv_path, line, "audio path"),),
-                camera_path=_safe_join(base_dir, [v["camera path"], v["camera file name"]], csv_path, line, "camera path"),
-                depth_path=_safe_join(base_dir, [v["depth path"], v["depth file name"]], csv_path, line, "depth path"),
+                audio_paths=(audio,),
+                camera_path=camera,
+                depth_path=depth,
                 sequence_id=seq if seq is not None else location,
                 frame_index=frame if frame is not None else i,
                 stamp_ns=stamp,
@@ -234,8 +248,12 @@ def load_bv2_csv(csv_path, base_dir, location: str = "") -> "list[CsvRow]":
     return out
 
 
-def load_bv1_csv(csv_path, base_dir) -> "list[CsvRow]":
-    """Parse a BV1 split CSV -> CsvRows; sequences are runs of one scene (see module docstring)."""
+def load_bv1_csv(csv_path, base_dir, errors: "list | None" = None) -> "list[CsvRow]":
+    """Parse a BV1 split CSV -> CsvRows; sequences are runs of one scene (see module docstring).
+
+    Bad rows raise DatasetError, or are appended to `errors` and left out when it is a list (they
+    still count as rows of their scene run, so positions keep matching the CSV).
+    """
     csv_path = Path(csv_path)
     base_dir = Path(base_dir)
     _, rows = read_csv_rows(csv_path, BV1_COLUMNS)
@@ -245,8 +263,6 @@ def load_bv1_csv(csv_path, base_dir) -> "list[CsvRow]":
     pos = 0
     seq_name = ""
     for line, v in rows:
-        cam = _safe_join(base_dir, [v["camera path left"]], csv_path, line, "camera path left")
-        seq, frame, stamp, intr = _optional_fields(v, csv_path, line)
         scene = os.path.dirname(os.path.normpath(v["camera path left"])).replace(os.sep, "/")
         if scene != prev_scene:
             k = runs_seen.get(scene, 0)
@@ -254,16 +270,23 @@ def load_bv1_csv(csv_path, base_dir) -> "list[CsvRow]":
             seq_name = scene if k == 0 else f"{scene}#{k}"
             pos = 0
             prev_scene = scene
+        try:
+            seq, frame, stamp, intr = _optional_fields(v, csv_path, line)
+            cam = _safe_join(base_dir, [v["camera path left"]], csv_path, line, "camera path left")
+            left = _safe_join(base_dir, [v["audio path left"]], csv_path, line, "audio path left")
+            right = _safe_join(base_dir, [v["audio path right"]], csv_path, line, "audio path right")
+            depth = _safe_join(base_dir, [v["depth path"]], csv_path, line, "depth path")
+        except DatasetError as exc:
+            _collect(errors, exc)
+            pos += 1
+            continue
         out.append(
             CsvRow(
                 csv_path=csv_path,
                 row=line,
-                audio_paths=(
-                    _safe_join(base_dir, [v["audio path left"]], csv_path, line, "audio path left"),
-                    _safe_join(base_dir, [v["audio path right"]], csv_path, line, "audio path right"),
-                ),
+                audio_paths=(left, right),
                 camera_path=cam,
-                depth_path=_safe_join(base_dir, [v["depth path"]], csv_path, line, "depth path"),
+                depth_path=depth,
                 sequence_id=seq if seq is not None else seq_name,
                 frame_index=frame if frame is not None else pos,
                 stamp_ns=stamp,
@@ -322,7 +345,8 @@ class _CsvDataset:
 
     kind = ""
 
-    def __init__(self, rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz):
+    def __init__(self, rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz,
+                 row_errors=()):
         from avsnet_ros.audio.align import echo_window_samples
 
         self.max_depth_m = float(max_depth_m)
@@ -336,6 +360,8 @@ class _CsvDataset:
         self.skipped = 0
         self.skipped_rows: "list[tuple[str, int, str]]" = []
         self._bad: "set[int]" = set()
+        for exc in row_errors:  # rows already refused while parsing (skip_bad only)
+            self._count_skip(exc)
         good = []
         for r in rows:
             try:
@@ -495,12 +521,14 @@ class BV2Dataset(_CsvDataset):
                 f"no {split}.csv under {str(self.root)!r}: expected <root>/<location>/{split}.csv "
                 f"(a BV2 root) or <root>/{split}.csv (one location folder)"
             )
+        errors: "list | None" = [] if skip_bad else None
         for d in loc_dirs:
             csv_path = d / f"{split}.csv"
             base = self._base_for(d, csv_path)
-            rows.extend(load_bv2_csv(csv_path, base, location=d.name))
+            rows.extend(load_bv2_csv(csv_path, base, location=d.name, errors=errors))
             self.locations.append(d.name)
-        super().__init__(rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz)
+        super().__init__(rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz,
+                         row_errors=errors or ())
 
     @staticmethod
     def _base_for(loc_dir: Path, csv_path: Path) -> Path:
@@ -552,8 +580,10 @@ class BV1Dataset(_CsvDataset):
         csv_path = self.root / f"{split}.csv"
         if not csv_path.is_file():
             raise DatasetError(f"BV1 split file {str(csv_path)!r} does not exist")
-        rows = load_bv1_csv(csv_path, self.root)
-        super().__init__(rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz)
+        errors: "list | None" = [] if skip_bad else None
+        rows = load_bv1_csv(csv_path, self.root, errors=errors)
+        super().__init__(rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz,
+                         row_errors=errors or ())
 
     def _read_audio(self, r: CsvRow) -> np.ndarray:
         from avsnet_ros.audio.io import read_bv1_npy

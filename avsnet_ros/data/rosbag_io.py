@@ -304,8 +304,9 @@ def write_samples_to_bag(
     echo (32FC1 2 x N), and depth (32FC1 metres, or 16UC1 millimetres with depth_encoding="16UC1";
     16UC1 is exact only for depths that came from millimetres, and pixels beyond 65.535 m become
     0 = invalid, counted in the summary) when the sample has depth. Samples may be a generator
-    (streamed). The echo message carries no sample rate: samples at another rate than
-    sample_rate_hz (the 44100 Hz contract) raise ValueError. Raises rosbags WriterError when
+    (streamed); their stamps must be distinct (ValueError otherwise: pairing is by stamp). The
+    echo message carries no sample rate: samples at another rate than sample_rate_hz (the
+    44100 Hz contract) raise ValueError. Raises rosbags WriterError when
     bag_path exists. On an exception the partial bag is closed (readable up to the failure).
     """
     from rosbags.rosbag2 import Writer
@@ -322,6 +323,7 @@ def write_samples_to_bag(
     counts = Counter()
     too_far = 0
     last_stamp = -1
+    seen_stamps: "set[int]" = set()
     try:
         for name in (topics.camera_info, topics.image, topics.echo):
             conns[name] = writer.add_connection(name, topics.types()[name], typestore=ts)
@@ -332,6 +334,10 @@ def write_samples_to_bag(
             if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
                 raise ValueError(f"{s.source}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
             t = int(s.stamp_ns)
+            if t in seen_stamps:
+                # Frames and echoes are paired by header stamp: two frames at one stamp are ambiguous.
+                raise ValueError(f"{s.source}: duplicate stamp {t} ns (each sample needs its own stamp)")
+            seen_stamps.add(t)
             if t < last_stamp:
                 log.warning("%s: stamp %d earlier than the previous sample's %d", s.source, t, last_stamp)
             last_stamp = max(last_stamp, t)
@@ -578,7 +584,7 @@ def iter_bag_samples(
     report.max_echo_age_s = float(max_echo_age_s)
     ts = typestore()
     custom = _custom_frames(bag_path)
-    seq_default = Path(bag_path).name
+    seq_default = Path(bag_path).stem if Path(bag_path).is_file() else Path(bag_path).name
     reader = _open_reader(bag_path)
     try:
         report.storage = _storage_name(bag_path)
@@ -613,7 +619,8 @@ def iter_bag_samples(
                 ):
                     break
                 pos += 1
-                sample = _build_sample(f, cache, need, ts, report, bag_path, topics, custom, seq_default, sample_rate_hz)
+                sample = _build_sample(f, cache, need, ts, report, bag_path, topics, custom, seq_default,
+                                       sample_rate_hz)
                 if sample is not None:
                     report.samples += 1
                     yield sample

@@ -8,8 +8,7 @@ all turn into the same Samples, so training, evaluation and replay cannot drift 
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -28,8 +27,6 @@ __all__ = [
     "depth_m_to_mm",
     "valid_depth",
 ]
-
-log = logging.getLogger(__name__)
 
 # Nominal intrinsics of the ZED 2 left camera at HD720 (1280 x 720), the camera BatVision V2 was
 # recorded with. The dataset ships no calibration, so this is derived from the Stereolabs ZED 2
@@ -88,7 +85,6 @@ class Sample:
     sequence_id: str = ""
     frame_index: int = 0
     source: str = ""
-    extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def valid_mask(self, max_depth_m: float, min_depth_m: float = 0.0) -> np.ndarray:
         """(H, W) bool: finite ground truth with min_depth_m < depth <= max_depth_m.

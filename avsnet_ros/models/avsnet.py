@@ -125,24 +125,34 @@ class AudioEncoder(nn.Module):
 class CrossModalAttention(nn.Module):
     """Multi-head cross-modal attention with skip connection (paper eq. 1-2).
 
-    Q = W_Q f^V, K = W_K f^A, V = W_V f^A; Att = softmax(Q K^T / sqrt(s)) V with s the head dim;
-    L = Att(f^V, f^A) + f^V.
+    Per head: Q = W_Q f^V, K = W_K f^A, V = W_V f^A, Att = softmax(Q K^T / sqrt(s)) V with s the
+    head dimension; heads concatenated and projected by W_O; L = Att(f^V, f^A) + f^V.
     forward(visual (B, C, h, w), audio_tokens (B, N, Ca)) -> (L (B, C, h, w), weights (B, heads, h*w, N)).
+    The returned weights are the ones used (so they carry gradients; Grad-CAM can hook them).
     """
 
     def __init__(self, visual_dim: int, audio_dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
-        self.attn = nn.MultiheadAttention(
-            visual_dim, heads, dropout=dropout, kdim=audio_dim, vdim=audio_dim, batch_first=True
-        )
+        if visual_dim % heads:
+            raise ValueError(f"visual_dim {visual_dim} not divisible by heads {heads}")
+        self.heads = heads
+        self.head_dim = visual_dim // heads
+        self.q_proj = nn.Linear(visual_dim, visual_dim)
+        self.k_proj = nn.Linear(audio_dim, visual_dim)
+        self.v_proj = nn.Linear(audio_dim, visual_dim)
+        self.out_proj = nn.Linear(visual_dim, visual_dim)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, visual: torch.Tensor, audio_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = visual.shape
-        query = visual.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        attended, weights = self.attn(
-            query, audio_tokens, audio_tokens, need_weights=True, average_attn_weights=False
-        )
-        fused = attended + query
+        query = visual.flatten(2).transpose(1, 2)  # f^V tokens (B, Q, C)
+        n_k = audio_tokens.shape[1]
+        q = self.q_proj(query).view(b, -1, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, Q, d)
+        k = self.k_proj(audio_tokens).view(b, n_k, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(audio_tokens).view(b, n_k, self.heads, self.head_dim).transpose(1, 2)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)  # (B, heads, Q, N)
+        attended = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, -1, c)
+        fused = self.out_proj(attended) + query
         return fused.transpose(1, 2).reshape(b, c, h, w), weights
 
 

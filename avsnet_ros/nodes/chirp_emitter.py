@@ -28,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
+from avsnet_ros.audio.sweep import DEFAULT_SWEEP
 from avsnet_ros.audio.backends import (AudioDeviceError, EchoBackend, ReplayBackend, SimBackend,
                                        SoundDeviceBackend, SweepSettings, WallReflector)
 from avsnet_ros.nodes import conversions as conv
@@ -49,11 +50,13 @@ PARAMS = (
     ParamSpec("sample_rate_hz", 44100, "audio sample rate (the echo contract and the models: 44100 Hz)",
               8000, 192000),
     ParamSpec("gain", 0.5, "sweep peak amplitude (full scale 1.0)", 0.0, 1.0),
-    ParamSpec("sweep_method", "linear", "sweep phase law", choices=("linear", "exponential")),
-    ParamSpec("sweep_f0_hz", 20.0, "sweep start frequency", 1.0, 96000.0),
-    ParamSpec("sweep_f1_hz", 20000.0, "sweep end frequency", 1.0, 96000.0),
-    ParamSpec("sweep_duration_s", 0.01, "sweep length", 0.001, 1.0),
-    ParamSpec("sweep_fade_s", 0.002, "half-Hann fade in/out of the sweep", 0.0, 0.5),
+    ParamSpec("sweep_method", DEFAULT_SWEEP["method"], "sweep phase law (default: DEFAULT_SWEEP, the sweep "
+              "the depth node's onset check and the models expect)", choices=("linear", "exponential")),
+    ParamSpec("sweep_f0_hz", float(DEFAULT_SWEEP["f0_hz"]), "sweep start frequency", 1.0, 96000.0),
+    ParamSpec("sweep_f1_hz", float(DEFAULT_SWEEP["f1_hz"]), "sweep end frequency", 1.0, 96000.0),
+    ParamSpec("sweep_duration_s", float(DEFAULT_SWEEP["duration_s"]), "sweep length", 0.0005, 1.0),
+    ParamSpec("sweep_fade_s", float(DEFAULT_SWEEP.get("fade_s", 0.002)), "half-Hann fade in/out of the sweep",
+              0.0, 0.5),
     ParamSpec("period_s", 0.25, "time between sweep starts (>= sweep + 2 max_depth / 343 s for clean echoes)",
               0.02, 60.0),
     ParamSpec("max_depth_m", 30.0, "echo window: the buffer holds echo_window_samples(max_depth_m) samples "
@@ -150,7 +153,7 @@ class ChirpEmitter(LifecycleNode):
     # lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open the backend. FAILURE (stays unconfigured) with the reason in startup_error."""
-        self.values = read_parameters(self, PARAMS)
+        read_parameters(self, PARAMS, self.values)
         try:
             backend = self._backend_factory(self.values)
             backend.open()

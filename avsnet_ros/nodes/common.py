@@ -37,7 +37,9 @@ class ParamSpec:
     """One declared parameter: default (its type is the parameter type), description, range.
 
     `choices` restricts a string parameter; `minimum`/`maximum` give a FloatingPointRange or
-    IntegerRange (inclusive) in the descriptor, which rclpy enforces on every set.
+    IntegerRange (inclusive) in the descriptor, which rclpy enforces on every set. `live`
+    parameters take effect as soon as they are set; the others are read at configure (the
+    descriptor says which).
     """
 
     name: str
@@ -47,17 +49,22 @@ class ParamSpec:
     maximum: float | int | None = None
     choices: tuple[str, ...] | None = None
     read_only: bool = False
+    live: bool = False
 
 
-def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
+def declare_parameters(node: Node, specs: Sequence[ParamSpec], values: dict[str, Any] | None = None) -> dict[str, Any]:
     """Declare `specs` on `node` (overrides from the command line/YAML apply) and return the values.
+
+    `values` (default: a new dict, returned) receives the declared values; later sets of `live`
+    parameters are written into it, so a node reading `self.values[...]` sees them at once.
 
     Raises ValueError with the parameter name when a value is outside its choices; rclpy itself
     raises when it is outside the declared range or of the wrong type.
     """
     by_name = {spec.name: spec for spec in specs}
     for spec in specs:
-        descriptor = ParameterDescriptor(name=spec.name, description=spec.description,
+        when = "applied at once" if spec.live else "read at configure"
+        descriptor = ParameterDescriptor(name=spec.name, description=f"{spec.description} ({when})",
                                          read_only=spec.read_only)
         if spec.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
@@ -73,7 +80,8 @@ def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]
                     from_value=float(spec.minimum if spec.minimum is not None else -1e300),
                     to_value=float(spec.maximum if spec.maximum is not None else 1e300), step=0.0)]
         node.declare_parameter(spec.name, spec.default, descriptor)
-    values = {spec.name: node.get_parameter(spec.name).value for spec in specs}
+    values = {} if values is None else values
+    values.update({spec.name: node.get_parameter(spec.name).value for spec in specs})
     for name, value in values.items():
         problem = _check_choice(by_name[name], value)
         if problem:
@@ -87,7 +95,14 @@ def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]
                 return SetParametersResult(successful=False, reason=f"{param.name}: {problem}")
         return SetParametersResult(successful=True)
 
+    def post_set(params) -> None:
+        for param in params:
+            spec = by_name.get(param.name)
+            if spec is not None and spec.live:
+                values[param.name] = param.value
+
     node.add_on_set_parameters_callback(on_set)
+    node.add_post_set_parameters_callback(post_set)
     return values
 
 
@@ -97,9 +112,10 @@ def _check_choice(spec: ParamSpec, value: Any) -> str | None:
     return None
 
 
-def read_parameters(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
-    """Current values of the declared `specs` (read once per configure, as demos' talker)."""
-    return {spec.name: node.get_parameter(spec.name).value for spec in specs}
+def read_parameters(node: Node, specs: Iterable[ParamSpec], values: dict[str, Any]) -> dict[str, Any]:
+    """Refresh `values` in place with the current parameters (at configure, as demos' talker)."""
+    values.update({spec.name: node.get_parameter(spec.name).value for spec in specs})
+    return values
 
 
 # --------------------------------------------------------------------------------------------

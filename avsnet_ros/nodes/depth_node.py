@@ -45,6 +45,8 @@ from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, SEN
                                      diagnostic_status, guarded, read_parameters, run_node_main)
 
 FALLBACKS = ("drop", "hold", "rgb_only")
+#: The onset check searches this far beyond its tolerance (samples).
+ONSET_SEARCH_MARGIN_SAMPLES = 512
 
 PARAMS = (
     ParamSpec("autostart", True, "configure and activate at start-up (false: drive the lifecycle yourself)"),
@@ -62,33 +64,33 @@ PARAMS = (
     ParamSpec("sample_rate_hz", 44100, "echo sample rate (the echo contract: 44100 Hz; must match the "
               "models)", 8000, 192000),
     ParamSpec("max_echo_age_s", 0.6, "a frame pairs with the newest echo stamped at most this long "
-              "before it (never after it)", 0.0, 60.0),
+              "before it (never after it)", 0.0, 60.0, live=True),
     ParamSpec("scale_hold_s", 2.0, "after the echo is too old, keep the last scale this long "
-              "(confidence decaying) before echo_fallback applies", 0.0, 3600.0),
+              "(confidence decaying) before echo_fallback applies", 0.0, 3600.0, live=True),
     ParamSpec("confidence_half_life_s", 0.5, "held-scale confidence halves every this many seconds",
-              0.001, 3600.0),
+              0.001, 3600.0, live=True),
     ParamSpec("echo_fallback", "drop", "without a usable echo or held scale: drop the frame, hold the "
               "last scale indefinitely, or publish the RGB-only model's pseudo-metric depth",
               choices=FALLBACKS),
     ParamSpec("future_tolerance_s", 0.5, "messages stamped more than this ahead of the node clock are "
-              "rejected (future_stamp)", 0.0, 3600.0),
-    ParamSpec("output_width_px", 0, "published depth width (0 = camera width)", 0, 16384),
-    ParamSpec("output_height_px", 0, "published depth height (0 = camera height)", 0, 16384),
+              "rejected (future_stamp)", 0.0, 3600.0, live=True),
+    ParamSpec("output_width_px", 0, "published depth width (0 = camera width)", 0, 16384, live=True),
+    ParamSpec("output_height_px", 0, "published depth height (0 = camera height)", 0, 16384, live=True),
     ParamSpec("max_image_pixels", 4096 * 4096, "larger camera images are rejected (image_too_large)",
-              1, 2**31 - 1),
-    ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived"),
-    ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1),
+              1, 2**31 - 1, live=True),
+    ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived", live=True),
+    ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
     ParamSpec("echo_onset_check", True, "reject echoes whose direct-path onset is not at "
-              "ECHO_ONSET_SAMPLE (misaligned, wrong sample rate, silent)"),
-    ParamSpec("echo_onset_tolerance_samples", 16, "allowed onset offset from ECHO_ONSET_SAMPLE", 0, 10000),
-    ParamSpec("echo_min_onset_snr_db", 20.0, "minimum matched-filter SNR of the direct path", 0.0, 200.0),
+              "ECHO_ONSET_SAMPLE (misaligned, wrong sample rate, silent)", live=True),
+    ParamSpec("echo_onset_tolerance_samples", 16, "allowed onset offset from ECHO_ONSET_SAMPLE", 0, 10000, live=True),
+    ParamSpec("echo_min_onset_snr_db", 20.0, "minimum matched-filter SNR of the direct path", 0.0, 200.0, live=True),
     ParamSpec("echo_max_clipped_fraction", 0.05, "reject echoes with more samples at |x| >= 0.999",
-              0.0, 1.0),
-    ParamSpec("skip_when_unsubscribed", True, "skip inference while nothing subscribes to the outputs"),
+              0.0, 1.0, live=True),
+    ParamSpec("skip_when_unsubscribed", True, "skip inference while nothing subscribes to the outputs", live=True),
     ParamSpec("publish_points", False, "publish /avsnet/points (needs camera_info)"),
-    ParamSpec("points_stride_px", 2, "pixel stride of the point cloud", 1, 64),
+    ParamSpec("points_stride_px", 2, "pixel stride of the point cloud", 1, 64, live=True),
     ParamSpec("publish_preview", True, "publish /avsnet/depth_preview (rgb8, turbo colour map)"),
-    ParamSpec("preview_max_depth_m", 10.0, "depth shown as the last colour of the preview", 0.1, 1000.0),
+    ParamSpec("preview_max_depth_m", 10.0, "depth shown as the last colour of the preview", 0.1, 1000.0, live=True),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics", 0.05, 60.0),
 )
 
@@ -112,9 +114,9 @@ class _Frame:
 @dataclass
 class _Scale:
     scale: float
+    shift: float  # mean_std scaling: depth = scale * R + shift (0 otherwise)
     confidence: float
-    echo_stamp_ns: int
-    echo_serial: int
+    echo: _Echo  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
 
 
 class _LatestSlot:
@@ -201,14 +203,14 @@ class DepthNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the models and create publishers. SUCCESS -> inactive, FAILURE -> unconfigured."""
         try:
-            self.values = read_parameters(self, PARAMS)
+            read_parameters(self, PARAMS, self.values)
             v = self.values
             if v["torch_threads"] > 0:
                 import torch
 
                 torch.set_num_threads(int(v["torch_threads"]))
             self.pipeline, self.rgb_only_pipeline = self._load_pipelines(v)
-            expected_rate = int(getattr(self.pipeline, "sample_rate_hz", v["sample_rate_hz"]))
+            expected_rate = int(self.pipeline.sample_rate_hz)
             if expected_rate != v["sample_rate_hz"]:
                 raise ValueError(f"sample_rate_hz={v['sample_rate_hz']} but the AVS-Net checkpoint expects "
                                  f"{expected_rate} Hz echoes")
@@ -231,7 +233,7 @@ class DepthNode(LifecycleNode):
         self._diag_timer = self.create_timer(v["diagnostics_period_s"], self._publish_diagnostics,
                                              callback_group=self._timer_group)
         self.get_logger().info(
-            f"configured: {self.pipeline.describe() if hasattr(self.pipeline, 'describe') else type(self.pipeline).__name__}"
+            f"configured: {self.pipeline.describe()}"
             f"; echo >= {self._min_echo_samples} samples at {v['sample_rate_hz']} Hz, max age "
             f"{v['max_echo_age_s']} s, fallback {v['echo_fallback']}; inputs SensorDataQoS")
         return TransitionCallbackReturn.SUCCESS
@@ -295,6 +297,9 @@ class DepthNode(LifecycleNode):
         with self._lock:
             self._echoes.clear()
             self._scale = None
+            self._camera_info = None
+            self._last_frame_stamp_ns = -1
+        self._last_mode, self._last_confidence = "", float("nan")
 
     def _load_pipelines(self, v: dict):
         if self._pipeline_factory is not None:
@@ -314,18 +319,23 @@ class DepthNode(LifecycleNode):
                 from avsnet_ros.paths import asset_path
 
                 rgb_path = str(asset_path("checkpoints", "avsnet_tiny_rgb"))
-            rgb_only = DepthPipeline.from_checkpoints(avs_checkpoint=rgb_path, relative_checkpoint=None,
+            rgb_only = DepthPipeline.from_checkpoints(avs_checkpoint=rgb_path, relative_checkpoint=False,
                                                       device=v["device"], scaling="none", amp=v["amp"])
+            if rgb_only.use_audio:
+                raise ValueError(f"rgb_only_checkpoint {rgb_path} is an RGB + echo model; echo_fallback "
+                                 "rgb_only needs an RGB-only AVS-Net (use_audio false)")
         return main, rgb_only
 
     @staticmethod
     def _make_onset_templates(sample_rate_hz: int) -> list[np.ndarray]:
-        """Matched-filter templates of the sweeps an echo buffer may hold: ours (DEFAULT_SWEEP: the
-        emitter and the synthetic world) and the real BatVision recordings' (BATVISION_SWEEP)."""
+        """Matched-filter templates of the sweeps an echo buffer may hold: DEFAULT_SWEEP (the
+        emitter and the synthetic world) and BATVISION_SWEEP (the real recordings); one when equal."""
         from avsnet_ros.audio.sweep import BATVISION_SWEEP, DEFAULT_SWEEP, make_sweep
 
-        return [make_sweep(sample_rate_hz=sample_rate_hz, **DEFAULT_SWEEP),
-                make_sweep(sample_rate_hz=sample_rate_hz, **BATVISION_SWEEP)]
+        templates = [make_sweep(sample_rate_hz=sample_rate_hz, **DEFAULT_SWEEP)]
+        if BATVISION_SWEEP != DEFAULT_SWEEP:
+            templates.append(make_sweep(sample_rate_hz=sample_rate_hz, **BATVISION_SWEEP))
+        return templates
 
     def _warm_up(self) -> None:
         h, w = self.pipeline.input_size_hw()
@@ -333,7 +343,8 @@ class DepthNode(LifecycleNode):
         echo = np.zeros((2, self._min_echo_samples), dtype=np.float32)
         t0 = time.perf_counter()
         self.pipeline(rgb, echo, sample_rate_hz=self.values["sample_rate_hz"])
-        self.pipeline.relative(rgb)
+        if not self.pipeline.pseudo_metric_only:
+            self.pipeline.depth_from_scale(rgb, 1.0)
         if self.rgb_only_pipeline is not None:
             self.rgb_only_pipeline(rgb, None, sample_rate_hz=self.values["sample_rate_hz"])
         self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
@@ -382,13 +393,16 @@ class DepthNode(LifecycleNode):
         if not v["echo_onset_check"]:
             return None
         tol = int(v["echo_onset_tolerance_samples"])
-        head = echo[:, : min(echo.shape[1], ECHO_ONSET_SAMPLE + tol + 2048)]
+        # search well past the tolerance, so an onset just outside it is seen as such (a search
+        # window ending inside the tolerance would report its last lag instead)
+        search = ECHO_ONSET_SAMPLE + tol + ONSET_SEARCH_MARGIN_SAMPLES
         found = []
         for template in self._onset_templates:
+            head = echo[:, : min(echo.shape[1], search + template.shape[0] - 1)]
             if head.shape[1] < template.shape[0] + ECHO_ONSET_SAMPLE + tol:
-                continue
+                return "echo_length", f"{echo.shape[1]} samples cannot hold the onset at {ECHO_ONSET_SAMPLE}"
             try:
-                onset = find_onset(head, template, search_samples=ECHO_ONSET_SAMPLE + tol + 1)
+                onset = find_onset(head, template, search_samples=min(search, head.shape[1] - template.shape[0] + 1))
             except AudioError as exc:
                 return "echo_silent", str(exc)
             if abs(onset.onset_sample - ECHO_ONSET_SAMPLE) <= tol and onset.snr_db >= v["echo_min_onset_snr_db"]:
@@ -481,14 +495,14 @@ class DepthNode(LifecycleNode):
         if candidates:
             echo = candidates[-1]
             if frame_stamp_ns - echo.stamp_ns <= max_age_ns:
-                if scale is not None and scale.echo_serial == echo.serial:
+                if scale is not None and scale.echo.serial == echo.serial:
                     return "reuse", echo, 1.0
                 return "fresh", echo, 1.0
             reason = "stale_echo"
         else:
             reason = "no_echo"
         if scale is not None:
-            age_s = (frame_stamp_ns - scale.echo_stamp_ns) / 1e9
+            age_s = (frame_stamp_ns - scale.echo.stamp_ns) / 1e9
             beyond_s = max(age_s - v["max_echo_age_s"], 0.0)
             factor = 0.5 ** (beyond_s / v["confidence_half_life_s"])
             if beyond_s <= v["scale_hold_s"] or v["echo_fallback"] == "hold":
@@ -506,17 +520,22 @@ class DepthNode(LifecycleNode):
             depth_m = result.depth_m[0]
             scale_value, confidence = float(result.scale[0]), float(result.confidence[0])
             with self._lock:
-                self._scale = _Scale(scale_value, confidence, echo.stamp_ns, echo.serial)
+                self._scale = _Scale(scale_value, float(result.shift[0]), confidence, echo)
         elif mode in ("reuse", "hold"):
             with self._lock:
                 cached = self._scale
-            depth_m = self.pipeline.depth_from_scale(frame.rgb, cached.scale, output_size_hw=out_hw)
+            if self.pipeline.pseudo_metric_only:
+                # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
+                result = self.pipeline(frame.rgb, cached.echo.echo, sample_rate_hz=rate, output_size_hw=out_hw)
+                depth_m = result.depth_m[0]
+            else:
+                depth_m = self.pipeline.depth_from_scale(frame.rgb, cached.scale, cached.shift, output_size_hw=out_hw)
             scale_value, confidence = cached.scale, cached.confidence * factor
         else:  # no usable echo and no scale to hold: the fallback
             fallback = v["echo_fallback"]
             if fallback == "rgb_only" and self.rgb_only_pipeline is not None:
                 result = self.rgb_only_pipeline(frame.rgb, None, sample_rate_hz=rate, output_size_hw=out_hw)
-                depth_m = result.pseudo_depth_m[0]
+                depth_m = result.depth_m[0]
                 scale_value, confidence = float("nan"), 0.0
                 mode = "rgb_only"
             else:
@@ -549,7 +568,7 @@ class DepthNode(LifecycleNode):
             points.publish(conv.depth_to_pointcloud2(depth_m, k, header, stride=self.values["points_stride_px"]))
         preview = self._pubs.get("preview")
         if preview is not None and preview.get_subscription_count() > 0:
-            min_d = float(getattr(self.pipeline, "min_depth_m", 0.0))
+            min_d = self.pipeline.min_depth_m
             rgb = conv.colorize_depth(depth_m, min_d, self.values["preview_max_depth_m"])
             preview.publish(conv.array_to_image(rgb, "rgb8", header))
         self.events.count("frames_out")

@@ -318,8 +318,8 @@ def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frame
         xy = np.array([rng.uniform(0, room[0]), rng.uniform(0, room[1])])
         if _free_xy(xy, room, boxes):
             break
-    else:  # no free spot (cannot happen with the margins used, kept as a guard)
-        raise RuntimeError("could not place the rig in free space")
+    else:  # furniture leaves no free spot: the caller removes a box and tries again
+        return None
     z = room[2] * float(rng.uniform(0.35, 0.6))
     # Look roughly towards a far point of the room (a camera facing a wall at 20 cm shows nothing).
     best, best_d = None, -1.0
@@ -363,6 +363,12 @@ def sample_layout(rng: np.random.Generator, preset: Preset, frames: int, layout_
     """Sample a scale-free scene and a camera trajectory of `frames` poses (normalised units)."""
     room = np.array([1.0, _uniform(rng, preset.width_ratio), _uniform(rng, preset.height_ratio)])
     boxes = _sample_boxes(rng, preset, room)
+    poses = _sample_trajectory(rng, preset, room, boxes, frames)
+    while poses is None:
+        if not boxes:
+            raise RuntimeError("could not place the rig in an empty room")  # cannot happen: margin < room / 2
+        boxes = boxes[:-1]
+        poses = _sample_trajectory(rng, preset, room, boxes, frames)
     wall_base = _sample_look(rng, "wall", preset.palette).albedo
     looks = [_sample_look(rng, "wall", preset.palette, base=wall_base) for _ in range(4)]
     looks.append(_sample_look(rng, "floor", preset.palette))
@@ -371,7 +377,6 @@ def sample_layout(rng: np.random.Generator, preset: Preset, frames: int, layout_
         lk = _sample_look(rng, "furniture", preset.palette)
         looks.extend([lk] * 6)
     light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
-    poses = _sample_trajectory(rng, preset, room, boxes, frames)
     return Layout(
         room=room,
         boxes=boxes,

@@ -1,0 +1,97 @@
+"""Export of the inference graph (AVS-Net + relative model + scaling) to TorchScript.
+
+The exported graph takes the *preprocessed* tensors of :meth:`DepthPipeline.preprocess`
+(RGB already resized, spectrogram already computed; the STFT stays outside because it is
+cheap and the crop/resize of variable-length audio is host-side logic):
+
+    forward(rgb_avs (B, 3, Ha, Wa) [0, 1], spectrogram (B, 2, Ha, Wa), rgb_rel (B, 3, Hr, Wr))
+        -> (depth_m (B, 1, Hr, Wr) scaled relative depth, NaN outside [min, max] depth,
+            scale (B,), pseudo_depth_m (B, 1, Ha, Wa), confidence (B,))
+
+It is traced (``torch.jit.trace``) at fixed input sizes and batch size; scaling is
+:func:`avsnet_ros.pipeline.scale_relative`, the pipeline's own implementation. ONNX export is
+available through :func:`export_onnx` only when the ``onnx`` package is installed (it is not a
+dependency of the project).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+
+class InferenceGraph(nn.Module):
+    """AVS-Net + relative model + scaling as one module of tensors (see module docstring)."""
+
+    def __init__(self, avs_model: nn.Module, relative_model: Optional[nn.Module], scaling: str = "median"):
+        super().__init__()
+        self.avs_model = avs_model
+        self.relative_model = relative_model
+        self.scaling = scaling if relative_model is not None else "none"
+        self.min_depth_m = float(avs_model.config.min_depth_m)
+        self.max_depth_m = float(avs_model.config.max_depth_m)
+        self.use_audio = bool(avs_model.config.use_audio)
+
+    def forward(self, rgb_avs: torch.Tensor, spectrogram: torch.Tensor, rgb_rel: torch.Tensor):
+        from avsnet_ros.pipeline import _mask_range, scale_relative
+
+        pseudo = self.avs_model(rgb_avs, spectrogram if self.use_audio else None).depth_m
+        relative = self.relative_model(rgb_rel) if self.relative_model is not None else None
+        depth, scale, _, conf = scale_relative(pseudo, relative, self.min_depth_m, self.max_depth_m, self.scaling)
+        return _mask_range(depth, self.min_depth_m, self.max_depth_m), scale, pseudo, conf
+
+
+def example_inputs(pipeline, batch_size: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random inputs of the right sizes for ``pipeline`` (a DepthPipeline) on its device."""
+    g = torch.Generator().manual_seed(seed)
+    ha, wa = pipeline.input_size_hw()
+    hr, wr = pipeline.relative_size_hw or (ha, wa)
+    rgb_avs = torch.rand(batch_size, 3, ha, wa, generator=g)
+    spec = torch.rand(batch_size, 2, ha, wa, generator=g) * 10.0
+    rgb_rel = torch.rand(batch_size, 3, hr, wr, generator=g)
+    return tuple(t.to(pipeline.device) for t in (rgb_avs, spec, rgb_rel))
+
+
+def export_torchscript(pipeline, path: Union[str, Path], batch_size: int = 1) -> Path:
+    """Trace the pipeline's inference graph and save it (``torch.jit.save``) to ``path``.
+
+    Load it with ``torch.jit.load(path)``; inputs as :class:`InferenceGraph` (fixed sizes and batch).
+    """
+    graph = InferenceGraph(pipeline.avs_model, pipeline.relative_model, pipeline.scaling).eval()
+    inputs = example_inputs(pipeline, batch_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape checks become constants: expected, the graph is traced for fixed sizes.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(graph, inputs, check_trace=False, strict=False)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.jit.save(traced, str(tmp))
+    tmp.replace(out)
+    return out
+
+
+def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: int = 17) -> Path:
+    """ONNX export of the same graph; requires the optional ``onnx`` package."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError("ONNX export needs the 'onnx' package (pip install onnx); use export_torchscript otherwise") from exc
+    graph = InferenceGraph(pipeline.avs_model, pipeline.relative_model, pipeline.scaling).eval()
+    inputs = example_inputs(pipeline, batch_size)
+    out = Path(path)
+    torch.onnx.export(
+        graph,
+        inputs,
+        str(out),
+        input_names=["rgb_avs", "spectrogram", "rgb_rel"],
+        output_names=["depth_m", "scale", "pseudo_depth_m", "confidence"],
+        opset_version=opset,
+    )
+    return out
+
+
+__all__ = ["InferenceGraph", "export_torchscript", "export_onnx", "example_inputs"]

@@ -1,0 +1,480 @@
+"""The one inference API: RGB frame(s) + binaural echo -> metric depth (paper section 3.2.2).
+
+    rgb uint8 (H, W, 3) ──resize (cv2 INTER_AREA, as training)──> AVS-Net input  ─┐
+    echo (2, N) float32 ──crop echo window ("file": first echo_window_samples) ─>  │ one host->device copy
+                           ──> magnitude STFT + resize (avsnet_ros.audio, on device)│
+    AVS-Net(rgb, spectrogram) -> pseudo-dense metric depth Mp
+    relative model(rgb)       -> relative depth R
+    scaling (median, paper eq. 3 | mean_std | none) over the valid pixels of Mp -> M = s R (+ b)
+    M resized to output_size_hw (default: the input image size); NaN outside [min_depth_m, max_depth_m]
+
+Scale statistics use the pixels where Mp is strictly inside (min_depth_m, max_depth_m) (saturated
+bins carry no scale information) and R is finite and > 0, on the relative model's grid (Mp is
+resized to it bilinearly).
+
+Confidence (B,) in [0, 1]: ``valid_fraction * exp(-spread)`` where ``valid_fraction`` is the share
+of pixels used for the scale and ``spread`` = 1.4826 * MAD over those pixels of
+``log(Mp) - log(M)`` (the robust std of the log residual between the echo model's pseudo-metric
+depth and the scaled relative depth: 0 when R has exactly Mp's structure; 0.1 ~ 10 % disagreement
+gives 0.90). 0 when no pixel is valid (scale NaN, depth all NaN).
+
+Pseudo-metric-only mode: without a relative model (``relative_checkpoint=False``, or None when no
+shipped DepthNet checkpoint exists) or with ``scaling="none"``, depth_m is Mp itself, scale = 1,
+shift = 0, relative_depth is None and the confidence reduces to the valid fraction (nothing
+independent to compare Mp with).
+
+Reusing a scale between echoes (the depth node): ``scale_only(rgb, echo)`` when a fresh echo
+arrives, then ``depth_from_scale(rgb, scale, shift)`` (relative model only) for the frames that
+follow.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avsnet_ros.audio import AudioError, crop_echo, echo_to_spectrogram, echo_window_samples
+from avsnet_ros.scaling import mean_std_scale, median_scale
+
+LOG = logging.getLogger(__name__)
+
+SCALING_MODES = ("median", "mean_std", "none")
+# MAD -> standard deviation for a normal distribution.
+_MAD_TO_STD = 1.4826
+# Mp values within this relative margin of min/max depth count as saturated.
+_SATURATION_MARGIN = 1e-3
+
+
+def select_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """"auto" -> CUDA when available else CPU; "cpu"; "cuda" / "cuda:N" (RuntimeError if unavailable)."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return dev
+
+
+@dataclass
+class PipelineResult:
+    """Batched result; arrays are numpy float32.
+
+    depth_m: (B, H, W) final metric depth at output_size_hw, NaN outside [min_depth_m, max_depth_m]
+        or where no scale exists.
+    pseudo_depth_m: (B, H, W) AVS-Net's pseudo-dense metric depth Mp at output_size_hw.
+    relative_depth: (B, H, W) relative depth R at output_size_hw (None in pseudo-metric-only mode).
+    scale: (B,) multiplicative factor (median: median(Mp)/median(R); mean_std: a; none: 1).
+    confidence: (B,) in [0, 1] (module docstring).
+    shift: (B,) additive term (mean_std: b; otherwise 0): depth = scale * R + shift.
+    """
+
+    depth_m: np.ndarray
+    pseudo_depth_m: np.ndarray
+    relative_depth: Optional[np.ndarray]
+    scale: np.ndarray
+    confidence: np.ndarray
+    shift: np.ndarray
+
+
+class ScaleEstimate(NamedTuple):
+    """Result of :meth:`DepthPipeline.scale_only`: (scale (B,), confidence (B,), pseudo_depth_m (B, h, w) at the AVS-Net input size, shift (B,))."""
+
+    scale: np.ndarray
+    confidence: np.ndarray
+    pseudo_depth_m: np.ndarray
+    shift: np.ndarray
+
+
+def scale_relative(
+    pseudo_m: torch.Tensor,
+    relative: Optional[torch.Tensor],
+    min_depth_m: float,
+    max_depth_m: float,
+    scaling: str = "median",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scale relative depth with the pseudo-metric depth (torch; the pipeline's and export's one implementation).
+
+    pseudo_m (B, 1, h, w) metres; relative (B, 1, H, W) or None (pseudo-metric-only).
+    Returns (depth (B, 1, H, W) metres, unmasked; scale (B,); shift (B,); confidence (B,)).
+    """
+    if scaling not in SCALING_MODES:
+        raise ValueError(f"scaling must be one of {SCALING_MODES}, got {scaling!r}")
+    pseudo_m = pseudo_m.float()
+    if relative is None or scaling == "none":
+        ref = pseudo_m
+        depth = pseudo_m
+        scale = torch.ones(pseudo_m.shape[0], dtype=torch.float32, device=pseudo_m.device)
+        shift = torch.zeros_like(scale)
+        valid = _unsaturated(ref, min_depth_m, max_depth_m)
+    else:
+        relative = relative.float()
+        ref = pseudo_m
+        if ref.shape[-2:] != relative.shape[-2:]:
+            ref = F.interpolate(ref, size=relative.shape[-2:], mode="bilinear", align_corners=False)
+        valid = _unsaturated(ref, min_depth_m, max_depth_m) & torch.isfinite(relative) & (relative > 0)
+        if scaling == "median":
+            depth, scale = median_scale(relative, ref, valid)
+            shift = torch.zeros_like(scale)
+        else:
+            depth, (scale, shift) = mean_std_scale(relative, ref, valid)
+    valid = valid & torch.isfinite(depth) & (depth > 0)
+    n = valid.flatten(1).sum(dim=1)
+    frac = n.float() / float(valid[0].numel())
+    resid = torch.log(ref.clamp_min(1e-6)) - torch.log(depth.clamp_min(1e-6))
+    resid = torch.where(valid, resid, torch.full_like(resid, float("nan"))).flatten(1)
+    med = torch.nanquantile(resid, 0.5, dim=1, keepdim=True)
+    mad = torch.nanquantile((resid - med).abs(), 0.5, dim=1)
+    conf = frac * torch.exp(-_MAD_TO_STD * mad)
+    conf = torch.where(n > 0, conf, torch.zeros_like(conf)).clamp(0.0, 1.0)
+    return depth, scale.float(), shift.float(), conf
+
+
+def _unsaturated(depth: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
+    lo = min_depth_m * (1.0 + _SATURATION_MARGIN)
+    hi = max_depth_m * (1.0 - _SATURATION_MARGIN)
+    return torch.isfinite(depth) & (depth > lo) & (depth < hi)
+
+
+def _mask_range(depth: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
+    ok = torch.isfinite(depth) & (depth >= min_depth_m) & (depth <= max_depth_m)
+    return torch.where(ok, depth, torch.full_like(depth, float("nan")))
+
+
+@dataclass
+class PreparedBatch:
+    """Device tensors of one batch: rgb_avs (B,3,Ha,Wa) [0,1], spectrogram (B,2,Ha,Wa) or None,
+    rgb_rel (B,3,Hr,Wr) or None, input_size_hw of the given images, single (one (H,W,3) image given)."""
+
+    rgb_avs: torch.Tensor
+    spectrogram: Optional[torch.Tensor]
+    rgb_rel: Optional[torch.Tensor]
+    input_size_hw: tuple[int, int]
+    single: bool
+
+
+class DepthPipeline:
+    """AVS-Net + relative depth model + scaling.
+
+    Build with :meth:`from_checkpoints` (directories written by ``save_checkpoint``; None = the
+    shipped ones under assets/checkpoints) or directly from in-memory models (tests, evaluation
+    during training)::
+
+        DepthPipeline(avs_model, relative_model=None, device="auto", scaling="median", amp=False,
+                      relative_image_size_hw=None)
+
+    ``relative_model``: a :class:`~avsnet_ros.models.DepthNet` or any RelativeDepthModel module
+    (``as_relative_model``); its input size is ``relative_image_size_hw``, else the DepthNet's
+    config size, else the AVS-Net size. Models are put in eval mode on ``device``.
+    """
+
+    def __init__(
+        self,
+        avs_model: nn.Module,
+        relative_model: Optional[Any] = None,
+        device: Union[str, torch.device] = "auto",
+        scaling: str = "median",
+        amp: bool = False,
+        relative_image_size_hw: Optional[Sequence[int]] = None,
+    ):
+        from avsnet_ros.models.relative import as_relative_model
+
+        if scaling not in SCALING_MODES:
+            raise ValueError(f"scaling must be one of {SCALING_MODES}, got {scaling!r}")
+        cfg = getattr(avs_model, "config", None)
+        if cfg is None or getattr(cfg, "kind", None) != "avsnet":
+            raise TypeError("avs_model must be an AVSNet (with .config of kind 'avsnet')")
+        self.device = select_device(device)
+        self.avs_config = cfg
+        self.avs_model = avs_model.to(self.device).eval()
+        self.scaling = scaling
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.relative_model = None
+        self.relative_size_hw: Optional[tuple[int, int]] = None
+        if relative_model is not None:
+            rel = as_relative_model(relative_model)
+            size = relative_image_size_hw or getattr(rel, "image_size_hw", None) or cfg.image_size_hw
+            self.relative_size_hw = (int(size[0]), int(size[1]))
+            if isinstance(rel, nn.Module):
+                rel = rel.to(self.device).eval()
+            self.relative_model = rel
+        if self.relative_model is None and scaling != "none":
+            LOG.info("no relative depth model: pseudo-metric-only mode (depth = AVS-Net output)")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_checkpoints(
+        cls,
+        avs_checkpoint: Optional[Union[str, Path]] = None,
+        relative_checkpoint: Optional[Union[str, Path, bool]] = None,
+        device: Union[str, torch.device] = "auto",
+        scaling: str = "median",
+        amp: bool = False,
+    ) -> "DepthPipeline":
+        """Load checkpoint directories (strict, no code execution).
+
+        avs_checkpoint None -> assets/checkpoints/avsnet_tiny (error if not shipped).
+        relative_checkpoint None -> assets/checkpoints/depthnet_tiny, or pseudo-metric-only mode
+        (logged) when it is not shipped; False or "none" -> pseudo-metric-only mode.
+        """
+        from avsnet_ros.models.checkpoint import load_model
+        from avsnet_ros.paths import asset_path
+
+        dev = select_device(device)
+        if avs_checkpoint is None:
+            avs_checkpoint = asset_path("checkpoints", "avsnet_tiny")
+            if not Path(avs_checkpoint).is_dir():
+                raise FileNotFoundError(
+                    f"no shipped AVS-Net checkpoint at {avs_checkpoint}; pass avs_checkpoint=DIR "
+                    "(a directory written by training/train_avs.py)"
+                )
+        avs_model, avs_cfg = load_model(avs_checkpoint, dev)
+        if avs_cfg.kind != "avsnet":
+            raise ValueError(f"{avs_checkpoint} holds a {avs_cfg.kind!r} model, expected an AVS-Net ('avsnet')")
+        relative = None
+        if relative_checkpoint is None:
+            shipped = asset_path("checkpoints", "depthnet_tiny")
+            if Path(shipped).is_dir():
+                relative_checkpoint = shipped
+            else:
+                LOG.warning("no relative checkpoint given and none shipped at %s: pseudo-metric-only mode", shipped)
+        if relative_checkpoint is not None and relative_checkpoint is not False and str(relative_checkpoint).lower() != "none":
+            relative, rel_cfg = load_model(relative_checkpoint, dev)
+            if rel_cfg.kind != "depthnet":
+                raise ValueError(f"{relative_checkpoint} holds a {rel_cfg.kind!r} model, expected a DepthNet ('depthnet')")
+        return cls(avs_model, relative, device=dev, scaling=scaling, amp=amp)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def min_depth_m(self) -> float:
+        return float(self.avs_config.min_depth_m)
+
+    @property
+    def max_depth_m(self) -> float:
+        return float(self.avs_config.max_depth_m)
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return int(self.avs_config.sample_rate_hz)
+
+    @property
+    def use_audio(self) -> bool:
+        return bool(self.avs_config.use_audio)
+
+    @property
+    def pseudo_metric_only(self) -> bool:
+        return self.relative_model is None or self.scaling == "none"
+
+    def input_size_hw(self) -> tuple[int, int]:
+        """AVS-Net input size (h, w)."""
+        return tuple(int(v) for v in self.avs_config.image_size_hw)
+
+    def min_echo_samples(self) -> int:
+        """Shortest echo buffer accepted ("file" crop: the echo window for max_depth_m; "onset" needs more)."""
+        return echo_window_samples(self.max_depth_m, self.sample_rate_hz)
+
+    def describe(self) -> str:
+        rel = "none (pseudo-metric only)" if self.relative_model is None else f"{type(self.relative_model).__name__} at {self.relative_size_hw}"
+        return (
+            f"AVS-Net {self.avs_config.preset} {'RGB+echo' if self.use_audio else 'RGB-only'} at {self.input_size_hw()}, "
+            f"relative: {rel}, scaling {self.scaling}, device {self.device}{', AMP' if self.amp else ''}"
+        )
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, rgb, echo=None, sample_rate_hz: int = 44100, need_avs: bool = True, need_relative: bool = True) -> PreparedBatch:
+        """uint8 RGB (H, W, 3) / (B, H, W, 3) / list, echo (2, N) / (B, 2, N) / list -> device tensors.
+
+        RGB is resized on the host like the training data (``prepare_rgb``: INTER_AREA when
+        shrinking); echoes are cropped to the echo window (config ``audio_crop``); everything is
+        packed into one float32 buffer and copied to the device once; the STFT runs on the device.
+        """
+        from avsnet_ros.data.torch_dataset import prepare_rgb
+
+        images, single = _as_image_list(rgb)
+        size = images[0].shape[:2]
+        parts: list[np.ndarray] = []
+        shapes: list[tuple] = []
+        if need_avs:
+            avs = np.stack([prepare_rgb(im, self.input_size_hw()).numpy() for im in images])
+            parts.append(avs)
+            shapes.append(avs.shape)
+        use_rel = need_relative and self.relative_model is not None
+        if use_rel:
+            rel = np.stack([prepare_rgb(im, self.relative_size_hw).numpy() for im in images])
+            parts.append(rel)
+            shapes.append(rel.shape)
+        use_echo = need_avs and self.use_audio
+        if use_echo:
+            waves = self._crop_echoes(echo, len(images), sample_rate_hz)
+            parts.append(waves)
+            shapes.append(waves.shape)
+        flat = np.concatenate([p.reshape(-1) for p in parts]) if parts else np.zeros(0, np.float32)
+        host = torch.from_numpy(flat)
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        dev = host.to(self.device, non_blocking=True)  # the one host -> device copy
+        tensors, offset = [], 0
+        for shape in shapes:
+            n = int(np.prod(shape))
+            tensors.append(dev[offset : offset + n].view(shape))
+            offset += n
+        it = iter(tensors)
+        rgb_avs = next(it) if need_avs else None
+        rgb_rel = next(it) if use_rel else None
+        spec = None
+        if use_echo:
+            spec = echo_to_spectrogram(next(it), self.input_size_hw())
+        return PreparedBatch(rgb_avs, spec, rgb_rel, (int(size[0]), int(size[1])), single)
+
+    def _crop_echoes(self, echo, batch: int, sample_rate_hz: int) -> np.ndarray:
+        if echo is None:
+            raise AudioError("this AVS-Net uses echoes: an echo buffer (2, N) per image is required")
+        if int(sample_rate_hz) != self.sample_rate_hz:
+            raise AudioError(
+                f"echo sample rate {sample_rate_hz} Hz differs from the model's {self.sample_rate_hz} Hz (resample first)"
+            )
+        if isinstance(echo, np.ndarray) and echo.ndim == 3:
+            echoes = list(echo)
+        elif isinstance(echo, (list, tuple)):
+            echoes = list(echo)
+        else:
+            echoes = [echo]
+        if len(echoes) != batch:
+            raise ValueError(f"got {batch} images but {len(echoes)} echo buffers")
+        out = []
+        for i, e in enumerate(echoes):
+            e = np.asarray(e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e)
+            if e.ndim != 2 or e.shape[0] != 2:
+                raise AudioError(f"echo {i} must be (2, N) (row 0 left, row 1 right), got shape {e.shape}")
+            if not np.all(np.isfinite(e)):
+                raise AudioError(f"echo {i} holds non-finite samples")
+            out.append(crop_echo(e.astype(np.float32, copy=False), self.max_depth_m, self.sample_rate_hz, start=self.avs_config.audio_crop))
+        return np.stack(out)
+
+    # ------------------------------------------------------------------ inference
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
+    def _forward(self, batch: PreparedBatch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        with self._autocast():
+            pseudo = self.avs_model(batch.rgb_avs, batch.spectrogram).depth_m.float()
+            relative = None
+            if batch.rgb_rel is not None:
+                relative = self.relative_model(batch.rgb_rel).float()
+        return pseudo, relative
+
+    def _resize(self, x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == tuple(size_hw):
+            return x
+        return F.interpolate(x, size=tuple(size_hw), mode="bilinear", align_corners=False)
+
+    @torch.inference_mode()
+    def __call__(self, rgb, echo=None, sample_rate_hz: int = 44100, output_size_hw: Optional[Sequence[int]] = None) -> PipelineResult:
+        """RGB + echo -> :class:`PipelineResult` (batched; B = 1 for a single image)."""
+        batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
+        pseudo, relative = self._forward(batch)
+        depth, scale, shift, conf = scale_relative(
+            pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
+        )
+        out_hw = tuple(int(v) for v in (output_size_hw or batch.input_size_hw))
+        maps = [_mask_range(self._resize(depth, out_hw), self.min_depth_m, self.max_depth_m), self._resize(pseudo, out_hw)]
+        if relative is not None:
+            maps.append(self._resize(relative, out_hw))
+        host = torch.cat(maps, dim=1).cpu().numpy()  # one device -> host copy of the maps
+        small = torch.stack([scale, conf, shift]).cpu().numpy()
+        return PipelineResult(
+            depth_m=np.ascontiguousarray(host[:, 0]),
+            pseudo_depth_m=np.ascontiguousarray(host[:, 1]),
+            relative_depth=np.ascontiguousarray(host[:, 2]) if relative is not None else None,
+            scale=small[0].astype(np.float32),
+            confidence=small[1].astype(np.float32),
+            shift=small[2].astype(np.float32),
+        )
+
+    @torch.inference_mode()
+    def scale_only(self, rgb, echo=None, sample_rate_hz: int = 44100) -> ScaleEstimate:
+        """Scale (and shift) from one RGB + echo pair, for reuse on the next frames (no output resizing)."""
+        batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
+        pseudo, relative = self._forward(batch)
+        _, scale, shift, conf = scale_relative(
+            pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
+        )
+        return ScaleEstimate(
+            scale=scale.cpu().numpy(), confidence=conf.cpu().numpy(), pseudo_depth_m=pseudo[:, 0].cpu().numpy(), shift=shift.cpu().numpy()
+        )
+
+    @torch.inference_mode()
+    def relative(self, rgb) -> np.ndarray:
+        """Relative depth (B, Hr, Wr) at the relative model's input size (relative units)."""
+        if self.relative_model is None:
+            raise RuntimeError("pseudo-metric-only pipeline: there is no relative depth model")
+        batch = self.preprocess(rgb, None, need_avs=False)
+        with self._autocast():
+            rel = self.relative_model(batch.rgb_rel).float()
+        return rel[:, 0].cpu().numpy()
+
+    @torch.inference_mode()
+    def depth_from_scale(self, rgb, scale, shift=0.0, output_size_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Metric depth from the relative model and a given (reused) scale: scale * R + shift.
+
+        rgb: one (H, W, 3) image -> (H, W); a batch -> (B, H, W). NaN outside [min, max] depth.
+        """
+        if self.relative_model is None:
+            raise RuntimeError("pseudo-metric-only pipeline: a scale cannot be reused without a relative model")
+        batch = self.preprocess(rgb, None, need_avs=False)
+        with self._autocast():
+            rel = self.relative_model(batch.rgb_rel).float()
+        b = rel.shape[0]
+        s = torch.as_tensor(np.asarray(scale, dtype=np.float32).reshape(-1), device=rel.device).expand(b).view(b, 1, 1, 1)
+        t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1), device=rel.device).expand(b).view(b, 1, 1, 1)
+        out_hw = tuple(int(v) for v in (output_size_hw or batch.input_size_hw))
+        depth = _mask_range(self._resize(rel * s + t, out_hw), self.min_depth_m, self.max_depth_m)[:, 0].cpu().numpy()
+        return depth[0] if batch.single else depth
+
+
+def _as_image_list(rgb) -> tuple[list[np.ndarray], bool]:
+    if isinstance(rgb, np.ndarray) and rgb.ndim == 4:
+        images, single = list(rgb), False
+    elif isinstance(rgb, (list, tuple)):
+        images, single = list(rgb), False
+    else:
+        images, single = [rgb], True
+    if not images:
+        raise ValueError("no image given")
+    out = []
+    for i, im in enumerate(images):
+        a = np.asarray(im)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"image {i} must be (H, W, 3) uint8 RGB, got shape {a.shape} dtype {a.dtype}")
+        out.append(a)
+    if any(a.shape != out[0].shape for a in out):
+        raise ValueError(f"all images of a batch must have the same size, got {[a.shape for a in out]}")
+    return out, single
+
+
+__all__ = [
+    "select_device",
+    "DepthPipeline",
+    "PipelineResult",
+    "ScaleEstimate",
+    "PreparedBatch",
+    "scale_relative",
+    "SCALING_MODES",
+]

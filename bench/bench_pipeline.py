@@ -1,0 +1,146 @@
+"""Inference cost, layer by layer: bare model forward vs the full pipeline call vs the depth node.
+
+Input: the real BV2 instance (camera 1280x720 uint8 RGB, decoded once; its 2 x 44100 Hz echo).
+Measured in interleaved rounds (each round runs every variant once) so that background load on a
+shared machine hits all variants alike; medians over the rounds.
+
+    forward       AVS-Net(rgb, spectrogram) + relative model(rgb), tensors already on the device
+    preprocess    DepthPipeline.preprocess: host resize of the frame for both models, echo crop,
+                  one host->device copy, STFT + resize (everything before the forward)
+    full          DepthPipeline.__call__: preprocess + forward + scaling + resize to 1280x720 + NaN
+                  mask + device->host copy
+    node          depth node end to end over rclpy (bench_node.NodeHarness)
+    avs_echo / avs_rgb   the echo model's and the RGB-only model's forward alone
+
+Targets (issue 7): node <= 1.15 x full; preprocess (incl. STFT) <= 10 % of forward;
+avs_echo <= 1.25 x avs_rgb.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from bench_util import environment, fixture_inputs, load_models, main_for, summarize, target  # noqa: E402
+
+
+def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
+    """Run each fn once per round (in order), `rounds` times after `warmup` rounds -> summaries."""
+    import gc
+    import time
+
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    gc.collect()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            value = fn()
+            # a fn may time itself (returns seconds), e.g. the node round trip
+            times[name].append(value if isinstance(value, float) else time.perf_counter() - t0)
+    return {k: summarize(v) for k, v in times.items()}
+
+
+def profile_full_call(pipe, rgb, echo, top: int = 12) -> list[dict]:
+    """torch.profiler table of one full pipeline call (the biggest CPU costs), for the report."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("pipeline_call"):
+            pipe(rgb, echo)
+    rows = []
+    for ev in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        rows.append({"op": ev.key, "self_cpu_ms": ev.self_cpu_time_total / 1e3, "calls": ev.count})
+    return rows
+
+
+def run(quick: bool = False, with_node: bool = True) -> dict:
+    import torch
+
+    from avsnet_ros.pipeline import DepthPipeline
+
+    models = load_models()
+    rgb, echo, rate = fixture_inputs()
+    pipe = DepthPipeline(models["avs"], models["relative"], device="auto")
+    sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
+    avs_rgb = models["avs_rgb"].to(pipe.device).eval()
+    batch = pipe.preprocess(rgb, echo, rate)
+
+    @torch.inference_mode()
+    def forward():
+        pipe.avs_model(batch.rgb_avs, batch.spectrogram)
+        pipe.relative_model(batch.rgb_rel)
+        sync()
+
+    @torch.inference_mode()
+    def preprocess():
+        pipe.preprocess(rgb, echo, rate)
+        sync()
+
+    def full():
+        pipe(rgb, echo, rate)
+
+    @torch.inference_mode()
+    def avs_echo():
+        pipe.avs_model(batch.rgb_avs, batch.spectrogram)
+        sync()
+
+    @torch.inference_mode()
+    def avs_rgb_only():
+        avs_rgb(batch.rgb_avs, None)
+        sync()
+
+    fns = {"forward": forward, "preprocess": preprocess, "full": full, "avs_echo": avs_echo,
+           "avs_rgb": avs_rgb_only}
+    harness = None
+    if with_node:
+        from bench_node import NodeHarness
+
+        harness = NodeHarness(pipe)
+        fns["node"] = lambda: float(harness.round_trip(rgb, echo))
+    try:
+        res = interleaved(fns, rounds=5 if quick else 15)
+        node_counters = harness.node.counters() if harness else None
+    finally:
+        if harness is not None:
+            harness.close()
+
+    med = {k: v["median_ms"] for k, v in res.items()}
+    prep_frac = med["preprocess"] / med["forward"]
+    full_over_fwd = med["full"] / med["forward"]
+    echo_ratio = med["avs_echo"] / med["avs_rgb"]
+    targets = [
+        target("preprocessing + STFT / model forward", prep_frac, 0.10, "<=", "fraction",
+               f"{med['preprocess']:.1f} ms vs {med['forward']:.1f} ms"),
+        target("full pipeline call / bare model forward", full_over_fwd, None, "<=", "x",
+               f"{med['full']:.1f} ms vs {med['forward']:.1f} ms"),
+        target("echo model / RGB-only model forward", echo_ratio, 1.25, "<=", "x",
+               f"{med['avs_echo']:.1f} ms vs {med['avs_rgb']:.1f} ms"),
+    ]
+    if "node" in med:
+        targets.insert(0, target("depth node end to end (rclpy) / full pipeline call", med["node"] / med["full"],
+                                 1.15, "<=", "x", f"{med['node']:.1f} ms vs {med['full']:.1f} ms"))
+    result = {
+        "name": "pipeline",
+        "input": {"rgb_hw": list(rgb.shape[:2]), "echo_samples": int(echo.shape[1]), "sample_rate_hz": rate,
+                  "avs_input_hw": list(pipe.input_size_hw()), "relative_input_hw": list(pipe.relative_size_hw)},
+        "models": models["source"],
+        "device": str(pipe.device),
+        "timings": res,
+        "node_counters": node_counters,
+        "profile_full_call": profile_full_call(pipe, rgb, echo),
+        "environment": environment(),
+        "targets": targets,
+    }
+    if pipe.device.type == "cuda":
+        result["fps_full_call"] = 1e3 / med["full"]
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_for("pipeline", run))

@@ -1,0 +1,192 @@
+"""Shared helpers of the benchmarks: fixed threads, warm-up + median timing, result files.
+
+Every benchmark module exposes ``run(quick: bool = False) -> dict`` and can run alone
+(``python bench/bench_X.py [--quick]``); bench/run_all.py runs them all and writes
+bench/results/SUMMARY.md. Results are ratios measured in one run on one machine: absolute
+times depend on the machine (and on what else runs on it), ratios much less so.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+BV2_SAMPLE_DIR = REPO_ROOT / "assets" / "batvision_v2_sample"
+CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
+
+if str(REPO_ROOT) not in sys.path:  # `import training.x` / `import bench.x` from the repo root
+    sys.path.insert(0, str(REPO_ROOT))
+
+# One fixed intra-op thread count for every measurement of a run (env AVSNET_BENCH_THREADS).
+DEFAULT_THREADS = int(os.environ.get("AVSNET_BENCH_THREADS", "2"))
+
+
+def fix_threads(n: int = DEFAULT_THREADS) -> int:
+    """torch.set_num_threads(n) (and interop 1 when still possible); returns n."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process
+        pass
+    return n
+
+
+def time_fn(fn: Callable[[], Any], warmup: int = 2, repeats: int = 7, min_total_s: float = 0.0,
+            max_repeats: int = 200, sync: Callable[[], None] | None = None) -> dict:
+    """Median wall time of fn() after `warmup` calls: {median_ms, p10_ms, p90_ms, min_ms, runs}.
+
+    Runs at least `repeats` times, more (up to `max_repeats`) until `min_total_s` is spent, so that
+    very fast functions get enough samples. `sync` (e.g. torch.cuda.synchronize) runs after each
+    call, inside the timed region.
+    """
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    gc.collect()
+    times: list[float] = []
+    t_start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - t_start < min_total_s and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return summarize(times)
+
+
+def summarize(times_s: list[float]) -> dict:
+    ms = sorted(1e3 * t for t in times_s)
+
+    def q(p: float) -> float:
+        return ms[min(len(ms) - 1, max(0, int(round(p * (len(ms) - 1)))))]
+
+    return {"median_ms": statistics.median(ms), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": ms[0],
+            "runs": len(ms)}
+
+
+def environment() -> dict:
+    """Machine facts recorded with each result."""
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name(0)
+    try:
+        env["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return env
+
+
+def write_result(name: str, result: dict) -> Path:
+    """bench/results/<name>.json (NaN -> null)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    return path
+
+
+def _json_safe(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return _json_safe(obj.item())
+        except (ValueError, RuntimeError):
+            pass
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def target(name: str, value: float, limit: float | None, op: str = "<=", unit: str = "x", detail: str = "") -> dict:
+    """One summary row: met when `value op limit`; limit None = a measured ratio without a target."""
+    if limit is None:
+        met = None
+    else:
+        met = bool(value <= limit if op == "<=" else value >= limit)
+    return {"name": name, "value": value, "limit": limit, "op": op, "unit": unit, "met": met,
+            "detail": detail}
+
+
+def fixture_inputs() -> tuple:
+    """(rgb uint8 (720, 1280, 3), echo float32 (2, N), sample_rate_hz) of the real BV2 instance."""
+    from avsnet_ros.audio import read_wav
+    from avsnet_ros.data.batvision import read_rgb
+
+    rgb = read_rgb(BV2_SAMPLE_DIR / "camera_47.jpeg")
+    echo, rate = read_wav(BV2_SAMPLE_DIR / "audio_47.wav")
+    return rgb, echo, rate
+
+
+def load_models(quiet: bool = False) -> dict:
+    """The shipped checkpoints when present, else tiny random models with the shipped configs.
+
+    Returns {"avs": AVSNet, "avs_rgb": AVSNet (RGB-only), "relative": DepthNet, "source": str}.
+    """
+    import torch
+
+    from avsnet_ros.models import AVSNetConfig, RelativeDepthConfig, build_model, load_model
+    from avsnet_ros.models.config import replace
+
+    names = {"avs": "avsnet_tiny", "avs_rgb": "avsnet_tiny_rgb", "relative": "depthnet_tiny"}
+    out: dict = {}
+    sources = []
+    for key, name in names.items():
+        path = CHECKPOINT_DIR / name
+        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+            out[key], _ = load_model(path, "cpu")
+            sources.append(f"{name}: shipped checkpoint")
+        else:
+            torch.manual_seed(0)
+            if key == "relative":
+                cfg = RelativeDepthConfig(preset="tiny")
+            else:
+                cfg = AVSNetConfig(preset="tiny")
+                if key == "avs_rgb":
+                    cfg = replace(cfg, use_audio=False)
+            out[key] = build_model(cfg).eval()
+            sources.append(f"{name}: random init (tiny preset, no shipped checkpoint)")
+    out["source"] = "; ".join(sources)
+    if not quiet:
+        print(f"[bench] models: {out['source']}", file=sys.stderr)
+    return out
+
+
+def main_for(name: str, run: Callable[..., dict]) -> int:
+    """`python bench/bench_X.py [--quick]`: run, print and write bench/results/<name>.json."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=f"benchmark: {name}")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    args = p.parse_args()
+    fix_threads()
+    result = run(quick=args.quick)
+    path = write_result(name, result)
+    print(json.dumps(_json_safe(result.get("targets", [])), indent=1))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0

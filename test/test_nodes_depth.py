@@ -1,0 +1,358 @@
+"""depth_node over real rclpy (in-process): the real BV2 fixture in, metric depth out; pairing,
+scale reuse, hold/fallback, malformed input, lifecycle. Checkpoints: tiny random models saved
+with avsnet_ros.models.checkpoint and loaded through the node's checkpoint parameters."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.signal
+
+from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+
+pytestmark = pytest.mark.ros
+
+CAMERA_FRAME = "camera_optical_frame"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return fixture_data()
+
+
+@pytest.fixture(scope="module")
+def ros():
+    with ros_context() as (context, executor):
+        yield context, executor
+
+
+def _params(checkpoints, **extra):
+    from rclpy.parameter import Parameter
+
+    values = dict(avs_checkpoint=checkpoints["avs"], relative_checkpoint=checkpoints["rel"], device="cpu",
+                  max_echo_age_s=0.5, scale_hold_s=1.0, confidence_half_life_s=0.5, diagnostics_period_s=0.2,
+                  torch_threads=1)
+    values.update(extra)
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+@pytest.fixture(scope="module")
+def node(ros, checkpoints):
+    from avsnet_ros.nodes.depth_node import DepthNode
+
+    context, executor = ros
+    depth_node = DepthNode(context=context, parameter_overrides=_params(checkpoints, publish_points=True))
+    assert depth_node.startup_error is None, depth_node.startup_error
+    executor.add_node(depth_node)
+    yield depth_node
+    executor.remove_node(depth_node)
+    depth_node.close()
+    depth_node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def harness(ros, node):
+    context, executor = ros
+    h = Harness(context, executor)
+    h.wait_connected()
+    return h
+
+
+def _set(node, **values):
+    from rclpy.parameter import Parameter
+
+    results = node.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+    assert all(r.successful for r in results), [r.reason for r in results]
+
+
+def _send_pair(harness, data, frame_ns, echo_ns, echo=None, rgb=None):
+    rgb_img, echo_buf, _, k = data
+    harness.send_info(k, rgb_img.shape[1], rgb_img.shape[0], frame_ns)
+    if echo_ns is not None:
+        harness.send_echo(echo_buf if echo is None else echo, echo_ns)
+    harness.send_image(rgb_img if rgb is None else rgb, frame_ns)
+
+
+def _wait_depth(harness, n, timeout_s=15.0):
+    assert wait_for(lambda: harness.count("depth") >= n, timeout_s), f"expected {n} depth images, got {harness.count('depth')}"
+
+
+def _recycle(node, harness):
+    """deactivate -> cleanup -> configure -> activate: forgets echoes, scale and frame order."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for transition in (node.trigger_deactivate, node.trigger_cleanup, node.trigger_configure, node.trigger_activate):
+        assert transition() == TransitionCallbackReturn.SUCCESS
+    harness.wait_connected()
+
+
+def _drops(node):
+    return node.counters()["frame_drops"]
+
+
+def _echo_drops(node):
+    return node.counters()["echo_drops"]
+
+
+def test_depth_from_real_fixture(node, harness, data):
+    from avsnet_ros.nodes import conversions as conv
+
+    rgb, _, _, k = data
+    harness.clear()
+    t = harness.now_ns()
+    _send_pair(harness, data, t, t - 50_000_000)
+    _wait_depth(harness, 1)
+    depth_msg = harness.messages("depth")[0]
+    assert depth_msg.encoding == "32FC1"
+    assert (depth_msg.height, depth_msg.width) == rgb.shape[:2]  # output size 0 = camera size
+    assert conv.stamp_to_ns(depth_msg.header.stamp) == t
+    assert depth_msg.header.frame_id == CAMERA_FRAME
+    assert depth_msg.step == 4 * depth_msg.width and not depth_msg.is_bigendian
+    depth = np.frombuffer(bytes(depth_msg.data), dtype="<f4").reshape(depth_msg.height, depth_msg.width)
+    finite = np.isfinite(depth)
+    assert finite.mean() > 0.5, "most pixels should carry a depth"
+    assert depth[finite].min() >= node.pipeline.min_depth_m and depth[finite].max() <= node.pipeline.max_depth_m
+    # camera_info: same size as the camera, so K is unchanged; header copied from the frame
+    assert wait_for(lambda: harness.count("camera_info") >= 1 and harness.count("scale") >= 1)
+    info = harness.messages("camera_info")[0]
+    assert (info.height, info.width) == rgb.shape[:2]
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), k, rtol=0, atol=1e-9)
+    scale_msg = harness.messages("scale")[0]
+    scale, confidence = scale_msg.data
+    assert math.isfinite(scale) and scale > 0 and 0.0 <= confidence <= 1.0
+    # the published depth is the pipeline's output for this frame and echo (same call, same models)
+    expected = node.pipeline(rgb, data[1], output_size_hw=rgb.shape[:2]).depth_m[0]
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert node.counters()["events"].get("scale_fresh", 0) >= 1
+
+
+def test_points_and_output_size(node, harness, data):
+    """output_width/height: depth and camera_info resized (K by hand: fx * s, cx' = (cx + .5) s - .5);
+    the point cloud back-projects depth with that K."""
+    from avsnet_ros.nodes import conversions as conv
+
+    _, _, _, k = data
+    _set(node, output_width_px=320, output_height_px=180)
+    try:
+        harness.clear()
+        t = harness.now_ns()
+        _send_pair(harness, data, t, t - 10_000_000)
+        _wait_depth(harness, 1)
+        assert wait_for(lambda: harness.count("points") >= 1 and harness.count("camera_info") >= 1)
+        depth_msg = harness.messages("depth")[0]
+        assert (depth_msg.height, depth_msg.width) == (180, 320)
+        info = harness.messages("camera_info")[0]
+        s = 0.25
+        expected_k = np.array([[k[0, 0] * s, 0, (k[0, 2] + 0.5) * s - 0.5], [0, k[1, 1] * s, (k[1, 2] + 0.5) * s - 0.5], [0, 0, 1]])
+        np.testing.assert_allclose(np.reshape(info.k, (3, 3)), expected_k, atol=1e-9)
+        assert (info.height, info.width) == (180, 320)
+        cloud = harness.messages("points")[0]
+        xyz = conv.pointcloud2_to_xyz(cloud)
+        stride = node.values["points_stride_px"]
+        depth = np.frombuffer(bytes(depth_msg.data), dtype="<f4").reshape(180, 320)[::stride, ::stride]
+        assert xyz.shape == depth.shape + (3,)
+        v, u = 7, 11  # one pixel by hand
+        z = depth[v, u]
+        assert xyz[v, u, 2] == pytest.approx(z)
+        assert xyz[v, u, 0] == pytest.approx((u * stride - expected_k[0, 2]) / expected_k[0, 0] * z, rel=1e-5)
+        assert xyz[v, u, 1] == pytest.approx((v * stride - expected_k[1, 2]) / expected_k[1, 1] * z, rel=1e-5)
+    finally:
+        _set(node, output_width_px=0, output_height_px=0)
+
+
+def test_frames_between_echoes_reuse_the_scale(node, harness, data):
+    harness.clear()
+    events0 = dict(node.counters()["events"])
+    t = harness.now_ns()
+    _send_pair(harness, data, t, t - 20_000_000)
+    _wait_depth(harness, 1)
+    for i in (1, 2):  # camera faster than the echoes: same echo, 100 and 200 ms later
+        _send_pair(harness, data, t + i * 100_000_000, None)
+        _wait_depth(harness, 1 + i)
+    events = node.counters()["events"]
+    assert events.get("scale_fresh", 0) - events0.get("scale_fresh", 0) == 1
+    assert events.get("scale_reuse", 0) - events0.get("scale_reuse", 0) == 2
+    assert wait_for(lambda: harness.count("scale") >= 3)
+    scales = [m.data[0] for m in harness.messages("scale")]
+    assert scales[1] == scales[0] and scales[2] == scales[0]
+    # reused-scale depth = pipeline.depth_from_scale with the fresh frame's scale
+    depth_msg = harness.messages("depth")[2]
+    depth = np.frombuffer(bytes(depth_msg.data), dtype="<f4").reshape(depth_msg.height, depth_msg.width)
+    cached = node._scale
+    expected = node.pipeline.depth_from_scale(data[0], cached.scale, cached.shift)
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness, data):
+    _recycle(node, harness)
+    harness.clear()
+    t = harness.now_ns() - 3_000_000_000  # a scene 3 s in the past, so later stamps are not "future"
+    _send_pair(harness, data, t, t - 10_000_000)
+    _wait_depth(harness, 1)
+    assert wait_for(lambda: harness.count("scale") >= 1)
+    conf0 = harness.messages("scale")[0].data[1]
+    # 1.01 s after the echo: older than max_echo_age_s 0.5 -> held for scale_hold_s 1.0
+    t_hold = t + 1_000_000_000
+    _send_pair(harness, data, t_hold, None)
+    _wait_depth(harness, 2)
+    assert wait_for(lambda: harness.count("scale") >= 2)
+    held = harness.messages("scale")[1].data
+    expected_conf = conf0 * 0.5 ** ((1.01 - 0.5) / 0.5)
+    assert held[0] == harness.messages("scale")[0].data[0]
+    assert held[1] == pytest.approx(expected_conf, rel=1e-4)
+    assert node.counters()["events"].get("scale_hold", 0) >= 1
+    # 2 s after the echo: beyond max age + hold -> fallback "drop", counted as stale_echo
+    stale0 = _drops(node).get("stale_echo", 0)
+    _send_pair(harness, data, t + 2_000_000_000, None)
+    assert wait_for(lambda: _drops(node).get("stale_echo", 0) == stale0 + 1)
+    assert harness.count("depth") == 2
+
+
+def test_missing_echo_counts_no_echo(node, harness, data):
+    """No echo at all (after a cleanup the node holds none): fallback "drop", counted as no_echo;
+    an echo stamped after the frame (from its future) does not count either."""
+    _recycle(node, harness)
+    harness.clear()
+    no_echo0 = _drops(node).get("no_echo", 0)
+    t = harness.now_ns()
+    _send_pair(harness, data, t, None)
+    assert wait_for(lambda: _drops(node).get("no_echo", 0) == no_echo0 + 1)
+    harness.send_echo(data[1], t + 300_000_000)
+    _send_pair(harness, data, t + 200_000_000, None)
+    assert wait_for(lambda: _drops(node).get("no_echo", 0) == no_echo0 + 2)
+    assert harness.count("depth") == 0
+    _send_pair(harness, data, t + 400_000_000, None)  # now the echo is 100 ms before the frame
+    _wait_depth(harness, 1)
+
+
+def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, data):
+    from avsnet_ros.nodes import conversions as conv
+
+    rgb, echo, _, k = data
+    harness.clear()
+    t = harness.now_ns()
+    frame_drops0, echo_drops0 = _drops(node), _echo_drops(node)
+    harness.send_info(k, rgb.shape[1], rgb.shape[0], t)
+    # frames: wrong encoding (rgba8 through a raw message), size differing from camera_info, future stamp
+    rgba = conv.array_to_image(rgb[:, :, 0], "mono8", conv.make_header(t, CAMERA_FRAME))
+    rgba.encoding, rgba.step = "rgba8", rgb.shape[1]  # claims rgba8
+    harness.pub_image.publish(rgba)
+    harness.send_image(rgb[:360, :640].copy(), t + 1)
+    harness.send_image(rgb, t + 3_600_000_000_000)
+    truncated = conv.array_to_image(rgb, "rgb8", conv.make_header(t + 2, CAMERA_FRAME))
+    truncated.data = bytes(truncated.data)[:1000]
+    harness.pub_image.publish(truncated)
+    # echoes: NaN, 3 rows, too short, wrong sample rate (48 kHz recording), misaligned, silent
+    nan_echo = echo.copy()
+    nan_echo[0, 500] = np.nan
+    harness.send_echo(nan_echo, t - 9)
+    three = conv.array_to_image(np.vstack([echo, echo[:1]]), "32FC1", conv.make_header(t - 8, "microphones"))
+    harness.pub_echo.publish(three)
+    harness.send_echo(echo[:, :1000].copy(), t - 7)
+    resampled = scipy.signal.resample_poly(echo, 48000, 44100, axis=1).astype(np.float32)
+    harness.send_echo(resampled, t - 6)
+    harness.send_echo(np.ascontiguousarray(echo[:, 150:]), t - 5)
+    harness.send_echo(np.zeros_like(echo), t - 4)
+    expected_frames = {"image_encoding": 1, "size_mismatch_camera_info": 1, "future_stamp": 1, "truncated": 1}
+    expected_echoes = {"echo_non_finite": 1, "echo_channels": 1, "echo_length": 1, "echo_onset": 2, "echo_silent": 1}
+
+    def done():
+        f, e = _drops(node), _echo_drops(node)
+        return all(f.get(r, 0) - frame_drops0.get(r, 0) >= n for r, n in expected_frames.items()) and \
+            all(e.get(r, 0) - echo_drops0.get(r, 0) >= n for r, n in expected_echoes.items())
+
+    assert wait_for(done, 15.0), (_drops(node), _echo_drops(node))
+    f, e = _drops(node), _echo_drops(node)
+    for r, n in expected_frames.items():
+        assert f.get(r, 0) - frame_drops0.get(r, 0) == n, (r, f)
+    for r, n in expected_echoes.items():
+        assert e.get(r, 0) - echo_drops0.get(r, 0) == n, (r, e)
+    assert harness.count("depth") == 0
+    # reasons reach /diagnostics
+    assert wait_for(lambda: any(any(kv.key == "echo_drop.echo_onset" for s in m.status for kv in s.values)
+                                for m in harness.messages("diagnostics")), 5.0)
+    # a valid pair afterwards is still answered
+    t2 = harness.now_ns()
+    _send_pair(harness, data, t2, t2 - 1_000_000)
+    _wait_depth(harness, 1)
+    assert node.counters()["frame_drops"].get("callback_exception", 0) == 0
+
+
+def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from avsnet_ros.nodes.depth_node import DepthNode
+
+    context, _ = ros
+    bad = tmp_path / "bad_ckpt"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    node = DepthNode("depth_node_bad", context=context,
+                     parameter_overrides=_params(checkpoints, autostart=False, avs_checkpoint=str(bad)))
+    try:
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert str(bad) in node.startup_error or "config" in node.startup_error
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        _set(node, avs_checkpoint=checkpoints["avs"])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node._worker is not None and node._worker.is_alive()
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node._worker is None
+    finally:
+        node.close()
+        node.destroy_node()
+
+
+def test_rgb_only_fallback_after_reconfigure(ros, checkpoints, data):
+    """echo_fallback:=rgb_only publishes the RGB-only model's pseudo-metric depth (confidence 0)."""
+    from avsnet_ros.nodes.depth_node import DepthNode
+
+    context, executor = ros
+    node = DepthNode("depth_node_rgb", context=context, parameter_overrides=_params(
+        checkpoints, echo_fallback="rgb_only", rgb_only_checkpoint=checkpoints["rgb"]),
+        cli_args=["--ros-args", "-r", "/avsnet/metric_depth:=/rgb_only/depth", "-r", "/avsnet/scale:=/rgb_only/scale",
+                  "-r", "camera/image_raw:=/rgb_only/image", "-r", "camera/camera_info:=/rgb_only/info",
+                  "-r", "/avsnet/echo:=/rgb_only/echo", "-r", "/avsnet/camera_info:=/rgb_only/info_out"])
+    assert node.startup_error is None, node.startup_error
+    executor.add_node(node)
+    try:
+        from rclpy.node import Node
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Float32MultiArray
+
+        from avsnet_ros.nodes import conversions as conv
+        from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS
+
+        probe = Node("rgb_probe", context=context)
+        got = {"depth": [], "scale": []}
+        probe.create_subscription(Image, "/rgb_only/depth", lambda m: got["depth"].append(m), SENSOR_QOS)
+        probe.create_subscription(Float32MultiArray, "/rgb_only/scale", lambda m: got["scale"].append(m), SENSOR_QOS)
+        pub = probe.create_publisher(Image, "/rgb_only/image", OUTPUT_QOS)
+        executor.add_node(probe)
+        assert wait_for(lambda: pub.get_subscription_count() > 0)
+        rgb = data[0]
+        t = probe.get_clock().now().nanoseconds
+        pub.publish(conv.array_to_image(rgb, "rgb8", conv.make_header(t, CAMERA_FRAME)))  # no echo at all
+        assert wait_for(lambda: len(got["depth"]) >= 1 and len(got["scale"]) >= 1, 15.0)
+        depth = np.frombuffer(bytes(got["depth"][0].data), dtype="<f4").reshape(rgb.shape[:2])
+        expected = node.rgb_only_pipeline(rgb, None).depth_m[0]
+        np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+        scale, confidence = got["scale"][0].data
+        assert math.isnan(scale) and confidence == 0.0
+        assert node.counters()["events"].get("scale_rgb_only") == 1
+        executor.remove_node(probe)
+        probe.destroy_node()
+    finally:
+        executor.remove_node(node)
+        node.close()
+        node.destroy_node()

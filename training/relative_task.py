@@ -1,0 +1,85 @@
+"""Stage 2 task: DepthNet + PoseNet, self-supervised on frame triples (paper eq. 5-6, Monodepth2)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from avsnet_ros.metrics import compute_depth_metrics
+from avsnet_ros.scaling import median_scale
+from training.losses import self_supervised_loss
+
+
+class RelativeTrainModule(nn.Module):
+    """forward(batch) -> (joint loss, logs). Batch (TorchTripletDataset): rgb_prev, rgb, rgb_next
+    (B, 3, H, W) in [0, 1] and K (B, 3, 3) in pixels of H x W."""
+
+    def __init__(self, depthnet: nn.Module, posenet: nn.Module, ssim_weight: float, smoothness_weight: float,
+                 automask: bool):
+        super().__init__()
+        self.depthnet = depthnet
+        self.posenet = posenet
+        self.ssim_weight = float(ssim_weight)
+        self.smoothness_weight = float(smoothness_weight)
+        self.automask = bool(automask)
+
+    def loss(self, batch: Mapping[str, torch.Tensor]):
+        target, prev, nxt = batch["rgb"], batch["rgb_prev"], batch["rgb_next"]
+        disps = self.depthnet(target)
+        transforms = [self.posenet.target_to_source(target, prev, -1),
+                      self.posenet.target_to_source(target, nxt, +1)]
+        cfg = self.depthnet.config
+        return self_supervised_loss(target, [prev, nxt], disps, transforms, batch["K"].float(),
+                                    min_depth=cfg.min_depth, max_depth=cfg.max_depth,
+                                    smoothness_weight=self.smoothness_weight, ssim_weight=self.ssim_weight,
+                                    automask=self.automask)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]):
+        out = self.loss(batch)
+        logs = {"photometric": out.photometric.detach(), "smoothness": out.smoothness.detach(),
+                "automask_fraction": torch.tensor(out.automask_fraction)}
+        return out.loss, logs
+
+
+class RelativeTask:
+    """TrainTask for training.loop.run_training.
+
+    Validation: the joint loss, and when the centre frames have ground truth, the depth metrics of
+    the relative depth scaled by the ground-truth median (the usual protocol for self-supervised
+    depth), over valid pixels strictly below max_depth_m.
+    """
+
+    name = "relative"
+    find_unused_parameters = False
+
+    def __init__(self, depthnet: nn.Module, depth_config: Any, posenet: nn.Module, pose_config: Any,
+                 ssim_weight: float, smoothness_weight: float, automask: bool, max_depth_m: float,
+                 val_has_depth: bool):
+        self.depthnet = depthnet
+        self.posenet = posenet
+        self.depth_config = depth_config
+        self.pose_config = pose_config
+        self.train_module = RelativeTrainModule(depthnet, posenet, ssim_weight, smoothness_weight, automask)
+        self.max_depth_m = float(max_depth_m)
+        self.selection_metric = "abs_rel" if val_has_depth else "loss"
+        self.extra: dict = {}
+
+    def models_to_save(self) -> dict[str, tuple]:
+        return {"depthnet": (self.depthnet, self.depth_config, dict(self.extra)),
+                "posenet": (self.posenet, self.pose_config, dict(self.extra))}
+
+    def validate_batch(self, batch: Mapping[str, torch.Tensor]) -> list[dict[str, float]]:
+        batch_loss = float(self.train_module.loss(batch).loss)
+        depth_rel = self.depthnet.depth(batch["rgb"]).float()  # (B, 1, H, W) relative units
+        gt = batch["depth_m"].float()
+        valid = batch["valid"] & (gt < self.max_depth_m)
+        results = []
+        for i in range(depth_rel.shape[0]):
+            m: dict[str, float] = {"loss": batch_loss}
+            if bool(batch["has_depth"][i]) and bool(valid[i].any()):
+                scaled, _ = median_scale(depth_rel[i, 0], gt[i, 0], valid=valid[i, 0])
+                gt_i = torch.where(valid[i, 0], gt[i, 0], torch.zeros_like(gt[i, 0]))
+                m.update(compute_depth_metrics(scaled, gt_i, max_depth_m=self.max_depth_m, strict_max=True))
+            results.append(m)
+        return results
