@@ -169,7 +169,7 @@ def test_optimizer_steps_lower_si_loss():
         loss = si_loss(model(rgb, spec).depth_m, gt)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.9 * losses[0], losses
 
 
@@ -190,6 +190,6 @@ def test_optimizer_steps_lower_self_supervised_loss():
         out = self_supervised_loss(target, [prev, nxt], disps, Ts, K)
         out.loss.backward()
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0], losses

@@ -4,6 +4,7 @@ with avsnet_ros.models.checkpoint and loaded through the node's checkpoint param
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -76,11 +77,13 @@ def _send_pair(harness, data, frame_ns, echo_ns, echo=None, rgb=None):
     harness.send_info(k, rgb_img.shape[1], rgb_img.shape[0], frame_ns)
     if echo_ns is not None:
         harness.send_echo(echo_buf if echo is None else echo, echo_ns)
+        time.sleep(0.02)  # the echo precedes its frame, as from the emitter and the replay source
     harness.send_image(rgb_img if rgb is None else rgb, frame_ns)
 
 
-def _wait_depth(harness, n, timeout_s=15.0):
-    assert wait_for(lambda: harness.count("depth") >= n, timeout_s), f"expected {n} depth images, got {harness.count('depth')}"
+def _wait_depth(harness, n, timeout_s=15.0, node=None):
+    ok = wait_for(lambda: harness.count("depth") >= n, timeout_s)
+    assert ok, f"expected {n} depth images, got {harness.count('depth')}" + (f"; {node.counters()}" if node else "")
 
 
 def _recycle(node, harness):
@@ -107,7 +110,7 @@ def test_depth_from_real_fixture(node, harness, data):
     harness.clear()
     t = harness.now_ns()
     _send_pair(harness, data, t, t - 50_000_000)
-    _wait_depth(harness, 1)
+    _wait_depth(harness, 1, node=node)
     depth_msg = harness.messages("depth")[0]
     assert depth_msg.encoding == "32FC1"
     assert (depth_msg.height, depth_msg.width) == rgb.shape[:2]  # output size 0 = camera size
@@ -235,6 +238,7 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
     from avsnet_ros.nodes import conversions as conv
 
     rgb, echo, _, k = data
+    _recycle(node, harness)
     harness.clear()
     t = harness.now_ns()
     frame_drops0, echo_drops0 = _drops(node), _echo_drops(node)
@@ -267,7 +271,7 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
         return all(f.get(r, 0) - frame_drops0.get(r, 0) >= n for r, n in expected_frames.items()) and \
             all(e.get(r, 0) - echo_drops0.get(r, 0) >= n for r, n in expected_echoes.items())
 
-    assert wait_for(done, 15.0), (_drops(node), _echo_drops(node))
+    assert wait_for(done, 15.0), (str(_drops(node)), str(_echo_drops(node)))
     f, e = _drops(node), _echo_drops(node)
     for r, n in expected_frames.items():
         assert f.get(r, 0) - frame_drops0.get(r, 0) == n, (r, f)

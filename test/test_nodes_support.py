@@ -28,8 +28,11 @@ def ros_context(num_threads: int = 4):
     try:
         yield context, executor
     finally:
+        # Executor.shutdown() forgets its nodes: list them first, or they are never closed/destroyed
+        # (their worker threads then run into interpreter exit: "terminate called ..." abort).
+        nodes = list(executor.get_nodes())
         executor.shutdown(timeout_sec=5.0)
-        for node in list(executor.get_nodes()):
+        for node in nodes:
             close = getattr(node, "close", None)
             if close is not None:
                 close()

@@ -56,6 +56,16 @@ def _bag_samples(path: Path, max_echo_age_s: float) -> list:
     return _BAG_CACHE[key]
 
 
+def data_kind(path: str | Path, split: str = "train") -> str:
+    """"bag", "bv1" or "bv2" without loading samples (reads at most one CSV header)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path}: no such file or directory")
+    if is_bag(path):
+        return "bag"
+    return detect_layout(path, split)
+
+
 def open_split(path: str | Path, split: str, max_depth_m: float | None = None, skip_bad: bool = False,
                bag_val_every: int = 10, bag_max_echo_age_s: float = 0.5) -> OpenedData:
     """Samples of one split.

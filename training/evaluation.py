@@ -305,6 +305,7 @@ def _model_and_inputs(pipe, sample) -> tuple[torch.nn.Module, dict]:
     return pipe.avs_model, {"rgb": batch.rgb_avs, "spectrogram": batch.spectrogram}
 
 
+
 # ----------------------------------------------------------------------------- reports
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):

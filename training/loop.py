@@ -212,8 +212,11 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
     total_steps = max(1, int(total_steps))
     if cfg.schedule == "onecycle":
+        # OneCycleLR needs a warm-up of more than one step (pct_start * total_steps > 1); very short
+        # runs (tests, smoke runs) get the shortest valid warm-up instead of a division by zero.
+        pct_start = min(max(cfg.pct_start, 1.5 / total_steps), 0.9)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.pct_start,
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start,
             div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, anneal_strategy="cos",
             cycle_momentum=False)
     if cfg.schedule == "cosine":
@@ -239,7 +242,9 @@ def run_validation(task: TrainTask, loader: DataLoader, ctx: DistContext, amp: b
     for module in task.models_to_save().values():
         module[0].eval()
     bar = tqdm(loader, desc=desc, leave=False, disable=not (ctx.is_main and progress), dynamic_ncols=True)
-    with torch.inference_mode():
+    # no_grad, not inference_mode: transformers' BEiT caches a position index process-wide, and
+    # an inference tensor cached here would break the next training step's backward.
+    with torch.no_grad():
         for batch in bar:
             batch = move_to_device(batch, ctx.device)
             with torch.autocast(device_type=ctx.device.type, dtype=torch.float16,
@@ -336,6 +341,36 @@ def _config_fingerprint(cfg_dict: Mapping) -> str:
     return json.dumps(cfg_dict, sort_keys=True, default=str)
 
 
+def check_resume(run_dir: Path, resume: bool, config_dict: Mapping[str, Any], compare_keys: Sequence[str],
+                 loop_cfg: LoopConfig) -> Path | None:
+    """The checkpoint to resume from (None: fresh start); ResumeError when the run dir cannot be used.
+
+    Cheap (reads train_state.pt only): CLIs call it before loading data so that a wrong --out or a
+    changed config fails at once. A run directory with checkpoints is never overwritten without
+    --resume; --resume needs the same model/data/optim/loss sections, epochs and batch size (they
+    fix the schedule and the data order).
+    """
+    run_dir = Path(run_dir)
+    latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
+    if latest is None:
+        return None
+    if not resume:
+        raise ResumeError(
+            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue it or "
+            "choose a new --out")
+    state = ckpt.load_train_state(latest)
+    saved_fp = json.loads(state["config_fingerprint"])
+    now_fp = json.loads(_config_fingerprint({k: config_dict.get(k) for k in compare_keys}))
+    if saved_fp != now_fp:
+        diff = sorted(k for k in set(saved_fp) | set(now_fp) if saved_fp.get(k) != now_fp.get(k))
+        raise ResumeError(f"cannot resume {latest}: config sections {diff} differ from the saved "
+                          "run (they fix the schedule and the data); use the saved config.yaml")
+    if int(state["epochs_total"]) != loop_cfg.epochs or int(state["batch_size"]) != loop_cfg.batch_size:
+        raise ResumeError(f"cannot resume {latest}: it was started with epochs="
+                          f"{state['epochs_total']}, batch_size={state['batch_size']}")
+    return latest
+
+
 def run_training(
     task: TrainTask,
     train_set: Dataset,
@@ -410,22 +445,9 @@ def run_training(
     best_epoch: int | None = None
     resumed_from: str | None = None
     fingerprint = {k: config_dict.get(k) for k in resume_compare_keys}
-    latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
-    if latest is not None and not resume:
-        raise ResumeError(
-            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue it or "
-            "choose a new --out")
+    latest = check_resume(run_dir, resume, config_dict, resume_compare_keys, loop_cfg)
     if latest is not None:
         state = ckpt.load_train_state(latest)
-        saved_fp = json.loads(state["config_fingerprint"])
-        now_fp = json.loads(_config_fingerprint(fingerprint))
-        if saved_fp != now_fp:
-            diff = sorted(k for k in set(saved_fp) | set(now_fp) if saved_fp.get(k) != now_fp.get(k))
-            raise ResumeError(f"cannot resume {latest}: config sections {diff} differ from the saved "
-                             "run (they fix the schedule and the data); use the saved config.yaml")
-        if int(state["epochs_total"]) != loop_cfg.epochs or int(state["batch_size"]) != batch_size:
-            raise ResumeError(f"cannot resume {latest}: it was started with epochs="
-                             f"{state['epochs_total']}, batch_size={state['batch_size']}")
         for sub, entry in task.models_to_save().items():
             ckpt.load_checkpoint_weights(latest, sub, entry[0])
         optimizer.load_state_dict(state["optimizer"])

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_CONFIG = "train_avs.yaml"
+RESUME_KEYS = ("model", "data", "optim", "loss", "spec_stats_max_samples")
 LOG = logging.getLogger("avsnet_ros.training")
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.avs_task import AVSTask, compute_spectrogram_stats
     from training.datasets import FirstN, open_split
     from training.distributed import cleanup, init_distributed
-    from training.loop import run_training
+    from training.loop import check_resume, run_training
 
     ctx = init_distributed(cfg.train.device)
     setup_logging(ctx.is_main)
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
+
+        run_dir = Path(args.out)
+        config_dict = to_dict(cfg)
+        config_dict["model"] = model_asdict(model_cfg)
+        check_resume(run_dir, args.resume, config_dict, RESUME_KEYS, cfg.train)  # fail fast, before loading data
 
         train_data = open_split(args.data, cfg.data.train_split, cfg.data.max_depth_m, cfg.data.skip_bad,
                                 cfg.data.bag_val_every, cfg.data.bag_max_echo_age_s)
@@ -142,9 +148,6 @@ def main(argv: list[str] | None = None) -> int:
                 LOG.info("spectrogram log1p stats over %d training samples: mean %s std %s", n,
                          [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()])
 
-        run_dir = Path(args.out)
-        config_dict = to_dict(cfg)
-        config_dict["model"] = model_asdict(model_cfg)
         if ctx.is_main:
             import yaml
 
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(run_dir / "COMMAND.txt", "a") as fh:
                 fh.write(command + "\n")
         result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume,
-                              config_dict, on_fresh_start=on_fresh_start)
+                              config_dict, on_fresh_start=on_fresh_start, resume_compare_keys=RESUME_KEYS)
         if ctx.is_main:
             summary = {
                 "stage": "avs",

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_CONFIG = "train_relative.yaml"
+RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss")
 LOG = logging.getLogger("avsnet_ros.training")
 
 
@@ -80,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     from avsnet_ros.data.torch_dataset import TorchTripletDataset
     from avsnet_ros.models.builder import build_model
     from avsnet_ros.models.config import asdict as model_asdict
-    from training.datasets import FirstN, open_split
+    from training.datasets import FirstN, data_kind, open_split
     from training.distributed import cleanup, init_distributed
-    from training.loop import run_training
+    from training.loop import check_resume, run_training
     from training.relative_task import RelativeTask
 
     ctx = init_distributed(cfg.train.device)
@@ -93,9 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         np.random.seed(seed % 2**32)
         random.seed(seed)
 
+        kind = data_kind(args.data, cfg.data.train_split)
+        interval = cfg.data.triplet_interval or (20 if kind == "bv1" else 1)
+        run_dir = Path(args.out)
+        config_dict = to_dict(cfg)
+        config_dict["model"] = model_asdict(depth_cfg)
+        config_dict["pose_model"] = model_asdict(pose_cfg)
+        config_dict["data"]["triplet_interval"] = interval
+        check_resume(run_dir, args.resume, config_dict, RESUME_KEYS, cfg.train)  # fail fast, before loading data
+
         train_data = open_split(args.data, cfg.data.train_split, cfg.data.max_depth_m, cfg.data.skip_bad,
                                 cfg.data.bag_val_every, cfg.data.bag_max_echo_age_s)
-        interval = cfg.data.triplet_interval or (20 if train_data.kind == "bv1" else 1)
         max_depth_m = train_data.max_depth_m
         train_triplets = TripletDataset(train_data.dataset, interval)
         if len(train_triplets) == 0:
@@ -135,11 +144,6 @@ def main(argv: list[str] | None = None) -> int:
                             cfg.loss.automask, max_depth_m, val_has_depth)
         task.extra = {"training_command": command, "data": str(args.data), "triplet_interval": interval}
 
-        run_dir = Path(args.out)
-        config_dict = to_dict(cfg)
-        config_dict["model"] = model_asdict(depth_cfg)
-        config_dict["pose_model"] = model_asdict(pose_cfg)
-        config_dict["data"]["triplet_interval"] = interval
         if ctx.is_main:
             import yaml
 
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(run_dir / "COMMAND.txt", "a") as fh:
                 fh.write(command + "\n")
         result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume,
-                              config_dict, resume_compare_keys=("model", "pose_model", "data", "optim", "loss"))
+                              config_dict, resume_compare_keys=RESUME_KEYS)
         if ctx.is_main:
             summary = {
                 "stage": "relative",

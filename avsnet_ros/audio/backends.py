@@ -6,9 +6,10 @@ ECHO_ONSET_SAMPLE.
 
 - SoundDeviceBackend: ONE duplex PortAudio stream (sounddevice) kept open. The callback plays the
   sweep every period and writes the microphones into a ring buffer; `read()` finds the direct-path
-  onset of each emitted sweep by matched filtering near where PortAudio's DAC/ADC times predict it,
-  and cuts the buffer so that the onset lands at ECHO_ONSET_SAMPLE (this removes playback and
-  capture latency). The emission time is the DAC time of the sweep's first sample.
+  onset of each emitted sweep by matched filtering in a window after its output position (counted
+  in samples), and cuts the buffer so that the onset lands at ECHO_ONSET_SAMPLE (this removes
+  playback and capture latency). The stamp is PortAudio's ADC time of the onset (the DAC time of
+  the sweep start, which misses unreported output latency, is kept as a diagnostic).
 - ReplayBackend: echoes of recorded samples (BV2-layout folder or rosbag) at the sweep period.
 - SimBackend: first-order image-source echoes of planar walls for a scripted scene (see
   `simulate_wall_echo`): physically correct arrival times and 1/r spreading, no reverberation tail.
@@ -86,13 +87,14 @@ class EchoCapture:
     """One echo buffer.
 
     echo: (2, echo_samples) float32, onset at ECHO_ONSET_SAMPLE.
-    emit_time_ns: wall-clock time the sweep's first sample left the speaker, or None when the
-        source has no clock of its own (the node stamps it on publication).
+    emit_time_ns: wall-clock time the sweep's first sample left the speaker (sounddevice: the ADC
+        time of its direct-path onset at the microphones, from PortAudio's stream times), or None
+        when the source has no clock of its own (the node stamps it on publication).
     onset_snr_db: matched-filter SNR of the direct path (NaN when not measured).
     capture_latency_s: playback -> capture delay of the direct path measured in samples (output
         sample of the sweep start -> input sample of its onset), NaN when not measured.
-    timing_residual_s: onset position minus the position PortAudio's DAC/ADC times predict (the
-        latency the host API does not report), NaN when not measured.
+    timing_residual_s: onset position minus the position PortAudio's DAC/ADC times predict for
+        the sweep (output latency the host API does not report), NaN when not measured.
     """
 
     echo: np.ndarray
@@ -146,10 +148,17 @@ def _import_sounddevice():
     return sd
 
 
-def list_audio_devices() -> list[dict]:
-    """PortAudio devices as dicts (index, name, max_input_channels, max_output_channels)."""
+def list_audio_devices(refresh: bool = False) -> list[dict]:
+    """PortAudio devices as dicts (index, name, max_input_channels, max_output_channels).
+
+    refresh=True re-initialises PortAudio first, so devices (or a sound server) that appeared after
+    `import sounddevice` are listed; only do that while no stream of this process is open.
+    """
     sd = _import_sounddevice()
     try:
+        if refresh:
+            sd._terminate()
+            sd._initialize()
         devices = sd.query_devices()
     except Exception as exc:  # noqa: BLE001 - PortAudio errors have several types
         raise AudioDeviceError(f"cannot query audio devices: {exc}") from None
@@ -169,9 +178,9 @@ def resolve_device(spec: str, kind: str, channels: int, devices: Sequence[dict])
     """Device index for `spec` ('' = PortAudio default, an index, or a case-insensitive substring
     of the name; an exact name match wins). Raises AudioDeviceError naming the available devices."""
     key = "max_input_channels" if kind == "input" else "max_output_channels"
-    if not devices:
-        raise AudioDeviceError(f"no audio device for {kind}: available devices: {format_devices(devices)}")
     spec = str(spec).strip()
+    if not devices:
+        raise AudioDeviceError(f"no {kind} device {spec or '(default)'!r}: available devices: {format_devices(devices)}")
     if spec == "":
         return None
     candidates: list[dict]
@@ -230,15 +239,16 @@ class SoundDeviceBackend(EchoBackend):
 
     input_device/output_device: '' (default), an index or a name substring. input_channels: the
     two device input channels (0-based) that are left and right. max_latency_s: largest playback
-    -> capture latency searched for the direct path; min_onset_snr_db: sweeps whose direct path is
-    weaker are rejected (counted), e.g. the first sweeps while the stream starts.
+    -> capture latency searched for the direct path, counted in samples from the sweep's output
+    position (must stay below the period); min_onset_snr_db: sweeps whose direct path is weaker
+    or missing are rejected (counted), e.g. the first sweeps while the stream starts.
     """
 
     name = "sounddevice"
 
     def __init__(self, settings: SweepSettings, input_device: str = "", output_device: str = "",
                  input_channels: tuple[int, int] = (0, 1), output_channels: int = 2,
-                 stream_latency: str | float = "low", max_latency_s: float = 0.1,
+                 stream_latency: str | float = "high", max_latency_s: float = 0.15,
                  min_onset_snr_db: float = 12.0, blocksize: int = 0):
         super().__init__(settings)
         self.input_device = input_device
@@ -249,28 +259,41 @@ class SoundDeviceBackend(EchoBackend):
         self.max_latency_s = float(max_latency_s)
         self.min_onset_snr_db = float(min_onset_snr_db)
         self.blocksize = int(blocksize)
-        self._sd = None
         self._stream = None
         self._sweep = settings.sweep()
         self._sweep_out = (self._sweep * np.float32(settings.gain)).astype(np.float32)
         self._period = settings.period_samples
         if self._period < len(self._sweep) + 1:
             raise ValueError(f"period {settings.period_s} s is shorter than the sweep")
+        # the onset search window (latency range + sweep) must stay shorter than the period
+        longest = (self._period - 2 * len(self._sweep) - ECHO_ONSET_SAMPLE) / settings.sample_rate_hz
+        if self.max_latency_s > longest:
+            raise ValueError(f"max_latency_s {self.max_latency_s} s must be below {longest:.3f} s for a "
+                             f"{settings.period_s} s period (the search would reach the next sweep)")
         self._lock = threading.Condition()
         self._ring: _Ring | None = None
         self._blocks: deque[_Block] = deque(maxlen=4096)
         self._pos = 0
         self._next_sweep = 0
-        self._error: str | None = None
         self._pending: dict | None = None
+        self._last_callback = 0.0  # time.monotonic() of the last audio callback
+        self.stall_timeout_s = 2.0
         self._device_desc = ""
 
     # -- lifecycle
     def open(self) -> None:
+        """Resolve the devices and open (not start) the duplex stream; on failure rescan the
+        devices once (PortAudio lists them once per initialisation) and retry."""
+        self.close()
+        try:
+            self._open_once(refresh=False)
+        except AudioDeviceError:
+            self._open_once(refresh=True)
+
+    def _open_once(self, refresh: bool) -> None:
         sd = _import_sounddevice()
-        self._sd = sd
-        devices = list_audio_devices()
         n_in = max(self.input_channels) + 1
+        devices = list_audio_devices(refresh=refresh)
         in_idx = resolve_device(self.input_device, "input", n_in, devices)
         out_idx = resolve_device(self.output_device, "output", self.output_channels, devices)
         if in_idx is None or out_idx is None:
@@ -311,8 +334,8 @@ class SoundDeviceBackend(EchoBackend):
             self._pos = 0
             self._next_sweep = 0
             self._blocks.clear()
-            self._error = None
             self._pending = None
+            self._last_callback = time.monotonic()
             self._ring.end = 0
         self._stream.start()
 
@@ -349,6 +372,7 @@ class SoundDeviceBackend(EchoBackend):
             dac_ns = adc_ns = wall_ns
         block = np.ascontiguousarray(indata[:, list(self.input_channels)].T)
         with self._lock:
+            self._last_callback = time.monotonic()
             self._ring.write(block)
             self._blocks.append(_Block(pos, frames, dac_ns, adc_ns))
             if status.input_overflow or status.output_underflow:
@@ -366,8 +390,12 @@ class SoundDeviceBackend(EchoBackend):
     def _wait(self, predicate: Callable[[], bool], deadline: float) -> bool:
         """Wait (holding self._lock) until predicate() or the deadline; False on timeout."""
         while not predicate():
-            if self._stream is not None and not self._stream.active and self._pos > 0:
+            if self._stream is None:
+                raise AudioDeviceError("audio stream closed")
+            if not self._stream.active and self._pos > 0:
                 raise AudioDeviceError("audio stream stopped unexpectedly (device lost?)")
+            if time.monotonic() - self._last_callback > self.stall_timeout_s:
+                raise AudioDeviceError(f"no audio callback for {self.stall_timeout_s} s (device lost?)")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -382,7 +410,7 @@ class SoundDeviceBackend(EchoBackend):
             raise AudioDeviceError("read() on a closed stream")
         fs = self.settings.sample_rate_hz
         sweep_len = self._sweep.shape[0]
-        pre = ECHO_ONSET_SAMPLE + int(0.02 * fs)  # timestamps may overstate the latency
+        pre = ECHO_ONSET_SAMPLE + 16  # pre-roll for the aligned buffer (+ a margin for find_onset)
         search = pre + int(self.max_latency_s * fs)
         deadline = time.monotonic() + timeout_s
         with self._lock:
@@ -398,8 +426,12 @@ class SoundDeviceBackend(EchoBackend):
                     self.counters["skipped_late"] += 1
                     return None
                 emit_ns = blk.dac_ns + int((out_start - blk.start) * 1e9 / fs)
+                # where PortAudio's DAC/ADC times put the sweep in the input (diagnostic only)
                 predicted = out_start + int(round((blk.dac_ns - blk.adc_ns) * fs / 1e9))
-                seg_begin = predicted - pre
+                # search on the sample counter (duplex: input and output counters advance
+                # together): a window shorter than the period cannot pick another sweep, even
+                # when the host API's times jump (PulseAudio at stream start does)
+                seg_begin = out_start - pre
                 if seg_begin < max(0, self._ring.end - self._ring.capacity):
                     self._next_sweep += 1  # no pre-roll recorded (stream start) or overwritten
                     self.counters["skipped_late"] += 1
@@ -417,6 +449,13 @@ class SoundDeviceBackend(EchoBackend):
                 if onset.snr_db < self.min_onset_snr_db or onset.onset_sample < ECHO_ONSET_SAMPLE:
                     self.counters["rejected_no_onset"] += 1
                     return None
+                onset_abs = seg_begin + onset.onset_sample
+                onset_blk = self._block_of(onset_abs)
+                if onset_blk is not None:
+                    # stamp = ADC time of the direct-path onset: the sound left the speaker a few
+                    # cm (< 0.5 ms) earlier, and unlike the DAC time it includes any output
+                    # latency the host API does not report
+                    emit_ns = onset_blk.adc_ns + int((onset_abs - onset_blk.start) * 1e9 / fs)
                 pending = dict(k=k, out_start=out_start, emit_ns=emit_ns, predicted=predicted,
                                seg_begin=seg_begin, onset_abs=seg_begin + onset.onset_sample,
                                snr_db=onset.snr_db)

@@ -1,4 +1,4 @@
-"""Export of the inference graph (AVS-Net + relative model + scaling) to TorchScript.
+"""Export of the inference graph (AVS-Net + relative model + scaling): torch.export or TorchScript.
 
 The exported graph takes the *preprocessed* tensors of :meth:`DepthPipeline.preprocess`
 (RGB already resized, spectrogram already computed; the STFT stays outside because it is
@@ -8,10 +8,17 @@ cheap and the crop/resize of variable-length audio is host-side logic):
         -> (depth_m (B, 1, Hr, Wr) scaled relative depth, NaN outside [min, max] depth,
             scale (B,), pseudo_depth_m (B, 1, Ha, Wa), confidence (B,))
 
-It is traced (``torch.jit.trace``) at fixed input sizes and batch size; scaling is
-:func:`avsnet_ros.pipeline.scale_relative`, the pipeline's own implementation. ONNX export is
-available through :func:`export_onnx` only when the ``onnx`` package is installed (it is not a
-dependency of the project).
+Two formats, both captured at fixed input sizes and batch size (scaling is
+:func:`avsnet_ros.pipeline.scale_relative`, the pipeline's own implementation):
+
+- :func:`export_program`: ``torch.export`` ExportedProgram saved as ``.pt2`` (the format PyTorch
+  recommends from 2.x on; load with ``torch.export.load(path).module()``);
+- :func:`export_torchscript`: ``torch.jit.trace`` saved with ``torch.jit.save`` (deprecated by
+  PyTorch 2.13 but still supported; load with :func:`load_torchscript` or ``torch.jit.load``),
+  for C++ (libtorch) deployments.
+
+ONNX export is available through :func:`export_onnx` only when the ``onnx`` package is installed
+(it is not a dependency of the project).
 """
 from __future__ import annotations
 
@@ -55,23 +62,47 @@ def example_inputs(pipeline, batch_size: int = 1, seed: int = 0) -> tuple[torch.
     return tuple(t.to(pipeline.device) for t in (rgb_avs, spec, rgb_rel))
 
 
+def _graph(pipeline) -> InferenceGraph:
+    return InferenceGraph(pipeline.avs_model, pipeline.relative_model, pipeline.scaling).eval()
+
+
+def _atomic_save(path: Union[str, Path], save_fn) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_fn(str(tmp))
+    tmp.replace(out)
+    return out
+
+
+def export_program(pipeline, path: Union[str, Path], batch_size: int = 1) -> Path:
+    """``torch.export`` the pipeline's inference graph and save it (``.pt2``) to ``path``."""
+    inputs = example_inputs(pipeline, batch_size)
+    with torch.no_grad():
+        program = torch.export.export(_graph(pipeline), inputs, strict=False)
+    return _atomic_save(path, lambda tmp: torch.export.save(program, tmp))
+
+
+def load_torchscript(path: Union[str, Path], map_location: Optional[str] = None):
+    """``torch.jit.load`` without PyTorch 2.13's deprecation warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=map_location)
+
+
 def export_torchscript(pipeline, path: Union[str, Path], batch_size: int = 1) -> Path:
     """Trace the pipeline's inference graph and save it (``torch.jit.save``) to ``path``.
 
     Load it with ``torch.jit.load(path)``; inputs as :class:`InferenceGraph` (fixed sizes and batch).
     """
-    graph = InferenceGraph(pipeline.avs_model, pipeline.relative_model, pipeline.scaling).eval()
     inputs = example_inputs(pipeline, batch_size)
     with torch.no_grad(), warnings.catch_warnings():
         # Shape checks become constants: expected, the graph is traced for fixed sizes.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(graph, inputs, check_trace=False, strict=False)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.jit.save(traced, str(tmp))
-    tmp.replace(out)
-    return out
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' gradient-checkpointing probe
+        traced = torch.jit.trace(_graph(pipeline), inputs, check_trace=False, strict=False)
+        return _atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
 
 
 def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: int = 17) -> Path:
@@ -80,11 +111,10 @@ def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: in
         import onnx  # noqa: F401
     except ImportError as exc:
         raise RuntimeError("ONNX export needs the 'onnx' package (pip install onnx); use export_torchscript otherwise") from exc
-    graph = InferenceGraph(pipeline.avs_model, pipeline.relative_model, pipeline.scaling).eval()
     inputs = example_inputs(pipeline, batch_size)
     out = Path(path)
     torch.onnx.export(
-        graph,
+        _graph(pipeline),
         inputs,
         str(out),
         input_names=["rgb_avs", "spectrogram", "rgb_rel"],
@@ -94,4 +124,4 @@ def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: in
     return out
 
 
-__all__ = ["InferenceGraph", "export_torchscript", "export_onnx", "example_inputs"]
+__all__ = ["InferenceGraph", "export_program", "export_torchscript", "load_torchscript", "export_onnx", "example_inputs"]

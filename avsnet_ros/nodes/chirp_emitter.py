@@ -1,9 +1,10 @@
 """chirp_emitter: plays the sweep periodically and publishes onset-aligned binaural echoes.
 
 Backends (parameter `backend`, see avsnet_ros.audio.backends):
-    sounddevice  real audio: ONE duplex PortAudio stream kept open; PortAudio's DAC time of the
-                 sweep's first sample stamps the echo; the recording is aligned on the direct-path
-                 onset (matched filter) so the published buffer has it at ECHO_ONSET_SAMPLE.
+    sounddevice  real audio: ONE duplex PortAudio stream kept open; the recording is aligned on
+                 the direct-path onset (matched filter) so the published buffer has it at
+                 ECHO_ONSET_SAMPLE; PortAudio's ADC time of that onset stamps the echo (the DAC
+                 time of the sweep start gives the timing residual in /diagnostics).
     replay       echo buffers of a BV2-layout folder or a rosbag (`replay_data_path`), looped.
     sim          simulated first-order echoes of planar walls (`sim_wall_*` parameters).
 
@@ -46,7 +47,8 @@ PARAMS = (
     ParamSpec("input_channel_left", 0, "device input channel of the left microphone (0-based)", 0, 255),
     ParamSpec("input_channel_right", 1, "device input channel of the right microphone (0-based)", 0, 255),
     ParamSpec("output_channels", 2, "device output channels (the sweep plays on all)", 1, 64),
-    ParamSpec("stream_latency_s", 0.0, "PortAudio suggested latency (0 = 'low')", 0.0, 1.0),
+    ParamSpec("stream_latency_s", 0.0, "PortAudio suggested latency (0 = PortAudio's 'high', robust with a "
+              "Python callback; the echo alignment removes any latency)", 0.0, 1.0),
     ParamSpec("sample_rate_hz", 44100, "audio sample rate (the echo contract and the models: 44100 Hz)",
               8000, 192000),
     ParamSpec("gain", 0.5, "sweep peak amplitude (full scale 1.0)", 0.0, 1.0),
@@ -61,8 +63,8 @@ PARAMS = (
               0.02, 60.0),
     ParamSpec("max_depth_m", 30.0, "echo window: the buffer holds echo_window_samples(max_depth_m) samples "
               "(7782 at 30 m, as BatVision)", 0.5, 200.0),
-    ParamSpec("max_latency_s", 0.1, "largest playback -> capture latency searched for the direct path",
-              0.001, 2.0),
+    ParamSpec("max_latency_s", 0.15, "largest playback -> capture latency searched for the direct path "
+              "(must stay below period_s minus the sweep)", 0.001, 10.0),
     ParamSpec("min_onset_snr_db", 12.0, "sweeps whose direct path is weaker are not published", 0.0, 200.0),
     ParamSpec("frame_id", "microphones", "header.frame_id of the echo (the microphone frame)"),
     ParamSpec("replay_data_path", "", "replay backend: BV2-layout folder or rosbag ('' = bundled demo data)"),
@@ -94,7 +96,7 @@ def make_backend(v: dict) -> EchoBackend:
     settings = sweep_settings(v)
     settings.sweep()  # validates frequencies vs Nyquist, fades, duration: fail at configure
     if v["backend"] == "sounddevice":
-        latency = v["stream_latency_s"] or "low"
+        latency = v["stream_latency_s"] or "high"
         return SoundDeviceBackend(settings, input_device=v["input_device"], output_device=v["output_device"],
                                   input_channels=(v["input_channel_left"], v["input_channel_right"]),
                                   output_channels=v["output_channels"], stream_latency=latency,

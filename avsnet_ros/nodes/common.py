@@ -255,8 +255,8 @@ def run_node_main(make_node: Callable[[], Node], args: list[str] | None = None,
     try:
         node = make_node()
         startup_error = getattr(node, "startup_error", None)
-        if startup_error:
-            node.get_logger().fatal(startup_error)
+        if startup_error:  # already logged where it happened
+            node.get_logger().fatal(f"{node.get_name()} did not start; exiting")
             code = 1
         else:
             executor = MultiThreadedExecutor(num_threads=4) if multithreaded else SingleThreadedExecutor()

@@ -210,3 +210,24 @@ def msg_type_from_name(type_name: str):
         raise ValueError(f"bad message type name {type_name!r}")
     module = importlib.import_module(f"{parts[0]}.{parts[1]}")
     return getattr(module, parts[2])
+
+
+def depth_legend(height: int, min_depth_m: float, max_depth_m: float, width: int = 70, ticks: int = 6) -> np.ndarray:
+    """(height, width, 3) uint8 RGB colour bar for colorize_depth's range, labelled in metres
+    (nearest at the top), to put beside a preview."""
+    import cv2
+
+    bar_w = max(width // 3, 8)
+    values = np.linspace(min_depth_m, max_depth_m, height, dtype=np.float32)[:, None]
+    bar = colorize_depth(np.repeat(values, bar_w, axis=1), min_depth_m, max_depth_m)
+    legend = np.full((height, width, 3), 255, dtype=np.uint8)
+    legend[:, :bar_w] = bar
+    for i in range(ticks):
+        frac = i / (ticks - 1)
+        y = int(round(frac * (height - 1)))
+        value = min_depth_m + frac * (max_depth_m - min_depth_m)
+        cv2.line(legend, (bar_w, y), (bar_w + 4, y), (0, 0, 0), 1)
+        ty = min(max(y + 4, 10), height - 2)
+        cv2.putText(legend, f"{value:.1f}m", (bar_w + 6, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return legend

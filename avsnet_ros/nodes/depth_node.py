@@ -72,6 +72,8 @@ PARAMS = (
     ParamSpec("echo_fallback", "drop", "without a usable echo or held scale: drop the frame, hold the "
               "last scale indefinitely, or publish the RGB-only model's pseudo-metric depth",
               choices=FALLBACKS),
+    ParamSpec("echo_wait_s", 0.05, "a frame without a fresh echo waits up to this long for echo messages "
+              "already being checked (callbacks run in parallel)", 0.0, 5.0, live=True),
     ParamSpec("future_tolerance_s", 0.5, "messages stamped more than this ahead of the node clock are "
               "rejected (future_stamp)", 0.0, 3600.0, live=True),
     ParamSpec("output_width_px", 0, "published depth width (0 = camera width)", 0, 16384, live=True),
@@ -164,6 +166,8 @@ class DepthNode(LifecycleNode):
         self._lock = threading.Lock()
         self._echoes: deque[_Echo] = deque(maxlen=16)
         self._echo_serial = 0
+        self._echo_in_flight = 0
+        self._echo_done = threading.Condition(self._lock)
         self._camera_info: CameraInfo | None = None
         self._last_frame_stamp_ns = -1
         self._scale: _Scale | None = None
@@ -354,8 +358,18 @@ class DepthNode(LifecycleNode):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    @guarded("echo_drops", "echo_callback_exception")
     def _on_echo(self, msg: Image) -> None:
+        with self._lock:
+            self._echo_in_flight += 1
+        try:
+            self._handle_echo(msg)
+        finally:
+            with self._lock:
+                self._echo_in_flight -= 1
+                self._echo_done.notify_all()
+
+    @guarded("echo_drops", "echo_callback_exception")
+    def _handle_echo(self, msg: Image) -> None:
         self.events.count("echoes_in")
         self._echo_rate.tick()
         v = self.values
@@ -512,6 +526,13 @@ class DepthNode(LifecycleNode):
     def _process(self, frame: _Frame) -> None:
         v = self.values
         mode, echo, factor = self._pair(frame.stamp_ns)
+        if mode != "fresh" and v["echo_wait_s"] > 0:
+            # an echo published just before this frame may still be in its (parallel) callback
+            with self._lock:
+                waited = self._echo_done.wait_for(lambda: self._echo_in_flight == 0, timeout=v["echo_wait_s"])
+                serial = self._echo_serial
+            if waited and (self._scale is None or serial != self._scale.echo.serial):
+                mode, echo, factor = self._pair(frame.stamp_ns)
         out_hw = self._output_size(frame)
         rate = v["sample_rate_hz"]
         t0 = time.perf_counter()
@@ -594,6 +615,11 @@ class DepthNode(LifecycleNode):
         frame_drops = self.frame_drops.snapshot()
         echo_drops = self.echo_drops.snapshot()
         events = self.events.snapshot()
+        # The level reflects the drops since the previous report, not the cumulative counts, so the
+        # status returns to OK once echoes (or inference) recover (test_hardening_emitter.py).
+        previous = getattr(self, "_diag_previous_drops", {})
+        recent = {k: n - previous.get(k, 0) for k, n in frame_drops.items() if n > previous.get(k, 0)}
+        self._diag_previous_drops = frame_drops
         with self._lock:
             scale = self._scale
             newest_echo_ns = self._echoes[-1].stamp_ns if self._echoes else None
@@ -623,9 +649,9 @@ class DepthNode(LifecycleNode):
             level, message = ERROR, self.startup_error
         elif state != "active":
             level, message = WARN, f"{state}"
-        elif frame_drops.get("inference_error"):
+        elif recent.get("inference_error"):
             level, message = ERROR, "inference errors (see last.inference_error)"
-        elif self._last_mode in ("hold", "rgb_only") or frame_drops.get("no_echo") or frame_drops.get("stale_echo"):
+        elif self._last_mode in ("hold", "rgb_only") or recent.get("no_echo") or recent.get("stale_echo"):
             level, message = WARN, f"echo missing or stale: scale mode {self._last_mode or 'none'}"
         else:
             level, message = OK, "running"

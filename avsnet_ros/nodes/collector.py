@@ -1,0 +1,168 @@
+"""DepthCollector: a listener node for the demo and the replay evaluation.
+
+Receives /avsnet/metric_depth and the ground truth camera/depth_gt, matches them by header stamp
+(exact: the depth node copies the camera header, the replay source stamps the ground truth like
+its frame), scores each matched pair with avsnet_ros.metrics (NaN predictions are excluded and
+counted), records the latency camera stamp -> depth receipt on this node's clock, counts messages
+and rates per topic, and keeps the first few frames (RGB, ground truth, depth) for pictures.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32MultiArray
+
+from avsnet_ros.nodes import conversions as conv
+from avsnet_ros.nodes.common import SENSOR_QOS
+
+TOPICS = {
+    "depth": "/avsnet/metric_depth",
+    "gt": "camera/depth_gt",
+    "image": "camera/image_raw",
+    "echo": "/avsnet/echo",
+    "scale": "/avsnet/scale",
+}
+
+
+class DepthCollector(Node):
+    """See module docstring. keep_frames: how many (rgb, gt, depth) triples to keep for pictures."""
+
+    def __init__(self, node_name: str = "avsnet_collector", *, max_depth_m: float = 30.0, keep_frames: int = 4,
+                 **kwargs):
+        super().__init__(node_name, **kwargs)
+        from avsnet_ros.metrics import DepthMetricAccumulator
+
+        self.max_depth_m = float(max_depth_m)
+        self.keep_frames = int(keep_frames)
+        self.lock = threading.Lock()
+        self.accumulator = DepthMetricAccumulator(self.max_depth_m, invalid_pred="exclude")
+        self.counts = {k: 0 for k in TOPICS}
+        self.first_s: dict[str, float] = {}
+        self.last_s: dict[str, float] = {}
+        self.latencies_ms: list[float] = []
+        self.depth_stamps_ns: list[int] = []
+        self.scales: list[tuple[float, float]] = []
+        self.unmatched_size = 0
+        self.excluded_pred_pixels = 0
+        self.kept: list[dict[str, Any]] = []
+        self._gt: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._depth_waiting: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._rgb: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._subs = {
+            "depth": self.create_subscription(Image, TOPICS["depth"], self._on_depth, SENSOR_QOS),
+            "gt": self.create_subscription(Image, TOPICS["gt"], self._on_gt, SENSOR_QOS),
+            "echo": self.create_subscription(Image, TOPICS["echo"], lambda m: self._tick("echo"), SENSOR_QOS),
+            "scale": self.create_subscription(Float32MultiArray, TOPICS["scale"], self._on_scale, SENSOR_QOS),
+        }
+        # the camera is needed only for the kept pictures (decoding every frame costs CPU)
+        if self.keep_frames > 0:
+            self._subs["image"] = self.create_subscription(Image, TOPICS["image"], self._on_image, SENSOR_QOS)
+
+    def _tick(self, key: str) -> float:
+        now = time.monotonic()
+        with self.lock:
+            self.counts[key] += 1
+            self.first_s.setdefault(key, now)
+            self.last_s[key] = now
+        return now
+
+    def rates_hz(self) -> dict[str, float]:
+        """Mean message rate per topic between its first and last message."""
+        with self.lock:
+            out = {}
+            for key, n in self.counts.items():
+                span = self.last_s.get(key, 0.0) - self.first_s.get(key, 0.0)
+                out[TOPICS[key]] = (n - 1) / span if n > 1 and span > 0 else float("nan")
+            return out
+
+    def _on_image(self, msg: Image) -> None:
+        self._tick("image")
+        with self.lock:
+            if len(self.kept) + len(self._rgb) >= self.keep_frames:
+                return
+        try:
+            rgb = conv.rgb_from_image_msg(msg)
+        except conv.MessageError:
+            return
+        with self.lock:
+            self._rgb[conv.stamp_to_ns(msg.header.stamp)] = rgb
+
+    def _on_scale(self, msg: Float32MultiArray) -> None:
+        self._tick("scale")
+        if len(msg.data) >= 2:
+            with self.lock:
+                self.scales.append((float(msg.data[0]), float(msg.data[1])))
+
+    def _on_gt(self, msg: Image) -> None:
+        self._tick("gt")
+        gt = conv.depth_from_image_msg(msg)
+        stamp = conv.stamp_to_ns(msg.header.stamp)
+        with self.lock:
+            depth = self._depth_waiting.pop(stamp, None)
+            if depth is None:
+                self._gt[stamp] = gt
+                while len(self._gt) > 64:
+                    self._gt.popitem(last=False)
+                return
+        self._score(stamp, depth, gt)
+
+    def _on_depth(self, msg: Image) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        self._tick("depth")
+        stamp = conv.stamp_to_ns(msg.header.stamp)
+        depth = conv.image_msg_to_array(msg).astype(np.float32, copy=False)
+        with self.lock:
+            self.latencies_ms.append((now_ns - stamp) / 1e6)
+            self.depth_stamps_ns.append(stamp)
+            gt = self._gt.pop(stamp, None)
+            if gt is None:
+                self._depth_waiting[stamp] = depth
+                while len(self._depth_waiting) > 64:
+                    self._depth_waiting.popitem(last=False)
+                return
+        self._score(stamp, depth, gt)
+
+    def _score(self, stamp: int, depth: np.ndarray, gt: np.ndarray) -> None:
+        if depth.shape != gt.shape:
+            with self.lock:
+                self.unmatched_size += 1
+            self.get_logger().warning(f"depth {depth.shape} and ground truth {gt.shape} differ in size: not scored "
+                                      "(publish depth at the camera size: output_*_px 0)", throttle_duration_sec=5.0)
+            return
+        with self.lock:
+            metrics = self.accumulator.update(depth, gt, name=str(stamp))
+            self.excluded_pred_pixels += int(metrics.get("excluded_pred_pixels", 0))
+            if len(self.kept) < self.keep_frames:
+                self.kept.append(dict(stamp_ns=stamp, rgb=self._rgb.pop(stamp, None), gt_m=gt, depth_m=depth,
+                                      metrics=metrics))
+
+    def matched(self) -> int:
+        with self.lock:
+            return len(self.accumulator.per_image)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, rates, latency percentiles (ms) and the metrics summary."""
+        with self.lock:
+            lat = np.asarray(self.latencies_ms, dtype=np.float64)
+            metrics = self.accumulator.summary()
+            counts = {TOPICS[k]: n for k, n in self.counts.items()}
+            scales = list(self.scales)
+        latency = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)} | {"max": float(lat.max()),
+                   "mean": float(lat.mean()), "count": int(lat.size)}) if lat.size else {"count": 0}
+        return {
+            "counts": counts,
+            "rates_hz": self.rates_hz(),
+            "latency_ms": latency,
+            "metrics": metrics,
+            "matched_frames": int(metrics.get("count", 0)) + int(metrics.get("skipped", 0)),
+            "unscored_size_mismatch": self.unmatched_size,
+            "excluded_nan_pred_pixels": self.excluded_pred_pixels,
+            "scale_mean": float(np.nanmean([s for s, _ in scales])) if scales else float("nan"),
+            "confidence_mean": float(np.nanmean([c for _, c in scales])) if scales else float("nan"),
+        }

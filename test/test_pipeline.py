@@ -1,0 +1,163 @@
+"""DepthPipeline on the real BatVision V2 fixture with tiny random checkpoints: shapes, ranges, the
+scale against a numpy median, consistency with the training preprocessing, batching, scale reuse,
+pseudo-metric-only mode, and clear errors for bad audio."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from avsnet_ros.audio import AudioError, read_wav
+from avsnet_ros.models import AVSNetConfig, RelativeDepthConfig, build_model, save_checkpoint
+from avsnet_ros.pipeline import DepthPipeline, select_device
+
+
+@pytest.fixture(scope="module")
+def fixture_inputs(bv2_sample_dir):
+    bgr = cv2.imread(str(bv2_sample_dir / "camera_47.jpeg"), cv2.IMREAD_COLOR)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    echo, rate = read_wav(bv2_sample_dir / "audio_47.wav")
+    return rgb, echo, rate
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    torch.manual_seed(0)
+    avs_cfg = AVSNetConfig()
+    avs = build_model(avs_cfg)
+    avs.set_spectrogram_stats([0.05, 0.05], [0.1, 0.1])
+    save_checkpoint(root / "avs", avs, avs_cfg)
+    rgb_cfg = AVSNetConfig(use_audio=False)
+    save_checkpoint(root / "avs_rgb", build_model(rgb_cfg), rgb_cfg)
+    rel_cfg = RelativeDepthConfig()
+    save_checkpoint(root / "rel", build_model(rel_cfg), rel_cfg)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipe(checkpoints):
+    return DepthPipeline.from_checkpoints(checkpoints / "avs", checkpoints / "rel", device="cpu")
+
+
+def test_real_fixture_gives_finite_depth_in_range(pipe, fixture_inputs):
+    rgb, echo, rate = fixture_inputs
+    assert rgb.shape == (720, 1280, 3)
+    res = pipe(rgb, echo, sample_rate_hz=rate)
+    assert res.depth_m.shape == (1, 720, 1280) and res.depth_m.dtype == np.float32
+    assert res.pseudo_depth_m.shape == (1, 720, 1280) and res.relative_depth.shape == (1, 720, 1280)
+    finite = np.isfinite(res.depth_m)
+    assert finite.mean() > 0.5
+    assert res.depth_m[finite].min() >= pipe.min_depth_m and res.depth_m[finite].max() <= pipe.max_depth_m
+    assert np.isfinite(res.pseudo_depth_m).all()
+    assert res.scale.shape == (1,) and np.isfinite(res.scale).all() and res.scale[0] > 0
+    assert 0.0 <= res.confidence[0] <= 1.0
+    assert res.shift[0] == 0.0
+    small = pipe(rgb, echo, sample_rate_hz=rate, output_size_hw=(90, 160))
+    assert small.depth_m.shape == (1, 90, 160)
+
+
+def test_scale_and_confidence_against_numpy(pipe, fixture_inputs):
+    rgb, echo, rate = fixture_inputs
+    res = pipe(rgb, echo, sample_rate_hz=rate)
+    batch = pipe.preprocess(rgb, echo, rate)
+    with torch.no_grad():
+        mp = pipe.avs_model(batch.rgb_avs, batch.spectrogram).depth_m
+        rel = pipe.relative_model(batch.rgb_rel)
+        mp_r = torch.nn.functional.interpolate(mp, size=rel.shape[-2:], mode="bilinear", align_corners=False)
+    m, r = mp_r[0, 0].double().numpy(), rel[0, 0].double().numpy()
+    valid = (m > 0.1 * 1.001) & (m < 30.0 * 0.999) & (r > 0)
+    scale = np.median(m[valid]) / np.median(r[valid])
+    assert res.scale[0] == pytest.approx(scale, rel=1e-5)
+    resid = np.log(m[valid]) - np.log(r[valid] * scale)
+    conf = valid.mean() * np.exp(-1.4826 * np.median(np.abs(resid - np.median(resid))))
+    assert res.confidence[0] == pytest.approx(conf, rel=1e-3, abs=1e-4)
+    # final depth = scale * R (resized) with NaN outside the range
+    up = torch.nn.functional.interpolate(rel, size=(720, 1280), mode="bilinear", align_corners=False)[0, 0].numpy() * res.scale[0]
+    expected = np.where((up >= 0.1) & (up <= 30.0), up, np.nan)
+    np.testing.assert_allclose(res.depth_m[0], expected, rtol=1e-5, equal_nan=True)
+
+
+def test_preprocessing_matches_training_data_path(pipe, fixture_inputs):
+    from avsnet_ros.data.torch_dataset import echo_spectrogram, prepare_rgb
+
+    rgb, echo, rate = fixture_inputs
+    batch = pipe.preprocess(rgb, echo, rate)
+    torch.testing.assert_close(batch.rgb_avs[0], prepare_rgb(rgb, (128, 256)))
+    torch.testing.assert_close(batch.rgb_rel[0], prepare_rgb(rgb, (96, 320)))
+    torch.testing.assert_close(batch.spectrogram[0], echo_spectrogram(echo, (128, 256), 30.0, rate, "file"))
+
+
+def test_batch_equals_single_calls(pipe, fixture_inputs):
+    rgb, echo, rate = fixture_inputs
+    flipped = np.ascontiguousarray(rgb[:, ::-1])
+    both = pipe([rgb, flipped], [echo, echo[::-1].copy()], sample_rate_hz=rate, output_size_hw=(72, 128))
+    one = pipe(flipped, echo[::-1].copy(), sample_rate_hz=rate, output_size_hw=(72, 128))
+    assert both.depth_m.shape == (2, 72, 128) and both.scale.shape == (2,)
+    np.testing.assert_allclose(both.depth_m[1], one.depth_m[0], rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert both.scale[1] == pytest.approx(one.scale[0], rel=1e-5)
+
+
+def test_scale_reuse_matches_full_call(checkpoints, pipe, fixture_inputs):
+    rgb, echo, rate = fixture_inputs
+    full = pipe(rgb, echo, sample_rate_hz=rate)
+    est = pipe.scale_only(rgb, echo, sample_rate_hz=rate)
+    assert est.scale[0] == pytest.approx(full.scale[0], rel=1e-6)
+    assert est.pseudo_depth_m.shape == (1, 128, 256)
+    reused = pipe.depth_from_scale(rgb, est.scale[0])
+    assert reused.shape == (720, 1280)
+    np.testing.assert_allclose(reused, full.depth_m[0], rtol=1e-6, equal_nan=True)
+    assert pipe.relative(rgb).shape == (1, 96, 320)
+    ms = DepthPipeline.from_checkpoints(checkpoints / "avs", checkpoints / "rel", device="cpu", scaling="mean_std")
+    res = ms(rgb, echo, sample_rate_hz=rate)
+    assert res.shift[0] != 0.0
+    est = ms.scale_only(rgb, echo, sample_rate_hz=rate)
+    np.testing.assert_allclose(ms.depth_from_scale(rgb, est.scale, est.shift), res.depth_m[0], rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_pseudo_metric_only_and_rgb_only(checkpoints, fixture_inputs):
+    rgb, echo, rate = fixture_inputs
+    only = DepthPipeline.from_checkpoints(checkpoints / "avs", relative_checkpoint=False, device="cpu")
+    assert only.pseudo_metric_only
+    res = only(rgb, echo, sample_rate_hz=rate)
+    assert res.relative_depth is None and res.scale[0] == 1.0
+    np.testing.assert_array_equal(res.depth_m, res.pseudo_depth_m)
+    with pytest.raises(RuntimeError, match="pseudo-metric-only"):
+        only.depth_from_scale(rgb, 1.0)
+    rgb_only = DepthPipeline.from_checkpoints(checkpoints / "avs_rgb", checkpoints / "rel", device="cpu")
+    a = rgb_only(rgb, None, sample_rate_hz=rate)
+    b = rgb_only(rgb, echo, sample_rate_hz=rate)
+    np.testing.assert_array_equal(a.depth_m, b.depth_m)
+
+
+def test_bad_inputs_raise_clear_errors(pipe, fixture_inputs):
+    rgb, echo, rate = fixture_inputs
+    with pytest.raises(AudioError, match="sample rate"):
+        pipe(rgb, echo, sample_rate_hz=48000)
+    with pytest.raises(AudioError, match="too short"):
+        pipe(rgb, echo[:, :1000], sample_rate_hz=rate)
+    with pytest.raises(AudioError, match="required"):
+        pipe(rgb, None, sample_rate_hz=rate)
+    with pytest.raises(AudioError, match=r"\(2, N\)"):
+        pipe(rgb, echo[:1], sample_rate_hz=rate)
+    bad = echo.copy()
+    bad[0, 5] = np.nan
+    with pytest.raises(AudioError, match="non-finite"):
+        pipe(rgb, bad, sample_rate_hz=rate)
+    with pytest.raises(ValueError, match="2 images but 1 echo"):
+        pipe([rgb, rgb], [echo], sample_rate_hz=rate)
+    with pytest.raises(ValueError, match="uint8"):
+        pipe(rgb.astype(np.float32), echo, sample_rate_hz=rate)
+    with pytest.raises(ValueError, match="same size"):
+        pipe([rgb, rgb[:100]], [echo, echo], sample_rate_hz=rate)
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            select_device("cuda")
+    with pytest.raises(ValueError):
+        select_device("tpu")
