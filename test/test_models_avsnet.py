@@ -211,3 +211,15 @@ def test_cross_attention_matches_torch_multihead_attention():
         att, ref_w = ref(q, fa, fa, need_weights=True, average_attn_weights=False)
     torch.testing.assert_close(weights, ref_w, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fused, (att + q).transpose(1, 2).reshape(2, c, 3, 5), rtol=1e-5, atol=1e-5)
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    """DDP without find_unused_parameters needs every trainable parameter in the graph."""
+    from training.losses import si_loss
+
+    for use_audio in (True, False):
+        model = build_model(AVSNetConfig(use_audio=use_audio)).train()
+        out = model(torch.rand(2, 3, 64, 128), torch.rand(2, 2, 64, 128))
+        si_loss(out.depth_m, torch.rand_like(out.depth_m) + 1).backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert unused == [], unused

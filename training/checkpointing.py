@@ -194,9 +194,22 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_train_state(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load(train_state.pt, weights_only=True): refuses pickled code."""
+    """torch.load(train_state.pt, weights_only=True): refuses pickled code.
+
+    A payload that would need code to unpickle, or a truncated/corrupt file, raises CheckpointError
+    naming the file (a user error the CLIs report in one line; test_hardening_checkpoints.py).
+    """
+    from avsnet_ros.models.checkpoint import CheckpointError
+
     path = Path(ckpt_dir) / TRAIN_STATE_FILE
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError (code-carrying payload), RuntimeError/OSError (truncated)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(
+            f"cannot load {path}: {type(exc).__name__}: {first}. It is truncated or needs code to unpickle "
+            "(refused with weights_only=True; nothing in it was executed)."
+        ) from None
 
 
 def load_checkpoint_weights(ckpt_dir: str | Path, sub: str, module: nn.Module) -> Any:

@@ -230,6 +230,10 @@ class AVSNet(nn.Module):
         missing, unexpected = head.load_state_dict(self.visual.metric_head.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("fusion.") for k in missing), (missing, unexpected)
         self.visual.metric_head = head
+        # DPT's first fusion layer never receives a residual input, so its residual_layer1 is
+        # unused (in transformers' own forward too). Frozen, DDP needs no find_unused_parameters.
+        for p in self.visual.neck.fusion_stage.layers[0].residual_layer1.parameters():
+            p.requires_grad_(False)
         # Spectrogram standardisation (after log1p), set from the training set by training.
         self.register_buffer("spec_mean", torch.zeros(2))
         self.register_buffer("spec_std", torch.ones(2))

@@ -51,6 +51,8 @@ PARAMS = (
     ParamSpec("publish_clock", False, "publish /clock (rosgraph_msgs/Clock) from the message stamps"),
     ParamSpec("publish_depth_gt", True, "publish ground-truth depth on camera/depth_gt when present"),
     ParamSpec("echo_lead_s", 0.0, "folder data: echo stamp = frame stamp - echo_lead_s", 0.0, 10.0),
+    ParamSpec("image_after_echo_s", 0.01, "pause between a frame's echo and its image, so subscribers hold "
+              "the echo when the image arrives (recorded order is kept otherwise)", 0.0, 1.0),
     ParamSpec("camera_frame_id", "camera_optical_frame", "folder data: frame_id of image/camera_info/depth"),
     ParamSpec("echo_frame_id", "microphones", "folder data: frame_id of the echo"),
     ParamSpec("start_delay_s", 0.5, "wait before the first message (discovery)", 0.0, 60.0),
@@ -268,27 +270,35 @@ class ReplaySource(Node):
         if sample.depth_m is not None and v["publish_depth_gt"]:
             self._pub_depth.publish(conv.array_to_image(sample.depth_m.astype(np.float32), "32FC1", header))
             self.counts.count("depth_gt")
+        if v["image_after_echo_s"] > 0:
+            time.sleep(v["image_after_echo_s"])
         self._pub_image.publish(conv.array_to_image(sample.rgb, "rgb8", header))
         self.published_frame_stamps_ns.append(stamp_ns)
         self.counts.count("frames")
 
     # ------------------------------------------------------------------------------------------
     def _bag_messages(self) -> Iterator[tuple[str, int, bytes]]:
-        """(role, log time ns, raw CDR) for the four topics of avsnet_ros.data.rosbag_io, in log order."""
+        """(role, log time ns, raw CDR) for the four topics of avsnet_ros.data.rosbag_io, in log
+        order; among messages with the same log time the image goes last (after its echo)."""
         from rosbags.rosbag2 import Reader
 
         from avsnet_ros.data.rosbag_io import DEFAULT_TOPICS
 
         roles = {DEFAULT_TOPICS.image: "image", DEFAULT_TOPICS.camera_info: "camera_info",
                  DEFAULT_TOPICS.echo: "echo", DEFAULT_TOPICS.depth: "depth"}
-        path = self.data_path
-        with Reader(path) as reader:
+        order = {"camera_info": 0, "echo": 1, "depth": 2, "image": 3}
+        with Reader(self.data_path) as reader:
             connections = [c for c in reader.connections if c.topic in roles]
             if not any(roles[c.topic] == "image" for c in connections):
-                raise ValueError(f"bag {str(path)!r} has no {DEFAULT_TOPICS.image} topic "
+                raise ValueError(f"bag {str(self.data_path)!r} has no {DEFAULT_TOPICS.image} topic "
                                  f"(topics: {sorted({c.topic for c in reader.connections})})")
+            group: list[tuple[str, int, bytes]] = []
             for conn, log_ns, raw in reader.messages(connections=connections):
-                yield roles[conn.topic], int(log_ns), bytes(raw)
+                if group and group[0][1] != log_ns:
+                    yield from sorted(group, key=lambda m: order[m[0]])
+                    group = []
+                group.append((roles[conn.topic], int(log_ns), bytes(raw)))
+            yield from sorted(group, key=lambda m: order[m[0]])
 
     def _play_bag(self) -> None:
         from avsnet_ros.data.rosbag_io import header_stamp_ns
@@ -329,6 +339,8 @@ class ReplaySource(Node):
                 if new_stamp != stamp_ns:
                     raw = _restamp_cdr(raw, new_stamp)
                 self._publish_clock(new_stamp)
+                if role == "image" and v["image_after_echo_s"] > 0:
+                    time.sleep(v["image_after_echo_s"])
                 pubs[role].publish(raw)
                 last_log_ns = max(last_log_ns, log_ns)
                 if role == "image":
