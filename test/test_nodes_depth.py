@@ -90,9 +90,13 @@ def _recycle(node, harness):
     """deactivate -> cleanup -> configure -> activate: forgets echoes, scale and frame order."""
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    for transition in (node.trigger_deactivate, node.trigger_cleanup, node.trigger_configure, node.trigger_activate):
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert wait_for(lambda: harness.pub_image.get_subscription_count() == 0
+                    and harness.pub_echo.get_subscription_count() == 0)  # unsubscribed while inactive
+    for transition in (node.trigger_cleanup, node.trigger_configure, node.trigger_activate):
         assert transition() == TransitionCallbackReturn.SUCCESS
     harness.wait_connected()
+    time.sleep(0.3)  # the graph can report the new subscription before DDS has matched it
 
 
 def _drops(node):
@@ -360,3 +364,36 @@ def test_rgb_only_fallback_after_reconfigure(ros, checkpoints, data):
         executor.remove_node(node)
         node.close()
         node.destroy_node()
+
+
+def test_no_inference_while_nobody_listens(ros, checkpoints, data):
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from avsnet_ros.nodes import conversions as conv
+    from avsnet_ros.nodes.common import OUTPUT_QOS
+    from avsnet_ros.nodes.depth_node import DepthNode
+
+    context, executor = ros
+    remaps = ["--ros-args"]
+    for src, dst in (("camera/image_raw", "/skip/image"), ("/avsnet/metric_depth", "/skip/depth"),
+                     ("/avsnet/scale", "/skip/scale"), ("/avsnet/camera_info", "/skip/info_out"),
+                     ("/avsnet/depth_preview", "/skip/preview"), ("/avsnet/echo", "/skip/echo"),
+                     ("camera/camera_info", "/skip/info")):
+        remaps += ["-r", f"{src}:={dst}"]
+    node = DepthNode("depth_node_skip", context=context, parameter_overrides=_params(checkpoints), cli_args=remaps)
+    executor.add_node(node)
+    probe = Node("skip_probe", context=context)
+    pub = probe.create_publisher(Image, "/skip/image", OUTPUT_QOS)
+    executor.add_node(probe)
+    try:
+        assert wait_for(lambda: pub.get_subscription_count() > 0)
+        pub.publish(conv.array_to_image(data[0], "rgb8", conv.make_header(probe.get_clock().now().nanoseconds, CAMERA_FRAME)))
+        assert wait_for(lambda: node.counters()["events"].get("skipped_no_subscribers", 0) == 1)
+        assert node.counters()["frames_out"] == 0 and not node.counters()["frame_drops"]
+    finally:
+        for n in (node, probe):
+            executor.remove_node(n)
+        node.close()
+        node.destroy_node()
+        probe.destroy_node()

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
@@ -110,6 +109,32 @@ def test_sim_backend_publishes_aligned_echoes(ros):
         node.close()
         node.destroy_node()
         executor.remove_node(harness.node)
+        harness.node.destroy_node()
+
+
+def test_replay_backend_publishes_recorded_echoes(ros, bv2_tree):
+    """backend replay: the echo buffers of a BV2-layout folder (the real fixture), unchanged."""
+    from sensor_msgs.msg import Image
+
+    from avsnet_ros.audio import read_wav
+    from avsnet_ros.nodes.chirp_emitter import ChirpEmitter
+
+    context, executor = ros
+    node = ChirpEmitter("emitter_replay", context=context, parameter_overrides=_params(
+        backend="replay", replay_data_path=str(bv2_tree), period_s=0.05))
+    assert node.startup_error is None, node.startup_error
+    executor.add_node(node)
+    harness = Harness(context, executor, name="replay_backend_probe")
+    harness.listen("echo", Image, "/avsnet/echo")
+    try:
+        assert wait_for(lambda: harness.count("echo") >= 2, 10.0)
+        expected, _ = read_wav(bv2_tree / "fixture_location" / "audio" / "audio_47.wav")
+        np.testing.assert_array_equal(_echo_array(harness.messages("echo")[0]), expected)
+    finally:
+        for n in (node, harness.node):
+            executor.remove_node(n)
+        node.close()
+        node.destroy_node()
         harness.node.destroy_node()
 
 

@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out_dir = Path(args.out)
     try:
-        pipes = build_pipelines(args.avs_checkpoint, args.rgb_checkpoint, args.relative_checkpoint, args.device)
+        try:
+            pipes = build_pipelines(args.avs_checkpoint, args.rgb_checkpoint, args.relative_checkpoint, args.device)
+        except RuntimeError as exc:  # e.g. --device cuda without CUDA
+            raise ValueError(str(exc)) from exc
         sets = [("test", args.data, args.split)]
         if args.zero_shot_data:
             sets.append(("zero_shot", args.zero_shot_data, args.zero_shot_split))

@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.distributed import cleanup, init_distributed
     from training.loop import check_resume, run_training
 
-    ctx = init_distributed(cfg.train.device)
+    try:
+        ctx = init_distributed(cfg.train.device)
+    except (RuntimeError, ValueError) as exc:  # e.g. --device cuda without CUDA
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     setup_logging(ctx.is_main)
     try:
         seed = cfg.train.seed

@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.loop import check_resume, run_training
     from training.relative_task import RelativeTask
 
-    ctx = init_distributed(cfg.train.device)
+    try:
+        ctx = init_distributed(cfg.train.device)
+    except (RuntimeError, ValueError) as exc:  # e.g. --device cuda without CUDA
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     setup_logging(ctx.is_main)
     try:
         seed = cfg.train.seed

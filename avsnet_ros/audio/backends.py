@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import ECHO_ONSET_SAMPLE, align_to_onset, echo_window_samples, find_onset
 from .io import AudioError
-from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep, sweep_samples
+from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep
 
 __all__ = [
     "AudioDeviceError",
@@ -180,7 +180,8 @@ def resolve_device(spec: str, kind: str, channels: int, devices: Sequence[dict])
     key = "max_input_channels" if kind == "input" else "max_output_channels"
     spec = str(spec).strip()
     if not devices:
-        raise AudioDeviceError(f"no {kind} device {spec or '(default)'!r}: available devices: {format_devices(devices)}")
+        raise AudioDeviceError(f"no {kind} device {spec or '(default)'!r}: available devices: "
+                               f"{format_devices(devices)}")
     if spec == "":
         return None
     candidates: list[dict]
@@ -297,9 +298,9 @@ class SoundDeviceBackend(EchoBackend):
         in_idx = resolve_device(self.input_device, "input", n_in, devices)
         out_idx = resolve_device(self.output_device, "output", self.output_channels, devices)
         if in_idx is None or out_idx is None:
-            defaults = sd.default.device
-            in_idx = in_idx if in_idx is not None else (defaults[0] if defaults[0] is not None and defaults[0] >= 0 else None)
-            out_idx = out_idx if out_idx is not None else (defaults[1] if defaults[1] is not None and defaults[1] >= 0 else None)
+            default_in, default_out = (d if d is not None and d >= 0 else None for d in sd.default.device)
+            in_idx = in_idx if in_idx is not None else default_in
+            out_idx = out_idx if out_idx is not None else default_out
             if in_idx is None or out_idx is None:
                 raise AudioDeviceError("no default audio device; available devices: " + format_devices(devices))
         rate = self.settings.sample_rate_hz

@@ -33,6 +33,7 @@ __all__ = [
     "TorchSampleDataset",
     "TorchTripletDataset",
     "prepare_rgb",
+    "prepare_rgb_sizes",
     "resize_depth_nearest",
     "echo_spectrogram",
 ]
@@ -47,18 +48,34 @@ def _size(size_hw: Sequence[int]) -> "tuple[int, int]":
 
 def prepare_rgb(rgb: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, h, w) float32 tensor in [0, 1] at size_hw."""
+    return prepare_rgb_sizes(rgb, [size_hw])[0]
+
+
+def prepare_rgb_sizes(rgb: np.ndarray, sizes_hw: Sequence[Sequence[int]]) -> "list[torch.Tensor]":
+    """`prepare_rgb` of one image at several sizes (the pipeline's two models), converting it once.
+
+    Speed (bench/bench_pipeline.py): the 1/255 scaling comes after the resize, on the small image.
+    Both resamplers are linear, so this equals scaling first up to float rounding (< 1e-6), with
+    one full-resolution pass per image instead of two per size.
+    """
     import cv2
 
-    h, w = _size(size_hw)
     x = np.asarray(rgb)
     if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {x.shape} {x.dtype}")
-    x = x.astype(np.float32) * np.float32(1.0 / 255.0)
-    if x.shape[:2] != (h, w):
-        shrink = h <= x.shape[0] and w <= x.shape[1]
-        x = cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        np.clip(x, 0.0, 1.0, out=x)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    full = x.astype(np.float32)
+    out = []
+    for size_hw in sizes_hw:
+        h, w = _size(size_hw)
+        if full.shape[:2] != (h, w):
+            shrink = h <= full.shape[0] and w <= full.shape[1]
+            y = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        else:
+            y = full.copy()
+        y *= np.float32(1.0 / 255.0)
+        np.clip(y, 0.0, 1.0, out=y)
+        out.append(torch.from_numpy(np.ascontiguousarray(y.transpose(2, 0, 1))))
+    return out
 
 
 def resize_depth_nearest(depth_m: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:

@@ -64,6 +64,14 @@ class DepthCollector(Node):
         if self.keep_frames > 0:
             self._subs["image"] = self.create_subscription(Image, TOPICS["image"], self._on_image, SENSOR_QOS)
 
+    def set_max_depth(self, max_depth_m: float) -> None:
+        """Evaluation max depth (the model's); call before frames arrive (resets the metrics)."""
+        from avsnet_ros.metrics import DepthMetricAccumulator
+
+        with self.lock:
+            self.max_depth_m = float(max_depth_m)
+            self.accumulator = DepthMetricAccumulator(self.max_depth_m, invalid_pred="exclude")
+
     def _tick(self, key: str) -> float:
         now = time.monotonic()
         with self.lock:

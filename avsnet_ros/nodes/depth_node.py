@@ -24,7 +24,6 @@ message is counted by reason in /diagnostics.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn

@@ -221,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     nodes: list = []
     executor = None
     try:
-        nodes = create_nodes(args.source, config)
+        if args.demo:  # the listener first, so it holds every ground truth the replay sends
+            from avsnet_ros.nodes.collector import DepthCollector
+
+            nodes.append(DepthCollector(keep_frames=args.pngs, parameter_overrides=_parameters(
+                {"use_sim_time": True} if args.use_sim_time else {})))
+        nodes += create_nodes(args.source, config)
         failed = [n for n in nodes if getattr(n, "startup_error", None)]
         if failed:
             for n in failed:
@@ -250,6 +255,33 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------------------------
 # demo
+def wait_answered(depth, replay, collector, timeout_s: float) -> bool:
+    """Wait until the replay has finished and the depth node answered or counted every frame it
+    received (and the collector got every depth it published); False on timeout."""
+    deadline = time.monotonic() + timeout_s
+
+    def answered() -> bool:
+        c = depth.counters()
+        accounted = c["frames_out"] + sum(c["frame_drops"].values()) + c["events"].get("skipped_no_subscribers", 0)
+        return (replay.finished.is_set() and c["frames_in"] >= replay.counts.get("frames")
+                and accounted >= c["frames_in"] and collector.counts["depth"] >= c["frames_out"])
+
+    finished_at = None
+    while time.monotonic() < deadline:
+        if answered():
+            time.sleep(0.3)  # ground truth still in flight
+            return True
+        if replay.finished.is_set():
+            # frames lost in transport never arrive: stop once the node is idle for a while
+            finished_at = finished_at or time.monotonic()
+            c = depth.counters()
+            idle = c["frames_out"] + sum(c["frame_drops"].values()) >= c["frames_in"]
+            if time.monotonic() - finished_at > 5.0 and idle:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def run_demo(args, config, nodes, executor) -> int:
     """Spin until the replay is done and every frame is answered or counted, then report."""
     from avsnet_ros.nodes.collector import DepthCollector
@@ -258,26 +290,14 @@ def run_demo(args, config, nodes, executor) -> int:
 
     depth = next(n for n in nodes if isinstance(n, DepthNode))
     replay = next(n for n in nodes if isinstance(n, ReplaySource))
-    collector = DepthCollector(max_depth_m=depth.pipeline.max_depth_m, keep_frames=args.pngs,
-                               parameter_overrides=_parameters({"use_sim_time": True} if args.use_sim_time else {}))
-    executor.add_node(collector)
+    collector = next(n for n in nodes if isinstance(n, DepthCollector))
+    collector.set_max_depth(depth.pipeline.max_depth_m)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     t0 = time.monotonic()
-    deadline = t0 + args.duration_s
-    print(f"avsnet-launch --demo: replaying {replay.data_path} ({args.frames} frames at {config['replay_source']['rate_hz']:g} Hz) "
-          f"through depth_node [{depth.pipeline.describe()}]", flush=True)
-
-    def answered() -> bool:
-        c = depth.counters()
-        accounted = c["frames_out"] + sum(c["frame_drops"].values()) + c["events"].get("skipped_no_subscribers", 0)
-        return replay.finished.is_set() and c["frames_in"] >= replay.counts.get("frames") and accounted >= c["frames_in"] \
-            and collector.counts["depth"] >= c["frames_out"]
-
-    while time.monotonic() < deadline and not answered():
-        time.sleep(0.05)
-    timed_out = not answered()
-    time.sleep(0.3)  # the last ground-truth/depth messages in flight
+    print(f"avsnet-launch --demo: replaying {replay.data_path} ({args.frames} frames at "
+          f"{config['replay_source']['rate_hz']:g} Hz) through depth_node [{depth.pipeline.describe()}]", flush=True)
+    timed_out = not wait_answered(depth, replay, collector, args.duration_s)
     elapsed = time.monotonic() - t0
     summary = collector.summary()
     counters = depth.counters()
@@ -319,8 +339,7 @@ def write_depth_pngs(kept: list[dict], out: Path) -> list[Path]:
 
     if not kept:
         return []
-    values = np.concatenate([np.concatenate([k["gt_m"][np.isfinite(k["gt_m"])], k["depth_m"][np.isfinite(k["depth_m"])]])
-                             for k in kept])
+    values = np.concatenate([m[np.isfinite(m)] for k in kept for m in (k["gt_m"], k["depth_m"])])
     max_m = float(np.ceil(np.percentile(values, 99))) if values.size else 10.0
     paths = []
     for i, k in enumerate(kept):

@@ -86,7 +86,9 @@ def is_bag(path: Path) -> bool:
 
 
 def _has_csv(path: Path, split: str) -> bool:
-    return (path / f"{split}.csv").is_file() or any((d / f"{split}.csv").is_file() for d in path.iterdir() if d.is_dir())
+    if (path / f"{split}.csv").is_file():
+        return True
+    return any((d / f"{split}.csv").is_file() for d in path.iterdir() if d.is_dir())
 
 
 def _loose_instances_tree(path: Path, split: str) -> Path:
@@ -166,6 +168,8 @@ class ReplaySource(Node):
             self.data_path = resolve_data_path(v["data_path"])
             self._bag = is_bag(self.data_path)
             self._dataset = None if self._bag else open_dataset(self.data_path, v["split"])
+            if self._bag:
+                next(iter(self._bag_messages()), None)  # readable, has the camera topic
         except Exception as exc:  # noqa: BLE001 - dataset errors name their file and row
             self.startup_error = f"replay_source: cannot open {v['data_path'] or 'the bundled data'}: {exc}"
             self.get_logger().error(self.startup_error)

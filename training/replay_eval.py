@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Rosbag replay evaluation: play a bag through the real ROS nodes and score what they publish.
+
+    python training/replay_eval.py --bag BAG [--avs-checkpoint DIR] [--relative-checkpoint DIR]
+        [--rgb-checkpoint DIR] [--device auto|cpu|cuda] [--playback-speed 1.0] [--max-depth-m M]
+        [--config YAML] [--param NODE.NAME=VALUE ...] [--timeout-s S] [--out DIR] [--json]
+    python training/evaluate.py --bag BAG ...   (the same; evaluate.py hands every argument here)
+
+replay_source plays the bag's camera, camera_info, echo and ground-truth topics (layout of
+avsnet_ros.data.rosbag_io) at the recorded timing, re-stamped by one constant shift onto the
+clock; depth_node runs as in deployment (latest-frame slot, echo pairing, scale reuse, fallback);
+a listener collects /avsnet/metric_depth and camera/depth_gt, matches them by header stamp and
+scores them with avsnet_ros.metrics (NaN depth pixels excluded and counted). All three nodes run
+over rclpy in this process (one MultiThreadedExecutor, real DDS transport).
+
+Reports: the metrics (mean over matched frames), latency percentiles (camera stamp -> depth
+received, ms), and counts of frames in (published by the replay, received by the depth node),
+out (depth published), dropped by reason, and lost in transport. --json prints one JSON object
+on the last line; --out also writes it to DIR/replay_eval.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: evaluate.py flags that mean nothing for a replay (accepted so `evaluate.py --bag` can pass all).
+_IGNORED_EVALUATE_FLAGS = ("--data", "--split", "--zero-shot-data", "--zero-shot-split", "--max-samples",
+                           "--batch-size", "--panels", "--skip-bad", "--no-gradcam", "--save-predictions",
+                           "--no-progress")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="replay_eval.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--bag", required=True, help="rosbag2 (directory or .mcap/.db3) in the avsnet_ros topic layout")
+    m = p.add_argument_group("models (default: the shipped checkpoints)")
+    m.add_argument("--avs-checkpoint", default=None, help="AVS-Net (RGB + echo) checkpoint dir")
+    m.add_argument("--relative-checkpoint", default=None, help="DepthNet checkpoint dir")
+    m.add_argument("--rgb-checkpoint", default=None, help="RGB-only AVS-Net for depth_node echo_fallback=rgb_only")
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    r = p.add_argument_group("replay")
+    r.add_argument("--playback-speed", type=float, default=1.0, help="recorded timing x this factor")
+    r.add_argument("--config", default="", help="ROS 2 parameter file (default: config/avsnet.yaml)")
+    r.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
+                   help="node parameter override, e.g. depth_node.max_echo_age_s=0.8 (repeatable)")
+    r.add_argument("--max-depth-m", type=float, default=None, help="evaluation max depth (default: the model's)")
+    r.add_argument("--timeout-s", type=float, default=600.0, help="give up after this long")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="write replay_eval.json here")
+    o.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    return p
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run(args) -> dict:
+    """Replay args.bag through replay_source -> depth_node -> collector; return the result dict."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from avsnet_ros.nodes.collector import DepthCollector
+    from avsnet_ros.nodes.launcher import apply_overrides, create_nodes, load_config, wait_answered
+    from avsnet_ros.paths import config_path
+
+    config = load_config(args.config or config_path("avsnet.yaml"))
+    depth_cfg, replay_cfg = config["depth_node"], config["replay_source"]
+    for key, value in (("avs_checkpoint", args.avs_checkpoint), ("relative_checkpoint", args.relative_checkpoint),
+                       ("rgb_only_checkpoint", args.rgb_checkpoint), ("device", args.device)):
+        if value:
+            depth_cfg[key] = value
+    replay_cfg.update(data_path=str(args.bag), stamp_mode="now", playback_speed=float(args.playback_speed),
+                      loop=False, max_frames=0, wait_for_subscribers=1, publish_clock=False)
+    depth_cfg["publish_preview"] = False
+    apply_overrides(config, args.param)
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes, executor = [], None
+    try:
+        collector = DepthCollector(keep_frames=0, context=context)
+        nodes.append(collector)
+        nodes += create_nodes("replay", config, context=context)
+        failed = [n for n in nodes if getattr(n, "startup_error", None)]
+        if failed:
+            raise RuntimeError("; ".join(f"{n.get_name()}: {n.startup_error}" for n in failed))
+        depth, replay = nodes[1], nodes[2]
+        collector.set_max_depth(args.max_depth_m or depth.pipeline.max_depth_m)
+        executor = MultiThreadedExecutor(num_threads=6, context=context)
+        for n in nodes:
+            executor.add_node(n)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        t0 = time.monotonic()
+        complete = wait_answered(depth, replay, collector, args.timeout_s)
+        elapsed = time.monotonic() - t0
+        summary = collector.summary()
+        c = depth.counters()
+        published = replay.counts.get("frames")
+        frame_drops = dict(c["frame_drops"])
+        result = {
+            "bag": str(args.bag),
+            "pipeline": depth.pipeline.describe(),
+            "complete": complete,
+            "elapsed_s": elapsed,
+            "frames": {
+                "published_by_replay": published,
+                "in": c["frames_in"],
+                "out": c["frames_out"],
+                "dropped": sum(frame_drops.values()),
+                "dropped_by_reason": frame_drops,
+                "lost_in_transport": max(published - c["frames_in"], 0),
+                "depth_received": summary["counts"]["/avsnet/metric_depth"],
+                "matched_with_gt": summary["matched_frames"],
+            },
+            "echoes": {"published_by_replay": replay.counts.get("echoes"), "in": c["echoes_in"],
+                       "dropped_by_reason": dict(c["echo_drops"])},
+            "scale_modes": {k[len("scale_"):]: n for k, n in c["events"].items() if k.startswith("scale_")},
+            "latency_ms": summary["latency_ms"],
+            "metrics": summary["metrics"],
+            "excluded_nan_pred_pixels": summary["excluded_nan_pred_pixels"],
+            "rates_hz": summary["rates_hz"],
+        }
+        return result
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        for n in nodes:
+            close = getattr(n, "close", None)
+            if close is not None:
+                close()
+            n.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def format_result(result: dict) -> str:
+    from avsnet_ros.metrics import METRIC_KEYS
+
+    f, lat, m = result["frames"], result["latency_ms"], result["metrics"]
+
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+    lines = [
+        f"replay of {result['bag']} through replay_source -> depth_node [{result['pipeline']}]",
+        f"frames: published {f['published_by_replay']}, in {f['in']}, out {f['out']}, dropped {f['dropped']} "
+        f"{f['dropped_by_reason'] or ''}, lost in transport {f['lost_in_transport']}, matched with ground truth "
+        f"{f['matched_with_gt']}",
+        f"scale modes: {result['scale_modes']}; echo drops: {result['echoes']['dropped_by_reason'] or 'none'}",
+    ]
+    if lat.get("count"):
+        lines.append(f"latency camera stamp -> depth received (ms): p50 {lat['p50']:.1f}, p90 {lat['p90']:.1f}, "
+                     f"p99 {lat['p99']:.1f}, max {lat['max']:.1f}")
+    lines.append("| " + " | ".join(METRIC_KEYS) + " | frames |")
+    lines.append("| " + " | ".join("---" for _ in METRIC_KEYS) + " | --- |")
+    lines.append("| " + " | ".join(fmt(m.get(k)) for k in METRIC_KEYS) + f" | {m.get('count', 0)} |")
+    if not result["complete"]:
+        lines.append("WARNING: timed out before every frame was answered")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    stray = [a for a in unknown if a.startswith("--") and a.split("=", 1)[0] not in _IGNORED_EVALUATE_FLAGS]
+    if stray:
+        build_parser().error(f"unrecognized arguments: {' '.join(stray)}")
+    ignored = [a for a in unknown if a.startswith("--")]
+    if ignored:
+        print(f"replay_eval: ignoring evaluate.py options that do not apply to a replay: {' '.join(ignored)}",
+              file=sys.stderr)
+    try:
+        result = run(args)
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+        print(f"replay_eval: {exc}", file=sys.stderr)
+        return 1
+    print(format_result(result))
+    clean = _finite(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "replay_eval.json").write_text(json.dumps(clean, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(clean))
+    return 0 if result["frames"]["out"] > 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
