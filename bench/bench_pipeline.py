@@ -24,26 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_util import environment, fixture_inputs, load_models, main_for, summarize, target  # noqa: E402
-
-
-def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
-    """Run each fn once per round (in order), `rounds` times after `warmup` rounds -> summaries."""
-    import gc
-    import time
-
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    gc.collect()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            value = fn()
-            # a fn may time itself (returns seconds), e.g. the node round trip
-            times[name].append(value if isinstance(value, float) else time.perf_counter() - t0)
-    return {k: summarize(v) for k, v in times.items()}
+from bench_util import environment, fixture_inputs, interleaved, load_models, main_for, target  # noqa: E402
 
 
 def profile_full_call(pipe, rgb, echo, top: int = 12) -> list[dict]:
@@ -104,7 +85,7 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
         harness = NodeHarness(pipe)
         fns["node"] = lambda: float(harness.round_trip(rgb, echo))
     try:
-        res = interleaved(fns, rounds=5 if quick else 15)
+        res = interleaved(fns, rounds=5 if quick else 25)
         node_counters = harness.node.counters() if harness else None
     finally:
         if harness is not None:

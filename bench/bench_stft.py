@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_util import environment, fixture_inputs, main_for, target, time_fn  # noqa: E402
+from bench_util import environment, fixture_inputs, interleaved, main_for, target  # noqa: E402
 
 BATCH = 16
 
@@ -51,12 +51,10 @@ def run(quick: bool = False) -> dict:
     if max_rel > 1e-4:
         raise AssertionError(f"scipy and torch STFT disagree ({max_rel:.2e}): the benchmark would compare apples and pears")
 
-    reps = 5 if quick else 15
-    t_torch = time_fn(lambda: batvision_stft(wave), warmup=3, repeats=reps, min_total_s=0.5 if quick else 2.0)
     batch64 = batch.astype(np.float64)
-    batch32 = batch
-    t_scipy64 = time_fn(lambda: scipy_stft_mag(batch64), warmup=2, repeats=reps, min_total_s=0.5 if quick else 2.0)
-    t_scipy32 = time_fn(lambda: scipy_stft_mag(batch32), warmup=2, repeats=reps, min_total_s=0.5 if quick else 2.0)
+    res = interleaved({"torch": lambda: batvision_stft(wave), "scipy32": lambda: scipy_stft_mag(batch),
+                       "scipy64": lambda: scipy_stft_mag(batch64)}, rounds=8 if quick else 30, warmup=3)
+    t_torch, t_scipy32, t_scipy64 = res["torch"], res["scipy32"], res["scipy64"]
     speedup = t_scipy32["median_ms"] / t_torch["median_ms"]
     result = {
         "name": "stft",

@@ -41,28 +41,20 @@ def fix_threads(n: int = DEFAULT_THREADS) -> int:
     return n
 
 
-def time_fn(fn: Callable[[], Any], warmup: int = 2, repeats: int = 7, min_total_s: float = 0.0,
-            max_repeats: int = 200, sync: Callable[[], None] | None = None) -> dict:
-    """Median wall time of fn() after `warmup` calls: {median_ms, p10_ms, p90_ms, min_ms, runs}.
-
-    Runs at least `repeats` times, more (up to `max_repeats`) until `min_total_s` is spent, so that
-    very fast functions get enough samples. `sync` (e.g. torch.cuda.synchronize) runs after each
-    call, inside the timed region.
-    """
+def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
+    """Run each fn once per round (in order), `rounds` times after `warmup` rounds -> summaries."""
     for _ in range(warmup):
-        fn()
-        if sync:
-            sync()
+        for fn in fns.values():
+            fn()
     gc.collect()
-    times: list[float] = []
-    t_start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - t_start < min_total_s and len(times) < max_repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return summarize(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            value = fn()
+            # a fn may time itself (returns seconds), e.g. the node round trip
+            times[name].append(value if isinstance(value, float) else time.perf_counter() - t0)
+    return {k: summarize(v) for k, v in times.items()}
 
 
 def summarize(times_s: list[float]) -> dict:

@@ -259,14 +259,16 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
     # echoes: NaN, 3 rows, too short, wrong sample rate (48 kHz recording), misaligned, silent
     nan_echo = echo.copy()
     nan_echo[0, 500] = np.nan
-    harness.send_echo(nan_echo, t - 9)
     three = conv.array_to_image(np.vstack([echo, echo[:1]]), "32FC1", conv.make_header(t - 8, "microphones"))
-    harness.pub_echo.publish(three)
-    harness.send_echo(echo[:, :1000].copy(), t - 7)
     resampled = scipy.signal.resample_poly(echo, 48000, 44100, axis=1).astype(np.float32)
-    harness.send_echo(resampled, t - 6)
-    harness.send_echo(np.ascontiguousarray(echo[:, 150:]), t - 5)
-    harness.send_echo(np.zeros_like(echo), t - 4)
+    bad_echoes = [conv.echo_to_msg(nan_echo, t - 9, "microphones"), three,
+                  conv.echo_to_msg(echo[:, :1000].copy(), t - 7, "microphones"),
+                  conv.echo_to_msg(resampled, t - 6, "microphones"),
+                  conv.echo_to_msg(np.ascontiguousarray(echo[:, 150:]), t - 5, "microphones"),
+                  conv.echo_to_msg(np.zeros_like(echo), t - 4, "microphones")]
+    for msg in bad_echoes:  # paced: the sensor-data subscription keeps the last 5 only
+        harness.pub_echo.publish(msg)
+        time.sleep(0.03)
     expected_frames = {"image_encoding": 1, "size_mismatch_camera_info": 1, "future_stamp": 1, "truncated": 1}
     expected_echoes = {"echo_non_finite": 1, "echo_channels": 1, "echo_length": 1, "echo_onset": 2, "echo_silent": 1}
 

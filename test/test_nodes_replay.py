@@ -181,10 +181,7 @@ def test_console_scripts_as_separate_processes(tmp_path):
         [os.path.join(bindir, "depth_node"), "--ros-args", "-p", f"avs_checkpoint:={ckpt['avs']}",
          "-p", f"relative_checkpoint:={ckpt['rel']}", "-p", "device:=cpu"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    replay_proc = subprocess.Popen(
-        [os.path.join(bindir, "replay_source"), "--ros-args", "-p", f"data_path:={FIXTURE}", "-p", "rate_hz:=4.0",
-         "-p", "loop:=true", "-p", "max_frames:=40", "-p", "start_delay_s:=1.0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    replay_proc = None
     context = rclpy.Context()
     rclpy.init(context=context)
     got_depth, got_images = [], []
@@ -195,6 +192,15 @@ def test_console_scripts_as_separate_processes(tmp_path):
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:
+        # the replay starts once the depth node is up (it publishes after configure + activate)
+        deadline = time.monotonic() + 60.0
+        while node.count_publishers("/avsnet/metric_depth") == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            assert depth_proc.poll() is None, "the depth_node process exited"
+        replay_proc = subprocess.Popen(
+            [os.path.join(bindir, "replay_source"), "--ros-args", "-p", f"data_path:={FIXTURE}", "-p", "rate_hz:=4.0",
+             "-p", "loop:=true", "-p", "max_frames:=400", "-p", "wait_for_subscribers:=2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60.0
         while len(got_depth) < 3 and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
@@ -212,12 +218,12 @@ def test_console_scripts_as_separate_processes(tmp_path):
         node.destroy_node()
         rclpy.shutdown(context=context)
         outputs = []
-        for proc in (replay_proc, depth_proc):
+        for proc in (p for p in (replay_proc, depth_proc) if p is not None):
             proc.send_signal(2)  # SIGINT: the nodes exit quietly
             try:
                 outputs.append(proc.communicate(timeout=20)[0])
             except subprocess.TimeoutExpired:
                 proc.kill()
                 outputs.append(proc.communicate()[0])
-    assert depth_proc.returncode == 0, outputs[1][-2000:]
-    assert "Traceback" not in outputs[0] + outputs[1], outputs
+    assert depth_proc.returncode == 0, outputs[-1][-2000:]
+    assert "Traceback" not in "".join(outputs), outputs

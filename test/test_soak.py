@@ -133,7 +133,8 @@ def test_soak_camera_10hz_echo_4hz(tmp_path):
           f"{ {k: v for k, v in c['events'].items() if k.startswith('scale_')} }; latency camera stamp -> depth "
           f"received p50 {p50:.1f} ms p95 {p95:.1f} ms max {pmax:.1f} ms; RSS {base[0]:.1f} MB after "
           f"{WARMUP_S:.0f} s warm-up -> {rss_mb[-1][1]:.1f} MB at the end (growth {growth_mb:+.1f} MB, "
-          f"peak {peak_growth_mb:+.1f} MB, trend {slope_mb_per_min:+.2f} MB/min)")
+          f"peak {peak_growth_mb:+.1f} MB, trend {slope_mb_per_min:+.2f} MB/min); RSS every 10 s: "
+          f"{[round(m) for t, m in rss_mb[::10]]} MB")
 
     # every frame sent arrived (loopback, 10 Hz) and every received frame is answered or counted
     assert frames_in >= n_sent - 2, (frames_in, n_sent)

@@ -7,7 +7,7 @@ be overridden with `--set section.key=value`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Optional
 
 from training.loop import LoopConfig, OptimConfig
 

@@ -35,14 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--no-audio", action="store_true",
                        help="train the RGB-only baseline (model.use_audio=false; same code path)")
-    model.add_argument("--preset", choices=("tiny", "paper"), default=None, help="model size preset")
+    model.add_argument("--preset", choices=("tiny", "paper"), default=None,
+                       help="model size preset with its input size (tiny 128x256, paper 256x512); for paper runs "
+                            "prefer --config config/train_avs_paper.yaml (schedule too)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    import os
     import random
 
     import numpy as np
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_audio:
         extra.setdefault("model", {})["use_audio"] = False
     if args.preset:
-        extra.setdefault("model", {})["preset"] = args.preset
+        # The preset's own input size (the YAML's image_size_hw belongs to its preset).
+        extra.setdefault("model", {}).update(preset=args.preset, image_size_hw=None)
     try:
         cfg, yaml_path = resolve_config(AVSTrainConfig, args, DEFAULT_CONFIG, extra)
         from avsnet_ros.models.config import config_from_dict
@@ -72,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        from avsnet_ros.models.config import asdict as model_asdict
+
+        resolved = to_dict(cfg)
+        resolved["model"] = model_asdict(model_cfg)
+        print(yaml.safe_dump(resolved, sort_keys=False))
         return 0
 
     from avsnet_ros.data.torch_dataset import TorchSampleDataset

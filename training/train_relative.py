@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_training_args(p, DEFAULT_CONFIG)
     model = p.add_argument_group("model and data")
-    model.add_argument("--preset", choices=("tiny", "paper"), default=None, help="DepthNet/PoseNet size preset")
+    model.add_argument("--preset", choices=("tiny", "paper"), default=None,
+                       help="DepthNet/PoseNet size preset with its input size (tiny 96x320, paper 192x640); for "
+                            "paper runs prefer --config config/train_relative_paper.yaml")
     model.add_argument("--interval", type=int, default=None,
                        help="frame offset k of the triples (default: 20 for BV1, 1 otherwise)")
     return p
@@ -55,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     extra: dict = {}
     if args.preset:
-        extra["model"] = {"preset": args.preset}
-        extra["pose_model"] = {"preset": args.preset}
+        extra["model"] = {"preset": args.preset, "image_size_hw": None}
+        extra["pose_model"] = {"preset": args.preset, "image_size_hw": None}
     if args.interval is not None:
         extra["data"] = {"triplet_interval": args.interval}
     try:
@@ -74,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        from avsnet_ros.models.config import asdict as model_asdict
+
+        resolved = to_dict(cfg)
+        resolved["model"] = model_asdict(depth_cfg)
+        resolved["pose_model"] = model_asdict(pose_cfg)
+        print(yaml.safe_dump(resolved, sort_keys=False))
         return 0
 
     from avsnet_ros.data.batvision import TripletDataset

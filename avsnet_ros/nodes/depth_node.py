@@ -356,6 +356,12 @@ class DepthNode(LifecycleNode):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
+    def _is_future(self, stamp_ns: int, now_ns: int | None = None) -> bool:
+        """Stamped later than the clock + future_tolerance_s. Not decidable before a simulated
+        clock has ticked (use_sim_time and no /clock yet: the clock reads 0)."""
+        now_ns = self._now_ns() if now_ns is None else now_ns
+        return now_ns > 0 and stamp_ns > now_ns + int(self.values["future_tolerance_s"] * 1e9)
+
     def _on_echo(self, msg: Image) -> None:
         with self._lock:
             self._echo_in_flight += 1
@@ -372,7 +378,7 @@ class DepthNode(LifecycleNode):
         self._echo_rate.tick()
         v = self.values
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        if stamp_ns > self._now_ns() + int(v["future_tolerance_s"] * 1e9):
+        if self._is_future(stamp_ns):
             self.echo_drops.count("echo_future_stamp", f"stamp {stamp_ns} ns is ahead of the clock")
             return
         if int(msg.width) > v["max_echo_samples"]:
@@ -443,7 +449,7 @@ class DepthNode(LifecycleNode):
         v = self.values
         now_ns = self._now_ns()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        if stamp_ns > now_ns + int(v["future_tolerance_s"] * 1e9):
+        if self._is_future(stamp_ns, now_ns):
             self.frame_drops.count("future_stamp", f"stamp {stamp_ns} ns is ahead of the clock {now_ns}")
             return
         if int(msg.height) * int(msg.width) > v["max_image_pixels"]:

@@ -14,6 +14,9 @@ Pipeline for one frame (all in metres, seconds, 44.1 kHz):
    statistical diffuse-field envelope 4 pi c / (V fs) * exp(-13.8 t / T60) (image density of a room
    of volume V, pyroomacoustics' 1/r amplitudes, Eyring T60 from the absorptions), Gaussian noise
    fills the difference, starting after all first-order reflections have arrived.
+The speaker is mildly directional (scene.Preset.speaker_pattern_p: p + (1 - p) cos(angle to the
+rig's forward axis), pyroomacoustics CardioidFamily), as the forward-facing speaker of a real rig;
+the microphones are omnidirectional.
 4. `render_echo`: RIR (*) the emitted sweep (avsnet_ros.audio DEFAULT_SWEEP), gain, per-channel
    gain mismatch, white noise, placed in a BatVision-layout buffer: 20000 samples, the direct-path
    sweep onset at ECHO_ONSET_SAMPLE + jitter (the emission instant is direct_path / c earlier,
@@ -30,7 +33,7 @@ from scipy.signal import fftconvolve
 
 from avsnet_ros.audio import DEFAULT_SWEEP, ECHO_ONSET_SAMPLE, make_sweep
 
-from .scene import SequenceSpec, n_surfaces, rig_positions_m
+from .scene import SequenceSpec, n_surfaces, rig_positions_m, rotation_world_body
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -41,6 +44,7 @@ __all__ = [
     "box_quads",
     "build_room",
     "impulse_responses",
+    "speaker_directivity",
     "eyring_t60_s",
     "diffuse_tail",
     "render_echo",
@@ -54,9 +58,10 @@ SPEED_OF_SOUND_M_S = float(pra.constants.get("c"))
 BUFFER_SAMPLES = 20000
 #: pyroomacoustics delays every arrival by half its fractional-delay filter length (40 samples).
 PRA_DELAY_SAMPLES = int(pra.constants.get("frac_delay_length")) // 2
-#: Fixed recording gain: with pyroomacoustics' 1/r law the 10.2 cm direct path has amplitude ~9.8;
-#: this puts the direct sweep near 0.5 full scale (the real BV2 sample peaks at ~0.75).
-RECORDING_GAIN = 0.05
+#: Fixed recording gain: with pyroomacoustics' 1/r law the 10.2 cm direct path has amplitude ~9.8,
+#: times ~0.7 for the speaker's pattern towards the side microphones; this puts the direct sweep
+#: near 0.5 full scale (the real BV2 sample peaks at ~0.75).
+RECORDING_GAIN = 0.07
 
 
 def default_sweep(sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
@@ -118,13 +123,26 @@ def build_room(spec: SequenceSpec, max_order: "int | None" = None, sample_rate_h
     return pra.Room(walls, fs=sample_rate_hz, max_order=order, air_absorption=False, ray_tracing=False)
 
 
-def impulse_responses(room: pra.Room, speaker_m: np.ndarray, mics_m: np.ndarray) -> np.ndarray:
+def speaker_directivity(pose, pattern_p: float):
+    """pyroomacoustics directivity p + (1 - p) cos(theta) about the rig's forward axis (None if p >= 1)."""
+    if pattern_p >= 1.0:
+        return None
+    from pyroomacoustics.directivities import CardioidFamily, DirectionVector
+
+    fwd = rotation_world_body(pose.yaw, pose.pitch, pose.roll)[:, 0]
+    azimuth = math.atan2(fwd[1], fwd[0])
+    colatitude = math.acos(max(-1.0, min(1.0, fwd[2])))
+    return CardioidFamily(DirectionVector(azimuth=azimuth, colatitude=colatitude, degrees=False), p=float(pattern_p))
+
+
+def impulse_responses(room: pra.Room, speaker_m: np.ndarray, mics_m: np.ndarray, directivity=None) -> np.ndarray:
     """RIRs (2, L) float64 from the speaker to mics_m (3, 2) [left, right], index 0 = emission.
 
     pyroomacoustics' constant 40-sample fractional-delay offset is removed, so an arrival over a path
-    of length r (metres) peaks at sample r / SPEED_OF_SOUND_M_S * fs.
+    of length r (metres) peaks at sample r / SPEED_OF_SOUND_M_S * fs. directivity: the speaker's
+    pyroomacoustics directivity (see speaker_directivity), None = omnidirectional.
     """
-    room.add_source(np.asarray(speaker_m, dtype=np.float64))
+    room.add_source(np.asarray(speaker_m, dtype=np.float64), directivity=directivity)
     room.add_microphone_array(np.asarray(mics_m, dtype=np.float64))
     room.compute_rir()
     rirs = [np.asarray(room.rir[m][0], dtype=np.float64)[PRA_DELAY_SAMPLES:] for m in range(2)]
@@ -172,7 +190,11 @@ def diffuse_tail(
     v, _ = _volume_surface(spec)
     t60 = eyring_t60_s(spec)
     t = np.arange(length) / fs
-    model = 4.0 * math.pi * SPEED_OF_SOUND_M_S / (v * fs) * np.exp(-13.8155 * t / t60)
+    # A directional speaker radiates less power than an omnidirectional one of the same on-axis
+    # level: mean of (p + (1 - p) cos)^2 over the sphere = p^2 + (1 - p)^2 / 3.
+    p = min(1.0, float(spec.speaker_pattern_p))
+    power = p * p + (1.0 - p) ** 2 / 3.0
+    model = power * 4.0 * math.pi * SPEED_OF_SOUND_M_S / (v * fs) * np.exp(-13.8155 * t / t60)
     h = np.zeros((rir.shape[0], length))
     n = min(length, rir.shape[1])
     h[:, :n] = rir[:, :n]
@@ -211,7 +233,7 @@ def render_echo(
     pos = rig_positions_m(pose, spec.scale_m)
     mics = np.stack([pos["mic_left"], pos["mic_right"]], axis=1)
     room = build_room(spec, max_order=max_order, sample_rate_hz=sample_rate_hz)
-    rir = impulse_responses(room, pos["speaker"], mics)
+    rir = impulse_responses(room, pos["speaker"], mics, speaker_directivity(pose, spec.speaker_pattern_p))
     fs = float(sample_rate_hz)
     direct_m = np.linalg.norm(mics - pos["speaker"][:, None], axis=0)
     t60 = eyring_t60_s(spec)

@@ -84,6 +84,9 @@ class Preset:
     roll_deg: float = 2.0  # +- uniform
     palette: str = "indoor"  # "indoor" (muted) or "vivid"
     max_order: int = 3  # image-source order
+    # Loudspeaker pattern p + (1 - p) cos(angle to the rig's forward axis): 1 ahead, p sideways,
+    # 2p - 1 behind (0.7: a small forward-facing speaker, -8 dB behind). 1.0 = omnidirectional.
+    speaker_pattern_p: float = 0.7
     layout_repeats: int = 2  # each normalised layout is used by this many sequences, at different scales
 
 
@@ -93,17 +96,19 @@ PRESETS = {
     # Same distribution as train; its random streams are keyed with another code, so its scenes are
     # disjoint from train's even for the same --seed.
     "test": Preset(name="test", code=2),
-    # A differently distributed world for the zero-shot row: empty corridor-like rooms (no furniture),
-    # harder (more reverberant) materials, more noise, vivid colours, 3-15 m.
+    # A differently distributed world for the zero-shot row: empty, narrower, lower rooms (no
+    # furniture; width 0.25-0.5 and height 0.25-0.5 of the length against 0.5-1 and 0.3-0.6),
+    # harder, more reverberant materials (absorption 0.03-0.35), more noise, vivid colours. Sizes stay
+    # inside the training range (2.5-12 m), so the shift is in shape, materials and looks, not scale.
     "shifted": Preset(
         name="shifted",
         code=3,
-        scale_range_m=(3.0, 15.0),
-        width_ratio=(0.2, 0.45),
-        height_ratio=(0.2, 0.45),
+        scale_range_m=(2.5, 12.0),
+        width_ratio=(0.25, 0.5),
+        height_ratio=(0.25, 0.5),
         n_boxes=(0, 0),
-        absorption=(0.02, 0.3),
-        noise_std=(1e-3, 6e-3),
+        absorption=(0.03, 0.35),
+        noise_std=(5e-4, 5e-3),
         palette="vivid",
     ),
 }
@@ -171,6 +176,7 @@ class SequenceSpec:
     jitter: np.ndarray  # (frames,) int onset jitter in samples
     max_order: int = 3
     sequence_index: int = 0
+    speaker_pattern_p: float = 0.7
     meta: dict = field(default_factory=dict)
 
 
@@ -426,4 +432,5 @@ def sample_sequence_spec(
         jitter=jitter,
         max_order=preset.max_order,
         sequence_index=sequence_index,
+        speaker_pattern_p=preset.speaker_pattern_p,
     )
