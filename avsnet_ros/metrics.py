@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from avsnet_ros.data.samples import valid_depth
+
 __all__ = ["METRIC_KEYS", "compute_depth_metrics", "DepthMetricAccumulator"]
 
 #: The paper's column order (Tables 1 and 2).
@@ -54,8 +56,7 @@ def compute_depth_metrics(
         raise ValueError(f"need 0 < min_depth_m < max_depth_m, got {min_depth_m}, {max_depth_m}")
     if invalid_pred not in ("error", "exclude"):
         raise ValueError(f"invalid_pred must be 'error' or 'exclude', got {invalid_pred!r}")
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(gt) & (gt > 0) & ((gt < max_depth_m) if strict_max else (gt <= max_depth_m))
+    valid = valid_depth(gt, max_depth_m, 0.0, strict_max=strict_max)
     bad_pred = valid & ~np.isfinite(pred)
     n_bad = int(bad_pred.sum())
     if n_bad:

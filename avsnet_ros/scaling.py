@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from avsnet_ros.data.samples import valid_depth
+
 __all__ = ["valid_depth_mask", "median_scale", "mean_std_scale"]
 
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
@@ -30,7 +32,7 @@ def valid_depth_mask(depth, min_depth_m: float = 0.0, max_depth_m: float = float
         return torch.isfinite(depth) & (depth > 0) & (depth >= min_depth_m) & (depth <= max_depth_m)
     d = np.asarray(depth)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(d) & (d > 0) & (d >= min_depth_m) & (d <= max_depth_m)
+        return valid_depth(d, max_depth_m) & (d >= min_depth_m)
 
 
 def _prepare(relative, reference_m, valid):

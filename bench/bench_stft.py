@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_util import environment, fixture_inputs, interleaved, main_for, target  # noqa: E402
+from bench_util import environment, fixture_inputs, interleaved, main_for, paired_ratio, target  # noqa: E402
 
 BATCH = 16
 
@@ -55,7 +55,7 @@ def run(quick: bool = False) -> dict:
     res = interleaved({"torch": lambda: batvision_stft(wave), "scipy32": lambda: scipy_stft_mag(batch),
                        "scipy64": lambda: scipy_stft_mag(batch64)}, rounds=8 if quick else 30, warmup=3)
     t_torch, t_scipy32, t_scipy64 = res["torch"], res["scipy32"], res["scipy64"]
-    speedup = t_scipy32["median_ms"] / t_torch["median_ms"]
+    speedup = paired_ratio(res, "scipy32", "torch")
     result = {
         "name": "stft",
         "batch": BATCH,

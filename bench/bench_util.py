@@ -57,14 +57,23 @@ def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
     return {k: summarize(v) for k, v in times.items()}
 
 
+def paired_ratio(res: dict, a: str, b: str) -> float:
+    """Median over rounds of a_i / b_i from `interleaved` results: each round's two measurements
+    saw the same background load, so the paired ratio is steadier than a ratio of medians."""
+    ra, rb = res[a]["raw_ms"], res[b]["raw_ms"]
+    return statistics.median(x / y for x, y in zip(ra, rb))
+
+
 def summarize(times_s: list[float]) -> dict:
-    ms = sorted(1e3 * t for t in times_s)
+    """{median_ms, p10_ms, p90_ms, min_ms, runs, raw_ms (in run order)}."""
+    raw = [1e3 * t for t in times_s]
+    ms = sorted(raw)
 
     def q(p: float) -> float:
         return ms[min(len(ms) - 1, max(0, int(round(p * (len(ms) - 1)))))]
 
     return {"median_ms": statistics.median(ms), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": ms[0],
-            "runs": len(ms)}
+            "runs": len(ms), "raw_ms": [round(v, 3) for v in raw]}
 
 
 def environment() -> dict:

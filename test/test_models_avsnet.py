@@ -223,3 +223,44 @@ def test_every_trainable_parameter_gets_a_gradient():
         si_loss(out.depth_m, torch.rand_like(out.depth_m) + 1).backward()
         unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert unused == [], unused
+
+
+def test_training_backward_after_inference_mode_pipeline_at_same_size():
+    """transformers' BEiT caches its relative-position index process-wide; an index first made
+    under torch.inference_mode (DepthPipeline) used to break every later backward at that size
+    ("Inference tensors cannot be saved for backward"). Sizes unique to this test, so the pipeline
+    call is the first one at its size in the process."""
+    from transformers.models.beit.modeling_beit import BeitRelativePositionBias
+
+    from avsnet_ros.pipeline import DepthPipeline
+    from training.losses import si_loss
+
+    size_pipe, size_stock = (96, 160), (160, 96)
+    torch.manual_seed(0)
+    model = build_model(AVSNetConfig(image_size_hw=size_pipe))
+    pipe = DepthPipeline(model, None, device="cpu")
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((*size_pipe, 3)) * 255).astype(np.uint8)
+    echo = (rng.standard_normal((2, pipe.min_echo_samples())) * 0.1).astype(np.float32)
+    res = pipe(rgb, echo)
+    assert np.isfinite(res.pseudo_depth_m).all()
+
+    # Another user of BEiT in the process poisons transformers' cache for a second size.
+    window = (size_stock[0] // 16, size_stock[1] // 16)
+    with torch.inference_mode():
+        stock_index = BeitRelativePositionBias.generate_relative_position_index(window)
+    assert stock_index.is_inference()  # the cache entry is an inference tensor
+
+    model.train()
+    for size in (size_pipe, size_stock):
+        model.zero_grad()
+        out = model(torch.rand(1, 3, *size), torch.rand(1, 2, *size))
+        si_loss(out.depth_m, torch.full_like(out.depth_m, 3.0)).backward()
+        grad = model.visual.backbone.beit.layers[0].relative_position_bias.relative_position_bias_table.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # the index the model uses is transformers' (same values), as a normal tensor
+    from avsnet_ros.models.avsnet import _autograd_safe_position_index
+
+    ours = _autograd_safe_position_index(window)
+    assert not ours.is_inference()
+    torch.testing.assert_close(ours, stock_index.clone())

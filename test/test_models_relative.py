@@ -123,7 +123,8 @@ def test_backproject_project_roundtrip():
     torch.testing.assert_close(grid[0, ..., 0], xs / (W - 1) * 2 - 1, rtol=0, atol=1e-5)
     torch.testing.assert_close(grid[0, ..., 1], ys / (H - 1) * 2 - 1, rtol=0, atol=1e-5)
     K2 = scale_intrinsics(K, 0.5, 0.5)
-    assert float(K2[0, 0, 0]) == 30.0 and float(K2[0, 1, 2]) == H / 4
+    # pixel-centre convention by hand: cy' = (48 + 0.5) * 0.5 - 0.5, cx' = (160 + 0.5) * 0.5 - 0.5
+    assert float(K2[0, 0, 0]) == 30.0 and float(K2[0, 1, 2]) == 23.75 and float(K2[0, 0, 2]) == 79.75
 
 
 def test_relative_model_wrappers(nets):

@@ -328,6 +328,8 @@ def test_written_dataset_loads_with_the_bv2_reader(tiny_sets):
     keys = ds.frame_keys()
     assert keys[:4] == [("train-s5-q00000", f) for f in range(4)]
     assert len(ds.triplets(1)) == 4  # frames 1, 2 of each 4-frame sequence
+    stamps = [r.stamp_ns for r in ds.rows]
+    assert stamps[1] - stamps[0] == 200_000_000 and all(b > a for a, b in zip(stamps, stamps[1:]))
     k = intrinsics_for(24, 48, 90.0)
     sweep = default_sweep()
     for i in (0, 5):

@@ -31,8 +31,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from avsnet_ros.data.samples import valid_depth
 from avsnet_ros.metrics import METRIC_KEYS, DepthMetricAccumulator
-from avsnet_ros.scaling import median_scale, valid_depth_mask
+from avsnet_ros.scaling import median_scale
 
 LOG = logging.getLogger("avsnet_ros.training")
 
@@ -131,7 +132,7 @@ def _resize_to(pred: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
 
 def gt_valid_mask(gt_m: np.ndarray, max_depth_m: float) -> np.ndarray:
     """The metrics' valid mask: finite, > 0 and strictly below max_depth_m (paper footnote 5)."""
-    return np.asarray(valid_depth_mask(gt_m, 0.0, max_depth_m)) & (np.nan_to_num(gt_m, nan=np.inf) < max_depth_m)
+    return valid_depth(gt_m, max_depth_m, strict_max=True)
 
 
 def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, sample_rate_hz: int,

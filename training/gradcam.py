@@ -11,7 +11,6 @@ A target module must output a (B, C, h, w) tensor (or a tuple whose first item i
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -133,39 +132,10 @@ def avsnet_grad_cam(model: nn.Module, rgb: torch.Tensor, spectrogram: torch.Tens
         out = model(rgb_in, spec_in)
         return out.depth_m.float().flatten(1).mean(dim=1)
 
-    with _autograd_safe_caches():
-        result = grad_cam(forward, model, layers)
+    result = grad_cam(forward, model, layers)
     for p in model.parameters():
         p.grad = None
     return result
-
-
-@contextmanager
-def _autograd_safe_caches():
-    """transformers' BEiT caches its relative-position index in a process-wide lru_cache; a first
-    call under torch.inference_mode (e.g. DepthPipeline inference) caches an inference tensor that
-    autograd then refuses ("Inference tensors cannot be saved for backward"). Inside this context
-    the cached index is cloned, which gives a normal tensor."""
-    try:
-        from transformers.models.beit import modeling_beit
-    except ImportError:  # pragma: no cover - transformers always ships BEiT
-        yield
-        return
-    cls = modeling_beit.BeitRelativePositionBias
-    original = cls.__dict__.get("generate_relative_position_index")
-    if not isinstance(original, staticmethod):
-        yield
-        return
-    cached = original.__func__
-
-    def cloned(window_size):
-        return cached(window_size).clone()
-
-    cls.generate_relative_position_index = staticmethod(cloned)
-    try:
-        yield
-    finally:
-        cls.generate_relative_position_index = original
 
 
 def upsample_cam(cam: torch.Tensor, size_hw) -> torch.Tensor:

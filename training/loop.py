@@ -242,8 +242,6 @@ def run_validation(task: TrainTask, loader: DataLoader, ctx: DistContext, amp: b
     for module in task.models_to_save().values():
         module[0].eval()
     bar = tqdm(loader, desc=desc, leave=False, disable=not (ctx.is_main and progress), dynamic_ncols=True)
-    # no_grad, not inference_mode: transformers' BEiT caches a position index process-wide, and
-    # an inference tensor cached here would break the next training step's backward.
     with torch.no_grad():
         for batch in bar:
             batch = move_to_device(batch, ctx.device)

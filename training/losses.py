@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from avsnet_ros.models.geometry import warp_source
 from avsnet_ros.models.relative import disp_to_depth
+from avsnet_ros.scaling import valid_depth_mask
 
 __all__ = [
     "si_loss",
@@ -67,7 +68,7 @@ def si_loss(
     """
     if pred_m.shape[-2:] != gt_m.shape[-2:]:
         pred_m = F.interpolate(pred_m, size=gt_m.shape[-2:], mode="bilinear", align_corners=True)
-    mask = torch.isfinite(gt_m) & (gt_m > 0)
+    mask = valid_depth_mask(gt_m)
     if valid is not None:
         mask = mask & valid.to(torch.bool)
     count = mask.sum()

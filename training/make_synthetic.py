@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--location", default=None, help="location folder name (default synth_<preset>_s<seed>)")
     p.add_argument("--frames-per-sequence", type=int, default=0, help="frames per sequence (0: preset, 5)")
     p.add_argument("--max-order", type=int, default=0, help="image-source order (0: preset, 3)")
+    p.add_argument("--layout-repeats", type=int, default=0,
+                   help="sequences per normalised layout, each at another scale (0: preset, 2)")
     p.add_argument("--wav-format", choices=["float32", "int32", "int16"], default="float32")
     p.add_argument("--bag", default=None,
                    help="also write a rosbag2 (mcap) of the main split here (the val split, if any, to BAG_val)")
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
         return 2
     opt = GenerationOptions(
         height=args.height, width=args.width, frames_per_sequence=args.frames_per_sequence,
-        wav_format=args.wav_format, max_order=args.max_order,
+        wav_format=args.wav_format, max_order=args.max_order, layout_repeats=args.layout_repeats,
     )
     argv_list = sys.argv[1:] if argv is None else list(argv)
     command = "python training/make_synthetic.py " + " ".join(shlex.quote(a) for a in argv_list)

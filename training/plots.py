@@ -13,6 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+_INVALID_GREY = (153, 153, 153)  # no-GT / invalid pixels in the depth panels
+
+
 def _save(fig, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,34 +78,35 @@ def plot_depth_panel(rgb: np.ndarray, gt_m: np.ndarray, preds_m: Mapping[str, np
                      max_depth_m: float, error_of: str | None = None, title: str = "") -> None:
     """Qualitative panel: RGB, GT, each prediction (same colour scale, bar in metres) + error maps.
 
+    Depth colours are avsnet_ros.visualization's (the nodes' preview colours, fixed range
+    [0, display max]); invalid pixels are grey.
+
     Args:
         rgb: (H, W, 3) uint8.
         gt_m: (H, W) float metres, NaN/0 invalid.
         preds_m: {label: (H, W) metres} in display order (e.g. RGB-only, echo-enhanced).
         error_of: unused label filter; every prediction gets an |pred - GT| map in the second row.
     """
-    gt = np.where(np.isfinite(gt_m) & (gt_m > 0), gt_m, np.nan)
-    valid_vals = gt[np.isfinite(gt)]
-    vmax = float(np.nanpercentile(valid_vals, 99)) if valid_vals.size else max_depth_m
-    for p in preds_m.values():
-        fin = p[np.isfinite(p)]
-        if fin.size:
-            vmax = max(vmax, float(np.percentile(fin, 99)))
-    vmax = min(vmax, max_depth_m)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from avsnet_ros.data.samples import valid_depth
+    from avsnet_ros.visualization import colorize_depth, depth_colormap, depth_display_max
+
+    gt = np.where(valid_depth(gt_m, np.inf), gt_m, np.nan)
+    vmax = depth_display_max([gt, *preds_m.values()], cap_m=max_depth_m, default_m=max_depth_m)
     n_cols = 2 + len(preds_m)
     fig, axes = plt.subplots(2, n_cols, figsize=(3.4 * n_cols, 4.6), squeeze=False)
-    cmap = plt.get_cmap("magma_r").copy()
-    cmap.set_bad("0.6")
     axes[0, 0].imshow(rgb)
     axes[0, 0].set_title("RGB")
-    im = axes[0, 1].imshow(gt, cmap=cmap, vmin=0, vmax=vmax)
+    axes[0, 1].imshow(colorize_depth(gt, 0.0, vmax, invalid_rgb=_INVALID_GREY))
     axes[0, 1].set_title("ground truth")
     for j, (label, pred) in enumerate(preds_m.items()):
-        im = axes[0, 2 + j].imshow(pred, cmap=cmap, vmin=0, vmax=vmax)
+        axes[0, 2 + j].imshow(colorize_depth(pred, 0.0, vmax, invalid_rgb=_INVALID_GREY))
         axes[0, 2 + j].set_title(label)
-    fig.colorbar(im, ax=list(axes[0, :]), shrink=0.8, label="depth [m]")
-    err_cmap = plt.get_cmap("inferno").copy()
-    err_cmap.set_bad("0.6")
+    fig.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=depth_colormap()), ax=list(axes[0, :]),
+                 shrink=0.8, label="depth [m]")
+    err_cmap = plt.get_cmap("inferno").with_extremes(bad="0.6")
     errors = {label: np.abs(pred - gt) for label, pred in preds_m.items()}
     err_vals = np.concatenate([e[np.isfinite(e)] for e in errors.values()] or [np.zeros(1)])
     emax = float(np.percentile(err_vals, 99)) if err_vals.size else 1.0

@@ -44,7 +44,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics
+from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics, valid_depth
 
 __all__ = [
     "BagTopics",
@@ -59,6 +59,11 @@ __all__ = [
     "MessageError",
     "typestore",
     "make_header",
+    "IMAGE_ENCODINGS",
+    "stamp_ns_to_sec_nanosec",
+    "time_to_ns",
+    "image_payload",
+    "pinhole_camera_info_arrays",
     "array_to_image_msg",
     "image_msg_to_array",
     "rgb_from_image_msg",
@@ -120,46 +125,71 @@ def typestore():
 
 # ------------------------------------------------------------------------------------------------
 # numpy <-> rosbags messages (duck-typed decoding: works on rclpy messages as well)
-_ENCODINGS = {
+# encoding -> (numpy dtype (little-endian), channels): the one table for encoding and decoding
+# (rosbags and rclpy messages alike; avsnet_ros.nodes.conversions uses it too)
+IMAGE_ENCODINGS = {
     "rgb8": (np.dtype("u1"), 3),
     "bgr8": (np.dtype("u1"), 3),
+    "mono8": (np.dtype("u1"), 1),
     "16UC1": (np.dtype("<u2"), 1),
     "mono16": (np.dtype("<u2"), 1),
     "32FC1": (np.dtype("<f4"), 1),
 }
 
 
-def make_header(stamp_ns: int, frame_id: str):
-    ts = typestore()
+def stamp_ns_to_sec_nanosec(stamp_ns: int) -> "tuple[int, int]":
+    """Integer nanoseconds (>= 0) -> (sec, nanosec) of builtin_interfaces/Time; ValueError if negative."""
     stamp_ns = int(stamp_ns)
     if stamp_ns < 0:
         raise ValueError(f"negative stamp {stamp_ns} ns")
-    time = ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    return stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000
+
+
+def time_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (rosbags or rclpy) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def make_header(stamp_ns: int, frame_id: str):
+    ts = typestore()
+    sec, nanosec = stamp_ns_to_sec_nanosec(stamp_ns)
+    time = ts.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
     return ts.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
 
 def _stamp_of(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    return time_to_ns(msg.header.stamp)
+
+
+def image_payload(array: np.ndarray, encoding: str, cast: bool = False) -> "tuple[np.ndarray, int]":
+    """Checked pixel data of an Image message: (H, W[, C]) array -> (contiguous little-endian array, step).
+
+    The one encoder behind array_to_image_msg (rosbags) and nodes.conversions.array_to_image (rclpy).
+    ValueError for an unknown encoding or a wrong shape; a dtype other than the encoding's is
+    converted with ``cast=True`` and refused otherwise.
+    """
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"unsupported encoding {encoding!r}")
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    a = np.asarray(array)
+    if a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
+        raise ValueError(f"{encoding} needs {f'(H, W, {channels})' if channels > 1 else '(H, W)'}, got {a.shape}")
+    if not cast and a.dtype != dtype.newbyteorder("=") and a.dtype != dtype:
+        raise ValueError(f"{encoding} needs dtype {dtype}, got {a.dtype}")
+    data = np.ascontiguousarray(a, dtype=dtype)
+    return data, int(data.shape[1] * channels * dtype.itemsize)
 
 
 def array_to_image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
     """(H, W) or (H, W, 3) numpy -> rosbags sensor_msgs/msg/Image (little-endian, unpadded)."""
-    if encoding not in _ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r}")
-    dtype, channels = _ENCODINGS[encoding]
-    a = np.asarray(array)
-    if a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
-        raise ValueError(f"{encoding} needs {'(H, W, 3)' if channels > 1 else '(H, W)'}, got {a.shape}")
-    if a.dtype != dtype.newbyteorder("=") and a.dtype != dtype:
-        raise ValueError(f"{encoding} needs dtype {dtype}, got {a.dtype}")
-    data = np.ascontiguousarray(a, dtype=dtype)
+    data, step = image_payload(array, encoding)
     return typestore().types[IMAGE_TYPE](
         header=make_header(stamp_ns, frame_id),
         height=int(data.shape[0]),
         width=int(data.shape[1]),
         encoding=encoding,
         is_bigendian=0,
-        step=int(data.shape[1] * channels * dtype.itemsize),
+        step=step,
         data=data.reshape(-1).view(np.uint8),
     )
 
@@ -170,9 +200,9 @@ def image_msg_to_array(msg) -> np.ndarray:
     Honours step (row padding) and is_bigendian. Raises MessageError("encoding"|"size"|"truncated").
     """
     enc = str(msg.encoding)
-    if enc not in _ENCODINGS:
-        raise MessageError("encoding", f"unsupported encoding {enc!r} (supported: {', '.join(_ENCODINGS)})")
-    dtype, channels = _ENCODINGS[enc]
+    if enc not in IMAGE_ENCODINGS:
+        raise MessageError("encoding", f"unsupported encoding {enc!r} (supported: {', '.join(IMAGE_ENCODINGS)})")
+    dtype, channels = IMAGE_ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise MessageError("size", f"empty image {w}x{h}")
@@ -204,8 +234,7 @@ def depth_from_image_msg(msg) -> np.ndarray:
 
     if msg.encoding == "32FC1":
         d = image_msg_to_array(msg).astype(np.float32, copy=True)
-        with np.errstate(invalid="ignore"):
-            d[~(np.isfinite(d) & (d > 0))] = np.nan
+        d[~valid_depth(d, np.inf)] = np.nan
         return d
     if msg.encoding in ("16UC1", "mono16"):
         return depth_mm_to_m(image_msg_to_array(msg))
@@ -238,18 +267,24 @@ def echo_from_image_msg(msg, min_samples: int = 1) -> np.ndarray:
     return np.ascontiguousarray(e, dtype=np.float32)
 
 
+def pinhole_camera_info_arrays(intrinsics: np.ndarray) -> "dict[str, np.ndarray]":
+    """d, k, r, p (flat float64) of an undistorted pinhole CameraInfo (plumb_bob, zero distortion,
+    R = I, P = [K | 0]) for 3x3 ``intrinsics``: shared by the rosbags and rclpy builders."""
+    k = np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
+    p = np.zeros((3, 4), dtype=np.float64)
+    p[:, :3] = k
+    return {"d": np.zeros(5, dtype=np.float64), "k": k.reshape(-1).copy(),
+            "r": np.eye(3, dtype=np.float64).reshape(-1), "p": p.reshape(-1)}
+
+
 def camera_info_msg(intrinsics: np.ndarray, width: int, height: int, stamp_ns: int,
                     frame_id: str = CAMERA_FRAME_ID):
     """CameraInfo of an undistorted pinhole camera (plumb_bob, zero distortion, P = [K | 0])."""
     ts = typestore()
-    k = np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
-    p = np.zeros((3, 4), dtype=np.float64)
-    p[:, :3] = k
     roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return ts.types[CAMERA_INFO_TYPE](
         header=make_header(stamp_ns, frame_id), height=int(height), width=int(width),
-        distortion_model="plumb_bob", d=np.zeros(5, dtype=np.float64), k=k.reshape(-1).copy(),
-        r=np.eye(3, dtype=np.float64).reshape(-1), p=p.reshape(-1), binning_x=0, binning_y=0, roi=roi,
+        distortion_model="plumb_bob", **pinhole_camera_info_arrays(intrinsics), binning_x=0, binning_y=0, roi=roi,
     )
 
 

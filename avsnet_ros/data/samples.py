@@ -100,11 +100,15 @@ class Sample:
         return int(self.rgb.shape[0]), int(self.rgb.shape[1])
 
 
-def valid_depth(depth_m: np.ndarray, max_depth_m: float, min_depth_m: float = 0.0) -> np.ndarray:
-    """Boolean mask of usable ground truth: finite and min_depth_m < d <= max_depth_m."""
+def valid_depth(depth_m: np.ndarray, max_depth_m: float, min_depth_m: float = 0.0,
+                strict_max: bool = False) -> np.ndarray:
+    """Boolean mask of usable depth: finite and min_depth_m < d <= max_depth_m (d < max_depth_m with
+    ``strict_max``). The one numpy validity rule (samples, metrics, evaluation, bag decoding,
+    scaling's numpy path); ``max_depth_m=np.inf`` gives "finite and > 0"."""
     d = np.asarray(depth_m)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(d) & (d > min_depth_m) & (d <= max_depth_m)
+        below = (d < max_depth_m) if strict_max else (d <= max_depth_m)
+        return np.isfinite(d) & (d > min_depth_m) & below
 
 
 def depth_mm_to_m(depth_mm: np.ndarray) -> np.ndarray:
@@ -118,8 +122,7 @@ def depth_mm_to_m(depth_mm: np.ndarray) -> np.ndarray:
     if not (np.issubdtype(d.dtype, np.integer) or np.issubdtype(d.dtype, np.floating)):
         raise ValueError(f"depth must be numeric, got dtype {d.dtype}")
     out = d.astype(np.float32) / np.float32(1000.0)
-    with np.errstate(invalid="ignore"):
-        out[~(np.isfinite(out) & (out > 0))] = np.nan
+    out[~valid_depth(out, np.inf)] = np.nan
     return out
 
 
@@ -145,8 +148,9 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 
 
 def scale_intrinsics(k: np.ndarray, from_hw: Sequence[int], to_hw: Sequence[int]) -> np.ndarray:
-    """Rescale K from an image of size from_hw to a resized image of size to_hw.
+    """Rescale K ((3, 3) or batched (..., 3, 3)) from an image of size from_hw to a resized image of size to_hw.
 
+    The one intrinsics rescaling of the package (the nodes' CameraInfo and the torch geometry call it).
     Uses the pixel-centre convention of resizing with align_corners=False (OpenCV, torch bilinear):
     a pixel centre x maps to (x + 0.5) * s - 0.5, so fx' = fx * sx and cx' = (cx + 0.5) * sx - 0.5.
     """
@@ -154,11 +158,11 @@ def scale_intrinsics(k: np.ndarray, from_hw: Sequence[int], to_hw: Sequence[int]
     sy = float(to_hw[0]) / float(from_hw[0])
     sx = float(to_hw[1]) / float(from_hw[1])
     out = k.copy()
-    out[0, 0] = k[0, 0] * sx
-    out[0, 1] = k[0, 1] * sx
-    out[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-    out[1, 1] = k[1, 1] * sy
-    out[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    out[..., 0, 0] = k[..., 0, 0] * sx
+    out[..., 0, 1] = k[..., 0, 1] * sx
+    out[..., 0, 2] = (k[..., 0, 2] + 0.5) * sx - 0.5
+    out[..., 1, 1] = k[..., 1, 1] * sy
+    out[..., 1, 2] = (k[..., 1, 2] + 0.5) * sy - 0.5
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 from transformers import BeitConfig, ResNetConfig, ResNetModel, ZoeDepthConfig, ZoeDepthForDepthEstimation
+from transformers.models.beit.modeling_beit import BeitRelativePositionBias
 from transformers.models.zoedepth.modeling_zoedepth import ZoeDepthMetricDepthEstimationHead
 
 from .config import AVSNetConfig
@@ -217,6 +219,7 @@ class AVSNet(nn.Module):
         self.visual = ZoeDepthForDepthEstimation(zcfg)
         if config.visual_pretrained_path:
             _load_visual_pretrained(self.visual, config.visual_pretrained_path, zcfg)
+        _use_autograd_safe_position_index(self.visual)
         self.audio_encoder = AudioEncoder(config) if config.use_audio else None
         fusion = (
             CrossModalAttention(
@@ -290,6 +293,45 @@ class AVSNet(nn.Module):
             bin_centers_m=bin_centers,
             attention=attention,
         )
+
+
+_POSITION_INDEX_CACHE: dict[tuple[int, int], torch.Tensor] = {}
+_POSITION_INDEX_LOCK = threading.Lock()
+
+
+def _autograd_safe_position_index(window_size) -> torch.Tensor:
+    """BEiT's relative-position index (int64 (h*w+1, h*w+1)) as a normal tensor (never an inference tensor).
+
+    transformers caches ``BeitRelativePositionBias.generate_relative_position_index`` in a
+    process-wide lru_cache. Its first call under ``torch.inference_mode`` (DepthPipeline) caches an
+    inference tensor, and every later training forward at that size then fails in backward
+    ("Inference tensors cannot be saved for backward"). This cache is filled outside inference
+    mode (cloning an entry transformers may already hold as an inference tensor), so the index is
+    usable with and without autograd whatever ran first in the process.
+    """
+    generate = BeitRelativePositionBias.generate_relative_position_index
+    if torch.compiler.is_compiling():  # traced (torch.export/compile): no caching, as in transformers
+        return generate(window_size)
+    key = (int(window_size[0]), int(window_size[1]))
+    index = _POSITION_INDEX_CACHE.get(key)
+    if index is None:
+        with _POSITION_INDEX_LOCK, torch.inference_mode(False):
+            index = generate(key)
+            if index.is_inference():
+                index = index.clone()
+            _POSITION_INDEX_CACHE[key] = index
+    return index
+
+
+def _use_autograd_safe_position_index(module: nn.Module) -> None:
+    """Make every BEiT relative-position-bias module under ``module`` use :func:`_autograd_safe_position_index`.
+
+    The instance attribute shadows transformers' static method (``self.generate_relative_position_index``
+    in its forward); parameters and state-dict keys are unchanged.
+    """
+    for sub in module.modules():
+        if isinstance(sub, BeitRelativePositionBias):
+            sub.generate_relative_position_index = _autograd_safe_position_index
 
 
 def _check_local_dir(path: str, what: str) -> Path:

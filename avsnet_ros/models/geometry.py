@@ -30,16 +30,15 @@ def intrinsics_4x4(K: torch.Tensor) -> torch.Tensor:
 
 
 def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Intrinsics of an image resized by (sx, sy) = (new_w / old_w, new_h / old_h).
+    """Intrinsics (..., 3, 3) of an image resized by (sx, sy) = (new_w / old_w, new_h / old_h).
 
-    Uses the pixel-edge convention of OpenCV/ROS (principal point scaled like the focal lengths).
+    torch front end of :func:`avsnet_ros.data.samples.scale_intrinsics` (pixel-centre convention of
+    a resize with align_corners=False: cx' = (cx + 0.5) * sx - 0.5). Not differentiable in K.
     """
-    K = K.clone()
-    K[..., 0, 0] *= sx
-    K[..., 0, 2] *= sx
-    K[..., 1, 1] *= sy
-    K[..., 1, 2] *= sy
-    return K
+    from avsnet_ros.data.samples import scale_intrinsics as scale_intrinsics_hw
+
+    scaled = scale_intrinsics_hw(K.detach().cpu().double().numpy(), (1.0, 1.0), (sy, sx))
+    return torch.as_tensor(scaled, dtype=K.dtype, device=K.device)
 
 
 class BackprojectDepth(nn.Module):

@@ -3,7 +3,8 @@
 cv_bridge is optional on these machines (the PyPI port is the ROS 1 code), so images are converted
 with numpy. Decoding is avsnet_ros.data.rosbag_io's (duck-typed: the same functions read rclpy and
 rosbags messages, so bags and live topics cannot disagree); this module re-exports them and adds
-what only the nodes need: rclpy message builders, CameraInfo rescaling, PointCloud2, preview.
+what only the nodes need: rclpy message builders, CameraInfo rescaling, PointCloud2; the preview
+colouriser is re-exported from avsnet_ros.visualization.
 
 Echo message (the contract, see docs/ARCHITECTURE.md "Echo message"):
     sensor_msgs/Image, encoding 32FC1, height = 2 channels (row 0 left, row 1 right),
@@ -21,34 +22,24 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from avsnet_ros.data.rosbag_io import (MessageError, depth_from_image_msg, echo_from_image_msg,  # noqa: F401
-                                       image_msg_to_array, intrinsics_from_camera_info_msg,
-                                       rgb_from_image_msg)
-
-# encoding -> (numpy dtype (little-endian), channels) for the messages the nodes build
-IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype("u1"), 3),
-    "bgr8": (np.dtype("u1"), 3),
-    "mono8": (np.dtype("u1"), 1),
-    "mono16": (np.dtype("<u2"), 1),
-    "16UC1": (np.dtype("<u2"), 1),
-    "32FC1": (np.dtype("<f4"), 1),
-}
+from avsnet_ros.data.rosbag_io import (IMAGE_ENCODINGS, MessageError, depth_from_image_msg,  # noqa: F401
+                                       echo_from_image_msg, image_msg_to_array, image_payload,
+                                       intrinsics_from_camera_info_msg, pinhole_camera_info_arrays,
+                                       rgb_from_image_msg, stamp_ns_to_sec_nanosec, time_to_ns)
+from avsnet_ros.visualization import colorize_depth, depth_legend  # noqa: F401  (preview colours: one implementation)
 
 
 # --------------------------------------------------------------------------------------------
 # time
 def stamp_to_ns(stamp: Time) -> int:
     """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return time_to_ns(stamp)
 
 
 def ns_to_stamp(stamp_ns: int) -> Time:
     """Integer nanoseconds (>= 0) -> builtin_interfaces/Time."""
-    stamp_ns = int(stamp_ns)
-    if stamp_ns < 0:
-        raise ValueError(f"negative stamp {stamp_ns} ns")
-    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    sec, nanosec = stamp_ns_to_sec_nanosec(stamp_ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def make_header(stamp_ns: int, frame_id: str) -> Header:
@@ -58,23 +49,16 @@ def make_header(stamp_ns: int, frame_id: str) -> Header:
 # --------------------------------------------------------------------------------------------
 # images
 def array_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
-    """numpy (H, W) or (H, W, C) -> sensor_msgs/Image in `encoding` (little-endian, unpadded)."""
-    if encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r}")
-    dtype, channels = IMAGE_ENCODINGS[encoding]
-    array = np.asarray(array)
-    expected_ndim = 3 if channels > 1 else 2
-    if array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
-        raise ValueError(f"{encoding} needs shape (H, W{', %d' % channels if channels > 1 else ''}), "
-                         f"got {array.shape}")
-    data = np.ascontiguousarray(array, dtype=dtype)
+    """numpy (H, W) or (H, W, C) -> sensor_msgs/Image in `encoding` (little-endian, unpadded;
+    values converted to the encoding's dtype; checks: data.rosbag_io.image_payload)."""
+    data, step = image_payload(array, encoding, cast=True)
     msg = Image()
     if header is not None:
         msg.header = header
     msg.height, msg.width = int(data.shape[0]), int(data.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = int(data.shape[1] * channels * dtype.itemsize)
+    msg.step = step
     msg.data = data.tobytes()
     return msg
 
@@ -94,17 +78,13 @@ def echo_to_msg(echo: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
 def camera_info_from_intrinsics(intrinsics: np.ndarray, width: int, height: int, header: Header,
                                 distortion_model: str = "plumb_bob") -> CameraInfo:
     """CameraInfo for an undistorted pinhole camera with 3x3 `intrinsics` in pixels of the image."""
-    k = np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
+    arrays = pinhole_camera_info_arrays(intrinsics)
     msg = CameraInfo()
     msg.header = header
     msg.width, msg.height = int(width), int(height)
     msg.distortion_model = distortion_model
-    msg.d = [0.0] * 5
-    msg.k = k.reshape(-1).tolist()
-    msg.r = np.eye(3).reshape(-1).tolist()
-    p = np.zeros((3, 4))
-    p[:, :3] = k
-    msg.p = p.reshape(-1).tolist()
+    for name in ("d", "k", "r", "p"):
+        setattr(msg, name, arrays[name].tolist())
     return msg
 
 
@@ -178,27 +158,6 @@ def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# preview
-def colorize_depth(depth_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
-    """(H, W) metres -> (H, W, 3) uint8 RGB with the turbo colour map on a fixed metric range.
-
-    The range is fixed (not per-frame min-max) so colours mean the same metres in every frame;
-    NaN pixels are black.
-    """
-    import cv2
-
-    depth = np.asarray(depth_m, dtype=np.float32)
-    valid = np.isfinite(depth)
-    norm = np.zeros(depth.shape, dtype=np.float32)
-    span = max(max_depth_m - min_depth_m, 1e-6)
-    norm[valid] = np.clip((depth[valid] - min_depth_m) / span, 0.0, 1.0)
-    bgr = cv2.applyColorMap((norm * 255.0 + 0.5).astype(np.uint8), cv2.COLORMAP_TURBO)
-    rgb = bgr[:, :, ::-1].copy()
-    rgb[~valid] = 0
-    return rgb
-
-
 def msg_type_from_name(type_name: str):
     """'sensor_msgs/msg/Image' (rosbags/ROS 2 naming) -> the rclpy message class."""
     import importlib
@@ -210,24 +169,3 @@ def msg_type_from_name(type_name: str):
         raise ValueError(f"bad message type name {type_name!r}")
     module = importlib.import_module(f"{parts[0]}.{parts[1]}")
     return getattr(module, parts[2])
-
-
-def depth_legend(height: int, min_depth_m: float, max_depth_m: float, width: int = 70, ticks: int = 6) -> np.ndarray:
-    """(height, width, 3) uint8 RGB colour bar for colorize_depth's range, labelled in metres
-    (nearest at the top), to put beside a preview."""
-    import cv2
-
-    bar_w = max(width // 3, 8)
-    values = np.linspace(min_depth_m, max_depth_m, height, dtype=np.float32)[:, None]
-    bar = colorize_depth(np.repeat(values, bar_w, axis=1), min_depth_m, max_depth_m)
-    legend = np.full((height, width, 3), 255, dtype=np.uint8)
-    legend[:, :bar_w] = bar
-    for i in range(ticks):
-        frac = i / (ticks - 1)
-        y = int(round(frac * (height - 1)))
-        value = min_depth_m + frac * (max_depth_m - min_depth_m)
-        cv2.line(legend, (bar_w, y), (bar_w + 4, y), (0, 0, 0), 1)
-        ty = min(max(y + 4, 10), height - 2)
-        cv2.putText(legend, f"{value:.1f}m", (bar_w + 6, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    return legend

@@ -41,6 +41,7 @@ from avsnet_ros.nodes import conversions as conv
 from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, SENSOR_QOS, WARN, DropCounter,
                                      ParamSpec, RateMeter, declare_parameters, diagnostic_array,
                                      diagnostic_status, guarded, read_parameters, run_node_main)
+from avsnet_ros.visualization import colorize_depth
 
 FALLBACKS = ("drop", "hold", "rgb_only")
 #: The onset check searches this far beyond its tolerance (samples).
@@ -594,7 +595,7 @@ class DepthNode(LifecycleNode):
         preview = self._pubs.get("preview")
         if preview is not None and preview.get_subscription_count() > 0:
             min_d = self.pipeline.min_depth_m
-            rgb = conv.colorize_depth(depth_m, min_d, self.values["preview_max_depth_m"])
+            rgb = colorize_depth(depth_m, min_d, self.values["preview_max_depth_m"])
             preview.publish(conv.array_to_image(rgb, "rgb8", header))
         self.events.count("frames_out")
         self._out_rate.tick()

@@ -335,28 +335,15 @@ def write_depth_pngs(kept: list[dict], out: Path) -> list[Path]:
     import cv2
     import numpy as np
 
-    from avsnet_ros.nodes.conversions import colorize_depth, depth_legend
+    from avsnet_ros.visualization import depth_display_max, depth_panel
 
     if not kept:
         return []
-    values = np.concatenate([m[np.isfinite(m)] for k in kept for m in (k["gt_m"], k["depth_m"])])
-    max_m = float(np.ceil(np.percentile(values, 99))) if values.size else 10.0
+    max_m = float(np.ceil(depth_display_max([m for k in kept for m in (k["gt_m"], k["depth_m"])])))
     paths = []
     for i, k in enumerate(kept):
-        h, w = k["depth_m"].shape
-        scale = 240.0 / h
-        size = (max(int(round(w * scale)), 1), 240)
-        tiles = []
-        for label, img in (("RGB", k["rgb"]), ("ground truth", colorize_depth(k["gt_m"], 0.0, max_m)),
-                           ("depth (/avsnet/metric_depth)", colorize_depth(k["depth_m"], 0.0, max_m))):
-            if img is None:
-                img = np.zeros((h, w, 3), dtype=np.uint8)
-            tile = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-            cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-            tiles.append(tile)
-        tiles.append(depth_legend(240, 0.0, max_m))
-        panel = np.hstack(tiles)
+        panel = depth_panel([("RGB", k["rgb"]), ("ground truth", k["gt_m"]),
+                             ("depth (/avsnet/metric_depth)", k["depth_m"])], 0.0, max_m, height=240)
         path = out / f"depth_{i:03d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         paths.append(path)

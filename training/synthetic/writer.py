@@ -37,7 +37,7 @@ from .scene import PRESETS, Preset, intrinsics_for, sample_layout, sample_sequen
 __all__ = [
     "SEED_SALT",
     "FRAME_PERIOD_NS",
-    "SEQUENCE_PERIOD_NS",
+    "SEQUENCE_GAP_NS",
     "GenerationOptions",
     "scene_rng",
     "make_sequence_spec",
@@ -51,8 +51,9 @@ __all__ = [
 SEED_SALT = 0x5A5E_A1D0
 #: Frames of a sequence are 0.2 s apart (one sweep every 200 ms, about the physical limit for 30 m).
 FRAME_PERIOD_NS = 200_000_000
-#: Sequence k starts at k * 100 s.
-SEQUENCE_PERIOD_NS = 100_000_000_000
+#: Extra gap between consecutive sequences: sample i of sequence q is stamped
+#: i * FRAME_PERIOD_NS + q * SEQUENCE_GAP_NS (monotonic; a replay at recorded timing has 1.2 s pauses).
+SEQUENCE_GAP_NS = 1_000_000_000
 
 BV2_HEADER = ["audio path", "audio file name", "camera path", "camera file name", "depth path", "depth file name"]
 EXTRA_COLUMNS = ["sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy"]
@@ -75,6 +76,7 @@ class GenerationOptions:
     wav_format: str = "float32"  # float32 | int32 | int16
     jpeg_quality: int = 95
     max_order: int = 0  # 0: the preset's value
+    layout_repeats: int = 0  # 0: the preset's value (sequences sharing one normalised layout)
 
     def resolved(self, preset: Preset) -> "GenerationOptions":
         out = GenerationOptions(**asdict(self))
@@ -82,6 +84,8 @@ class GenerationOptions:
             out.frames_per_sequence = preset.frames_per_sequence
         if out.max_order <= 0:
             out.max_order = preset.max_order
+        if out.layout_repeats <= 0:
+            out.layout_repeats = preset.layout_repeats
         if out.wav_format not in ("float32", "int32", "int16"):
             raise ValueError(f"wav_format must be float32, int32 or int16, got {out.wav_format!r}")
         if out.height < 8 or out.width < 8:
@@ -97,9 +101,18 @@ def scene_rng(seed: int, preset: Preset, stream: int, *index: int) -> np.random.
     return np.random.default_rng(ss)
 
 
-def make_sequence_spec(seed: int, preset: Preset, sequence_index: int, frames: int, max_order: int):
-    """The SequenceSpec of sequence `sequence_index` (layout shared with its twins)."""
-    r = max(1, preset.layout_repeats)
+def make_sequence_spec(seed: int, preset: Preset, sequence_index: int, frames: int, max_order: int,
+                       layout_repeats: "int | None" = None):
+    """The SequenceSpec of sequence `sequence_index` (layout shared with its twins).
+
+    layout_repeats: sequences per normalised layout (None: the preset's value); sequence q uses
+    layout q // layout_repeats at scale stratum q % layout_repeats.
+    """
+    r = max(1, preset.layout_repeats if layout_repeats is None else int(layout_repeats))
+    if r != preset.layout_repeats:
+        from dataclasses import replace
+
+        preset = replace(preset, layout_repeats=r)
     layout_index, twin = divmod(int(sequence_index), r)
     layout = sample_layout(scene_rng(seed, preset, _STREAM_LAYOUT, layout_index), preset, frames, layout_index)
     spec = sample_sequence_spec(
@@ -164,7 +177,7 @@ def _sequence_job(job: dict) -> list:
     loc_dir = Path(job["loc_dir"])
     location = loc_dir.name
     seq = int(job["sequence"])
-    spec = make_sequence_spec(job["seed"], preset, seq, opt.frames_per_sequence, opt.max_order)
+    spec = make_sequence_spec(job["seed"], preset, seq, opt.frames_per_sequence, opt.max_order, opt.layout_repeats)
     k = intrinsics_for(opt.height, opt.width, preset.hfov_deg)
     seq_id = f"{preset.name}-s{job['seed']}-q{seq:05d}"
     rows = []
@@ -182,7 +195,7 @@ def _sequence_job(job: dict) -> list:
         _write(loc_dir / "depth" / f"depth_{sample_id}.npy", _npy_bytes(mm))
         pose = spec.layout.poses[f]
         cam = info["positions_m"]["camera"]
-        stamp = seq * SEQUENCE_PERIOD_NS + f * FRAME_PERIOD_NS
+        stamp = sample_id * FRAME_PERIOD_NS + seq * SEQUENCE_GAP_NS
         rows.append(
             {
                 "csv": [
@@ -275,7 +288,7 @@ def generate_dataset(
         }
         for q in range(n_seq)
     ]
-    n_layouts = math.ceil(n_seq / max(1, preset.layout_repeats))
+    n_layouts = math.ceil(n_seq / max(1, opt.layout_repeats))
     n_val_layouts = int(round(val_fraction * n_layouts))
     first_val_layout = n_layouts - n_val_layouts
 
@@ -294,6 +307,12 @@ def generate_dataset(
                     bar.update(len(rows))
         else:
             import multiprocessing as mp
+
+            # Import the heavy modules (pyroomacoustics, cv2, torch via avsnet_ros.audio) once here so
+            # that forked workers inherit them instead of each paying ~3 s of imports.
+            import cv2  # noqa: F401
+
+            from . import acoustics, raycast  # noqa: F401
 
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             with ctx.Pool(processes=int(workers), initializer=_init_worker) as pool:
