@@ -22,8 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
 from bench_util import (environment, fixture_inputs, interleaved, load_models, main_for,  # noqa: E402
                         paired_ratio, target)
 

@@ -357,3 +357,41 @@ def test_burst_of_1000_messages_is_fully_accounted(node, harness, data):
     diag_counts = {r: n for r, n in c["frame_drops"].items()}
     _diagnostics_show(harness, node, diag_counts, c["echo_drops"])
     _valid_pair_is_answered(harness, data)
+
+
+def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
+    """A valid 2560x1440 frame (11 MB) is answered at its own size; with max_image_pixels below
+    its size the same frame is rejected as image_too_large before decoding; the limit is live."""
+    import cv2
+    from rclpy.parameter import Parameter
+
+    from avsnet_ros.data.samples import scale_intrinsics
+    from avsnet_ros.nodes import conversions as conv
+
+    _, echo, _ = data
+    big_hw = (1440, 2560)
+    rgb_full, _, _, k_full = fixture_data()
+    big = cv2.resize(rgb_full, (big_hw[1], big_hw[0]), interpolation=cv2.INTER_LINEAR)
+    k_big = scale_intrinsics(k_full, rgb_full.shape[:2], big_hw)
+    _recycle(node, harness)
+    harness.clear()
+    frames0 = node.counters()["frame_drops"]
+    t = harness.now_ns()
+    harness.send_info(k_big, big_hw[1], big_hw[0], t)
+    harness.send_echo(echo, t - 20_000_000)
+    time.sleep(0.1)
+    harness.send_image(big, t)
+    assert wait_for(lambda: any(conv.stamp_to_ns(m.header.stamp) == t for m in harness.messages("depth")), 30.0), \
+        node.counters()
+    depth = [m for m in harness.messages("depth") if conv.stamp_to_ns(m.header.stamp) == t][0]
+    assert (depth.height, depth.width) == big_hw and np.isfinite(conv.depth_from_image_msg(depth)).any()
+    try:
+        assert all(r.successful for r in node.set_parameters([Parameter("max_image_pixels", value=big_hw[0] * big_hw[1] - 1)]))
+        t2 = harness.now_ns()
+        harness.send_image(big, t2)
+        assert wait_for(lambda: _delta(node.counters()["frame_drops"], frames0).get("image_too_large", 0) == 1, 10.0), \
+            node.counters()
+    finally:
+        node.set_parameters([Parameter("max_image_pixels", value=4096 * 4096)])
+    assert _exceptions(node) == {}
+    _valid_pair_is_answered(harness, data)

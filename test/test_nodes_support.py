@@ -20,6 +20,8 @@ def ros_context(num_threads: int = 4):
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
+    from avsnet_ros.nodes.common import shutdown_nodes
+
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
@@ -30,13 +32,7 @@ def ros_context(num_threads: int = 4):
     finally:
         # Executor.shutdown() forgets its nodes: list them first, or they are never closed/destroyed
         # (their worker threads then run into interpreter exit: "terminate called ..." abort).
-        nodes = list(executor.get_nodes())
-        executor.shutdown(timeout_sec=5.0)
-        for node in nodes:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
-            node.destroy_node()
+        shutdown_nodes(executor, list(executor.get_nodes()))
         rclpy.shutdown(context=context)
         thread.join(timeout=5.0)
 

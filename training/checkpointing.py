@@ -153,15 +153,7 @@ def save_training_checkpoint(
     for sub, entry in models.items():
         _save_model_dir(tmp / sub, entry)
     atomic_torch_save(dict(train_state), tmp / TRAIN_STATE_FILE)
-    _fsync_dir(tmp)
-    if final.exists():  # same name again (e.g. a resumed run re-reaching it): replace
-        old = ckpt_root / f".{name}.old{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(ckpt_root)
+    _publish_dir(tmp, final)  # same name again (e.g. a resumed run re-reaching it): replaced
     atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
     _prune(ckpt_root, keep=max(1, keep_last), protect=name)
     return final
@@ -230,16 +222,22 @@ def save_best(run_dir: str | Path, models: Mapping[str, tuple], info: Mapping) -
     for sub, entry in models.items():
         _save_model_dir(tmp / sub, entry)
     atomic_write_text(tmp / "best.json", json.dumps(dict(info), indent=2, sort_keys=True))
+    _publish_dir(tmp, final)
+    return final
+
+
+def _publish_dir(tmp: Path, final: Path) -> None:
+    """Move the finished directory ``tmp`` to ``final`` (same parent) by rename, replacing an
+    existing ``final`` (moved aside first, then deleted); both directories are fsynced."""
     _fsync_dir(tmp)
     if final.exists():
-        old = run_dir / f".best.old{os.getpid()}"
+        old = final.parent / f".{final.name}.old{os.getpid()}"
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(run_dir)
-    return final
+    _fsync_dir(final.parent)
 
 
 def state_dict_hash(module: nn.Module) -> str:

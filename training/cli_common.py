@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from training.config_io import ConfigError, load_config, parse_set_overrides
+from training.config_io import ConfigError, deep_merge, load_config, parse_set_overrides
 
 LOG = logging.getLogger("avsnet_ros.training")
 
@@ -87,30 +87,43 @@ def flag_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in o.items() if v}
 
 
-def _merge(a: dict, b: Mapping) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _merge(dict(out[k]), v)
-        else:
-            out[k] = v
-    return out
-
-
 def resolve_config(cls, args: argparse.Namespace, default_config: str, extra: Mapping | None = None):
     """Dataclass defaults <- YAML <- --set <- flags <- extra; exits with a clear message on error."""
     from avsnet_ros.paths import config_path
 
     yaml_path = Path(args.config) if args.config else config_path(default_config)
-    overrides = _merge(parse_set_overrides(args.set), flag_overrides(args))
+    overrides = deep_merge(parse_set_overrides(args.set), flag_overrides(args))
     if extra:
-        overrides = _merge(overrides, extra)
+        overrides = deep_merge(overrides, extra)
     return load_config(cls, yaml_path, overrides), yaml_path
 
 
 def setup_logging(is_main: bool) -> None:
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, stream=sys.stderr,
                         format="[%(asctime)s %(levelname)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's global generator and python's ``random`` from one seed."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def write_run_files(run_dir: Path, config_dict: Mapping, command: str) -> None:
+    """RUN_DIR/config.yaml (the resolved config) and COMMAND.txt (one line appended per start/resume)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(config_dict), sort_keys=False))
+    with open(run_dir / "COMMAND.txt", "a") as fh:
+        fh.write(command + "\n")
 
 
 def command_line(argv: list[str] | None, script: str) -> str:

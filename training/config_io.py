@@ -143,11 +143,12 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def _deep_merge(base: dict, update: Mapping) -> dict:
+def deep_merge(base: dict, update: Mapping) -> dict:
+    """Nested dict ``base`` updated by ``update`` (mappings merged recursively, anything else replaced)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(dict(out[key]), value)
+            out[key] = deep_merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -189,7 +190,7 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
             raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
         data = dict(loaded)
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:

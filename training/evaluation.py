@@ -321,24 +321,19 @@ def markdown_tables(results: Sequence[SplitResult], meta: Mapping[str, Any]) -> 
     lines = ["# Evaluation", ""]
     for k, v in meta.items():
         lines.append(f"- {k}: `{v}`")
-    lines += ["", "## Table 1: AVS-Net pseudo-metric depth", "",
-              f"| Dataset | Model | {cols} | images |", f"| --- | --- | {sep} | --- |"]
-    for res in results:
-        for spec in ROW_SPECS:
-            if spec.table != 1:
-                continue
-            s = res.summaries[spec.key]
-            vals = " | ".join(_fmt(s[k]) for k in METRIC_KEYS)
-            lines.append(f"| {res.name} | {spec.model} | {vals} | {s['count']} |")
-    lines += ["", "## Table 2: relative depth scaled to metres", "",
-              f"| Dataset | Model | Scaling | {cols} | images |", f"| --- | --- | --- | {sep} | --- |"]
-    for res in results:
-        for spec in ROW_SPECS:
-            if spec.table != 2:
-                continue
-            s = res.summaries[spec.key]
-            vals = " | ".join(_fmt(s[k]) for k in METRIC_KEYS)
-            lines.append(f"| {res.name} | {spec.model} | {spec.scaling} | {vals} | {s['count']} |")
+    for table, title, with_scaling in ((1, "Table 1: AVS-Net pseudo-metric depth", False),
+                                       (2, "Table 2: relative depth scaled to metres", True)):
+        lines += ["", f"## {title}", "",
+                  f"| Dataset | Model |{' Scaling |' if with_scaling else ''} {cols} | images |",
+                  f"| --- | --- |{' --- |' if with_scaling else ''} {sep} | --- |"]
+        for res in results:
+            for spec in ROW_SPECS:
+                if spec.table != table:
+                    continue
+                s = res.summaries[spec.key]
+                vals = " | ".join(_fmt(s[k]) for k in METRIC_KEYS)
+                scaling = f" {spec.scaling} |" if with_scaling else ""
+                lines.append(f"| {res.name} | {spec.model} |{scaling} {vals} | {s['count']} |")
     lines.append("")
     return "\n".join(lines)
 

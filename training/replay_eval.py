@@ -75,6 +75,7 @@ def run(args) -> dict:
     from rclpy.executors import MultiThreadedExecutor
 
     from avsnet_ros.nodes.collector import DepthCollector
+    from avsnet_ros.nodes.common import shutdown_nodes
     from avsnet_ros.nodes.launcher import apply_overrides, create_nodes, load_config, wait_answered
     from avsnet_ros.paths import config_path
 
@@ -138,13 +139,7 @@ def run(args) -> dict:
         }
         return result
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        for n in nodes:
-            close = getattr(n, "close", None)
-            if close is not None:
-                close()
-            n.destroy_node()
+        shutdown_nodes(executor, nodes)
         rclpy.shutdown(context=context)
 
 

@@ -45,13 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    import random
-
-    import numpy as np
-    import torch
-
     from avsnet_ros.data.samples import DatasetError
-    from training.cli_common import command_line, user_errors, print_json, resolve_config, setup_logging
+    from training.cli_common import (command_line, print_json, resolve_config, seed_everything, setup_logging,
+                                     user_errors, write_run_files)
     from training.config_io import ConfigError, to_dict
     from training.configs import RelativeTrainConfig
 
@@ -101,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(ctx.is_main)
     try:
         seed = cfg.train.seed
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
+        seed_everything(seed)
 
         kind = data_kind(args.data, cfg.data.train_split)
         interval = cfg.data.triplet_interval or (20 if kind == "bv1" else 1)
@@ -156,12 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         task.extra = {"training_command": command, "data": str(args.data), "triplet_interval": interval}
 
         if ctx.is_main:
-            import yaml
-
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
-            with open(run_dir / "COMMAND.txt", "a") as fh:
-                fh.write(command + "\n")
+            write_run_files(run_dir, config_dict, command)
         result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume,
                               config_dict, resume_compare_keys=RESUME_KEYS)
         if ctx.is_main:

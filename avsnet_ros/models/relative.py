@@ -38,8 +38,9 @@ def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tup
 class ResNetFeatures(nn.Module):
     """ResNet (transformers, basic blocks) returning the 5 Monodepth2 feature levels.
 
-    forward(x normalised (B, C, H, W)) -> [1/2, 1/4, 1/8, 1/16, 1/32] features with
-    ``num_ch_enc`` = [embedding, *hidden_sizes] channels.
+    forward(x (B, C, H, W) in [0, 1], C = 3k: k RGB frames stacked) -> [1/2, 1/4, 1/8, 1/16, 1/32]
+    features with ``num_ch_enc`` = [embedding, *hidden_sizes] channels. The ImageNet normalisation
+    (per colour, repeated for each stacked frame) happens here, for DepthNet and PoseNet alike.
     """
 
     def __init__(self, num_channels: int, embedding_size: int, hidden_sizes, depths, pretrained_path: Optional[str] = None):
@@ -58,8 +59,14 @@ class ResNetFeatures(nn.Module):
         else:
             self.resnet = ResNetModel(rcfg)
         self.num_ch_enc = [embedding_size, *hidden_sizes]
+        if num_channels % 3:
+            raise ValueError(f"num_channels must be a multiple of 3 (stacked RGB frames), got {num_channels}")
+        frames = num_channels // 3
+        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN * frames).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD * frames).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - self.rgb_mean) / self.rgb_std
         stem = self.resnet.embedder.embedder(x)  # conv 7x7 / 2 + BN + ReLU: 1/2
         feats = [stem]
         h = self.resnet.embedder.pooler(stem)  # max-pool: 1/4
@@ -129,16 +136,13 @@ class DepthNet(nn.Module):
             3, config.encoder_embedding_size, config.encoder_hidden_sizes, config.encoder_depths, config.encoder_pretrained_path
         )
         self.decoder = DepthDecoder(self.encoder.num_ch_enc, config.scales, config.decoder_channels)
-        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, rgb: torch.Tensor) -> dict[int, torch.Tensor]:
         if rgb.dim() != 4 or rgb.shape[1] != 3:
             raise ValueError(f"rgb must be (B, 3, H, W), got {tuple(rgb.shape)}")
         if rgb.shape[-2] % 32 or rgb.shape[-1] % 32:
             raise ValueError(f"rgb height and width must be multiples of 32, got {tuple(rgb.shape[-2:])}")
-        x = (rgb - self.rgb_mean) / self.rgb_std
-        return self.decoder(self.encoder(x))
+        return self.decoder(self.encoder(rgb))
 
     def depth(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> depth (B, 1, H, W), relative units in [min_depth, max_depth]."""
@@ -182,12 +186,9 @@ class PoseNet(nn.Module):
             config.encoder_pretrained_path,
         )
         self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], config.pose_decoder_channels)
-        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN * 2).view(1, 6, 1, 1), persistent=False)
-        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD * 2).view(1, 6, 1, 1), persistent=False)
 
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (torch.cat([frame_a, frame_b], dim=1) - self.rgb_mean) / self.rgb_std
-        return self.decoder(self.encoder(x)[-1])
+        return self.decoder(self.encoder(torch.cat([frame_a, frame_b], dim=1))[-1])
 
     def target_to_source(self, target: torch.Tensor, source: torch.Tensor, source_offset: int) -> torch.Tensor:
         """T_target_to_source (B, 4, 4) for the source frame at ``source_offset`` (-1 or +1).

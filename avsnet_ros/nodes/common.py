@@ -241,6 +241,20 @@ def guarded(counter_attr: str = "_drops", reason: str = "callback_exception"):
     return wrap
 
 
+def shutdown_nodes(executor, nodes) -> None:
+    """Stop ``executor`` (if any; 5 s timeout), then close() (when the node has one) and destroy each node.
+
+    Pass the nodes explicitly: Executor.shutdown() forgets its nodes.
+    """
+    if executor is not None:
+        executor.shutdown(timeout_sec=5.0)
+    for node in nodes:
+        close = getattr(node, "close", None)
+        if close is not None:
+            close()
+        node.destroy_node()
+
+
 def run_node_main(make_node: Callable[[], Node], args: list[str] | None = None,
                   multithreaded: bool = True) -> int:
     """Console-script main: init, build the node, spin until Ctrl-C, shut down quietly.
@@ -265,11 +279,7 @@ def run_node_main(make_node: Callable[[], Node], args: list[str] | None = None,
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
-            node.destroy_node()
+        shutdown_nodes(None, [node] if node is not None else [])
         if rclpy.ok():
             rclpy.shutdown()
     return code

@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+    from avsnet_ros.nodes.common import shutdown_nodes
+
     rclpy.init(args=None)
     nodes: list = []
     executor = None
@@ -242,13 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        for n in nodes:
-            close = getattr(n, "close", None)
-            if close is not None:
-                close()
-            n.destroy_node()
+        shutdown_nodes(executor, nodes)
         if rclpy.ok():
             rclpy.shutdown()
 
