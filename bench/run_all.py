@@ -140,7 +140,8 @@ def _summary_md(results: dict, env: dict, total_s: float, quick: bool) -> str:
                   "epoch 2):", "", "| run | processes x threads | samples/s |", "| --- | --- | ---: |"]
         for k, r in t["runs"].items():
             lines.append(f"| {k} | {r['processes']} x {r['threads_per_process']} | {r['samples_per_s']:.2f} |")
-    lines += ["", "Per-section JSON: bench/results/<section>.json; how to read them: bench/README.md.", ""]
+    lines += ["", "Per-section JSON: bench/results/<section>.json (models: models_all.json); how to read them: "
+              "bench/README.md.", ""]
     return "\n".join(lines)
 
 
@@ -187,7 +188,8 @@ def main(argv=None) -> int:
                 r = {"name": name, "error": f"{type(exc).__name__}: {exc}", "targets": []}
             r["section_s"] = time.perf_counter() - t0
             results[name] = r
-            write_result(name, r)
+            # bench_models.py's own default output is models.json: keep its schema, ours is models_all
+            write_result({"models": "models_all"}.get(name, name), r)
             for t in r.get("targets", []):
                 met = "" if t["met"] is None else (" [met]" if t["met"] else " [NOT MET]")
                 print(f"[bench]   {t['name']}: {t['value']:.3g} {t['unit']}{met}", file=sys.stderr, flush=True)
