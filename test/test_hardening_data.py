@@ -204,3 +204,31 @@ def test_train_cli_reports_the_bad_row_or_skips_it(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "skipping bad BV2 row" in out and "row 3" in out, out[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# the speed-ups of the one RGB preprocessing must not change what the models see
+@pytest.mark.parametrize("size_hw", [(128, 256), (96, 320), (256, 512), (192, 640), (180, 320), (100, 300),
+                                     (720, 1280), (800, 1400)])
+def test_prepare_rgb_equals_one_step_inter_area_reference(bv2_sample_dir, size_hw):
+    """prepare_rgb (float conversion once, width-first INTER_AREA for integer factors, 1/255 after the
+    resize) equals the plain definition: float32 / 255, then one cv2.resize (INTER_AREA shrinking,
+    INTER_LINEAR otherwise), clipped to [0, 1]; within float rounding."""
+    import cv2
+
+    from avsnet_ros.data.batvision import read_rgb
+    from avsnet_ros.data.torch_dataset import prepare_rgb, prepare_rgb_sizes
+
+    images = [read_rgb(bv2_sample_dir / "camera_47.jpeg"),
+              np.random.default_rng(3).integers(0, 256, (720, 1280, 3), dtype=np.uint8)]
+    h, w = size_hw
+    for rgb in images:
+        x = rgb.astype(np.float32) / 255.0
+        shrink = h <= x.shape[0] and w <= x.shape[1]
+        ref = x if (h, w) == x.shape[:2] else cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        ref = np.clip(ref, 0.0, 1.0).transpose(2, 0, 1)
+        got = prepare_rgb(rgb, size_hw).numpy()
+        assert got.shape == (3, h, w) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+        both = prepare_rgb_sizes(rgb, [size_hw, (96, 320)])
+        np.testing.assert_array_equal(both[0].numpy(), got)
