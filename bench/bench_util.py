@@ -41,8 +41,13 @@ def fix_threads(n: int = DEFAULT_THREADS) -> int:
     return n
 
 
-def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
-    """Run each fn once per round (in order), `rounds` times after `warmup` rounds -> summaries."""
+def interleaved(fns: dict, rounds: int, warmup: int = 2, settle_s: float = 0.02) -> dict:
+    """Run each fn once per round (in order), `rounds` times after `warmup` rounds -> summaries.
+
+    `settle_s` of idle time before each call: torch called from another thread (the depth node's
+    worker) has its own OpenMP team whose threads spin for a few ms after their last parallel
+    region; without the pause they would steal the cores from the next measurement.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -50,6 +55,7 @@ def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(settle_s)
             t0 = time.perf_counter()
             value = fn()
             # a fn may time itself (returns seconds), e.g. the node round trip
@@ -147,7 +153,8 @@ def fixture_inputs() -> tuple:
 def load_models(quiet: bool = False) -> dict:
     """The shipped checkpoints when present, else tiny random models with the shipped configs.
 
-    Returns {"avs": AVSNet, "avs_rgb": AVSNet (RGB-only), "relative": DepthNet, "source": str}.
+    Returns {"avs": AVSNet, "avs_rgb": AVSNet (RGB-only), "relative": DepthNet, "source": str} and
+    "<key>_path" for the models that came from a shipped checkpoint directory.
     """
     import torch
 
@@ -161,6 +168,7 @@ def load_models(quiet: bool = False) -> dict:
         path = CHECKPOINT_DIR / name
         if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
             out[key], _ = load_model(path, "cpu")
+            out[f"{key}_path"] = path
             sources.append(f"{name}: shipped checkpoint")
         else:
             torch.manual_seed(0)

@@ -120,6 +120,32 @@ class _Scale:
     echo: _Echo  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
 
 
+def _in_passing_thread(fn):
+    """fn() in a short-lived thread: its result, or its exception re-raised here.
+
+    Speed (bench/bench_pipeline.py): with GNU OpenMP (PyTorch's CPU wheels) every thread that has
+    run torch keeps its own OpenMP thread team for as long as it lives. Once two teams exist (the
+    executor thread that loaded the models and the inference worker) a 2-core machine has more
+    OpenMP threads than cores, libgomp stops spinning between parallel regions, and the worker's
+    inference measured ~1.5x slower. So model loading and warm-up run in threads that exit, and
+    inference runs only in the worker.
+    """
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="depth_node_torch_setup")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
 class _LatestSlot:
     """One-item queue: put() replaces an unconsumed item (returned so it can be counted)."""
 
@@ -212,7 +238,8 @@ class DepthNode(LifecycleNode):
                 import torch
 
                 torch.set_num_threads(int(v["torch_threads"]))
-            self.pipeline, self.rgb_only_pipeline = self._load_pipelines(v)
+            # torch work outside the inference worker runs in threads that exit (_in_passing_thread)
+            self.pipeline, self.rgb_only_pipeline = _in_passing_thread(lambda: self._load_pipelines(v))
             expected_rate = int(self.pipeline.sample_rate_hz)
             if expected_rate != v["sample_rate_hz"]:
                 raise ValueError(f"sample_rate_hz={v['sample_rate_hz']} but the AVS-Net checkpoint expects "
@@ -244,7 +271,7 @@ class DepthNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Warm up, subscribe, start the worker. SUCCESS -> active."""
         try:
-            self._warm_up()
+            _in_passing_thread(self._warm_up)
         except Exception as exc:  # noqa: BLE001
             self.startup_error = f"depth_node warm-up failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)

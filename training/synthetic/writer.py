@@ -308,13 +308,16 @@ def generate_dataset(
         else:
             import multiprocessing as mp
 
-            # Import the heavy modules (pyroomacoustics, cv2, torch via avsnet_ros.audio) once here so
-            # that forked workers inherit them instead of each paying ~3 s of imports.
-            import cv2  # noqa: F401
-
-            from . import acoustics, raycast  # noqa: F401
-
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            # Workers come from a forkserver, never a plain fork: forking a process that already runs
+            # threads (torch's OpenMP pool, rclpy executors, pytest plugins) can deadlock the child
+            # on a lock held by a thread that was not copied (seen in the test suite). The server is
+            # a fresh single-threaded process that imports the heavy modules (pyroomacoustics, cv2,
+            # torch via avsnet_ros.audio) once, so each worker still starts without ~3 s of imports.
+            if "forkserver" in mp.get_all_start_methods():
+                ctx = mp.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__, f"{__package__}.acoustics", f"{__package__}.raycast", "cv2"])
+            else:
+                ctx = mp.get_context("spawn")
             with ctx.Pool(processes=int(workers), initializer=_init_worker) as pool:
                 for rows in pool.imap(_sequence_job, jobs, chunksize=1):
                     results.append(rows)
