@@ -171,7 +171,7 @@ def test_console_scripts_as_separate_processes(tmp_path):
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
-    from avsnet_ros.nodes.common import SENSOR_QOS
+    from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS
     from avsnet_ros.nodes.conversions import stamp_to_ns
 
     ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
@@ -187,8 +187,10 @@ def test_console_scripts_as_separate_processes(tmp_path):
     got_depth, got_images = [], []
     node = Node("process_probe", context=context)
     node.create_subscription(Image, "/avsnet/metric_depth", got_depth.append, SENSOR_QOS)
+    # Reliable (the replay publishes reliably): a best-effort probe may lose a 2.7 MB frame under load,
+    # and then could not tell which camera frame a depth image came from.
     node.create_subscription(Image, "camera/image_raw", lambda m: got_images.append(stamp_to_ns(m.header.stamp)),
-                             SENSOR_QOS)
+                             OUTPUT_QOS)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:
@@ -206,6 +208,9 @@ def test_console_scripts_as_separate_processes(tmp_path):
             executor.spin_once(timeout_sec=0.1)
             assert depth_proc.poll() is None and replay_proc.poll() is None, "a node process exited"
         assert len(got_depth) >= 3, "no depth from the depth_node process"
+        end = time.monotonic() + 2.0  # camera frames still in flight to this probe
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
         for msg in got_depth[:3]:
             assert msg.encoding == "32FC1" and (msg.height, msg.width) == (720, 1280)
             assert msg.header.frame_id == "camera_optical_frame"

@@ -290,6 +290,18 @@ def run_demo(args, config, nodes, executor) -> int:
     collector.set_max_depth(depth.pipeline.max_depth_m)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
+    try:
+        return _demo_report(args, config, depth, replay, collector)
+    finally:
+        # Stop and JOIN the spinning thread before the caller destroys the nodes: a thread still
+        # inside rcl when the interpreter tears down aborts the process ("terminate called without
+        # an active exception", seen in CI).
+        executor.shutdown(timeout_sec=5.0)
+        thread.join(timeout=10.0)
+
+
+def _demo_report(args, config, depth, replay, collector) -> int:
+    """Wait for the replay to be answered, then print and write the demo report (run_demo's body)."""
     t0 = time.monotonic()
     print(f"avsnet-launch --demo: replaying {replay.data_path} ({args.frames} frames at "
           f"{config['replay_source']['rate_hz']:g} Hz) through depth_node [{depth.pipeline.describe()}]", flush=True)
