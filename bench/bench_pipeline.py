@@ -104,7 +104,8 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
     echo_ratio = paired_ratio(res, "avs_echo", "avs_rgb")
     targets = [
         target("preprocessing + STFT / model forward", prep_frac, 0.10, "<=", "fraction",
-               f"medians {med['preprocess']:.1f} ms vs {med['forward']:.1f} ms"),
+               f"medians {med['preprocess']:.1f} ms vs {med['forward']:.1f} ms; p10s {res['preprocess']['p10_ms']:.1f} "
+               f"vs {res['forward']['p10_ms']:.1f} ms"),
         target("full pipeline call / bare model forward", full_over_fwd, None, "<=", "x",
                f"medians {med['full']:.1f} ms vs {med['forward']:.1f} ms"),
         target("echo model / RGB-only model forward", echo_ratio, 1.25, "<=", "x",
@@ -113,7 +114,8 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
     if node_res is not None:
         targets.insert(0, target("depth node end to end (rclpy) / full pipeline call",
                                  paired_ratio(res, "node", "full_with_node"), 1.15, "<=", "x",
-                                 f"medians {med['node']:.1f} ms vs {med['full_with_node']:.1f} ms"))
+                                 f"medians {med['node']:.1f} ms vs {med['full_with_node']:.1f} ms; p10s "
+                                 f"{res['node']['p10_ms']:.1f} vs {res['full_with_node']['p10_ms']:.1f} ms"))
     result = {
         "name": "pipeline",
         "input": {"rgb_hw": list(rgb.shape[:2]), "echo_samples": int(echo.shape[1]), "sample_rate_hz": rate,

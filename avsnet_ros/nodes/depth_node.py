@@ -124,11 +124,10 @@ def _in_passing_thread(fn):
     """fn() in a short-lived thread: its result, or its exception re-raised here.
 
     Speed (bench/bench_pipeline.py): with GNU OpenMP (PyTorch's CPU wheels) every thread that has
-    run torch keeps its own OpenMP thread team for as long as it lives. Once two teams exist (the
-    executor thread that loaded the models and the inference worker) a 2-core machine has more
-    OpenMP threads than cores, libgomp stops spinning between parallel regions, and the worker's
-    inference measured ~1.5x slower. So model loading and warm-up run in threads that exit, and
-    inference runs only in the worker.
+    run torch keeps its own OpenMP thread team for as long as it lives, and two live teams on a
+    small machine (more OpenMP threads than cores) made the worker's inference ~1.5x slower than
+    the same pipeline call in a plain process. So the models are loaded in a thread that exits,
+    the warm-up runs in the inference worker itself, and only the worker keeps a team.
     """
     box: dict = {}
 
@@ -138,7 +137,7 @@ def _in_passing_thread(fn):
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             box["error"] = exc
 
-    thread = threading.Thread(target=run, name="depth_node_torch_setup")
+    thread = threading.Thread(target=run, name="depth_node_load")
     thread.start()
     thread.join()
     if "error" in box:
@@ -238,7 +237,7 @@ class DepthNode(LifecycleNode):
                 import torch
 
                 torch.set_num_threads(int(v["torch_threads"]))
-            # torch work outside the inference worker runs in threads that exit (_in_passing_thread)
+            # loaded in a thread that exits: only the inference worker keeps torch's OpenMP team
             self.pipeline, self.rgb_only_pipeline = _in_passing_thread(lambda: self._load_pipelines(v))
             expected_rate = int(self.pipeline.sample_rate_hz)
             if expected_rate != v["sample_rate_hz"]:
@@ -269,10 +268,18 @@ class DepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Warm up, subscribe, start the worker. SUCCESS -> active."""
-        try:
-            _in_passing_thread(self._warm_up)
-        except Exception as exc:  # noqa: BLE001
+        """Start the worker, which warms up first (in its own thread: see _in_passing_thread),
+        then subscribe. SUCCESS -> active; FAILURE when the warm-up fails."""
+        self._stop.clear()
+        warmed, box = threading.Event(), {}
+        self._worker = threading.Thread(target=self._work, args=(warmed, box), name="depth_node_inference",
+                                        daemon=True)
+        self._worker.start()
+        while not warmed.wait(0.5) and self._worker.is_alive():
+            pass
+        if "error" in box or not warmed.is_set():
+            exc = box.get("error", RuntimeError("the inference worker stopped during the warm-up"))
+            self._stop_worker()
             self.startup_error = f"depth_node warm-up failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
@@ -284,9 +291,6 @@ class DepthNode(LifecycleNode):
             self.create_subscription(Image, "/avsnet/echo", self._on_echo, SENSOR_QOS,
                                      callback_group=self._echo_group),
         ]
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name="depth_node_inference", daemon=True)
-        self._worker.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -514,7 +518,15 @@ class DepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------
     # worker
-    def _work(self) -> None:
+    def _work(self, warmed: threading.Event | None = None, box: dict | None = None) -> None:
+        if warmed is not None:  # warm up in this thread, where inference will run
+            try:
+                self._warm_up()
+            except Exception as exc:  # noqa: BLE001 - reported by on_activate
+                box["error"] = exc
+                return
+            finally:
+                warmed.set()
         while not self._stop.is_set():
             frame = self._slot.take(timeout_s=0.1)
             if frame is None:
