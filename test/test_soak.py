@@ -136,8 +136,10 @@ def test_soak_camera_10hz_echo_4hz(tmp_path):
           f"peak {peak_growth_mb:+.1f} MB, trend {slope_mb_per_min:+.2f} MB/min); RSS every 10 s: "
           f"{[round(m) for t, m in rss_mb[::10]]} MB")
 
-    # every frame sent arrived (loopback, 10 Hz) and every received frame is answered or counted
-    assert frames_in >= n_sent - 2, (frames_in, n_sent)
+    # SensorDataQoS is best effort, keep-last 5: a stalled executor (a loaded CI machine) may lose a few frames
+    # in transport, which is the QoS contract, not a node fault. Nearly all must arrive, and every frame the
+    # node received is answered or counted.
+    assert frames_in >= 0.97 * n_sent, (frames_in, n_sent)
     assert frames_in == answered + sum(c["frame_drops"].values()) + c["events"].get("skipped_no_subscribers", 0)
     assert set(c["frame_drops"]) <= {"superseded", "no_echo"}, c["frame_drops"]
     assert answered >= 0.8 * frames_in, f"only {answered} of {frames_in} frames answered: {c['frame_drops']}"
