@@ -25,6 +25,9 @@ CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
 if str(REPO_ROOT) not in sys.path:  # `import training.x` / `import bench.x` from the repo root
     sys.path.insert(0, str(REPO_ROOT))
 
+# NaN/inf -> null, numpy/torch scalars -> numbers, Paths -> str: the training CLIs' one implementation.
+from training.cli_common import _json_safe as json_safe  # noqa: E402
+
 # One fixed intra-op thread count for every measurement of a run (env AVSNET_BENCH_THREADS).
 DEFAULT_THREADS = int(os.environ.get("AVSNET_BENCH_THREADS", "2"))
 
@@ -107,27 +110,8 @@ def write_result(name: str, result: dict) -> Path:
     """bench/results/<name>.json (NaN -> null)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    path.write_text(json.dumps(json_safe(result), indent=2) + "\n")
     return path
-
-
-def _json_safe(obj: Any) -> Any:
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return _json_safe(obj.item())
-        except (ValueError, RuntimeError):
-            pass
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def target(name: str, value: float, limit: float | None, op: str = "<=", unit: str = "x", detail: str = "") -> dict:
@@ -196,6 +180,6 @@ def main_for(name: str, run: Callable[..., dict]) -> int:
     fix_threads()
     result = run(quick=args.quick)
     path = write_result(name, result)
-    print(json.dumps(_json_safe(result.get("targets", [])), indent=1))
+    print(json.dumps(json_safe(result.get("targets", [])), indent=1))
     print(f"wrote {path}", file=sys.stderr)
     return 0
