@@ -120,3 +120,50 @@ def test_declared_parameters_enforce_ranges_and_choices():
         bad.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+_FAULTS_SCRIPT = r'''
+import resource, sys, threading
+import numpy as np
+from avsnet_ros.nodes.common import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory(64 << 20)
+out = {}
+def frame():  # one "forward pass": activations of assorted sizes (up to 11 MB), then all freed
+    live = [np.ones((n << 16,), np.float32) for n in (40, 3, 17, 9, 30, 2, 12, 25, 5, 44)]
+    del live
+def work():  # in a thread that is not the main thread, like the depth node's inference worker
+    frame(); frame()
+    f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(10):
+        frame()
+    out["faults"] = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0
+t = threading.Thread(target=work); t.start(); t.join()
+print(out["faults"])
+'''
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc mallopt (Linux)")
+def test_keep_freed_memory_stops_per_frame_page_faults_in_a_worker_thread():
+    """The kernel's own page-fault count (getrusage) of a worker thread that allocates and frees
+    ~10 MB per 'frame': glibc's defaults return the memory and fault it back in on every frame; after
+    keep_freed_memory the frames reuse it (the depth node calls it at configure)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def faults(mode: str) -> int:
+        proc = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.strip().splitlines()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 100, f"expected glibc's default to fault freed memory back in, got {default} faults"
+    assert kept <= default // 20, (default, kept)
+
+
+def test_keep_freed_memory_leaves_the_allocator_alone_when_off():
+    from avsnet_ros.nodes.common import keep_freed_memory
+
+    assert keep_freed_memory(0) is False
