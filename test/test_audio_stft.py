@@ -107,3 +107,23 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4 * float(cpu.max()))
     out = echo_to_spectrogram(wave.cuda(), (256, 512))
     assert out.device.type == "cuda" and out.shape == (4, 2, 256, 512)
+
+
+@pytest.mark.parametrize("n", [257, 300, 7782, 20000])
+def test_matches_torch_stft_the_official_call(n):
+    """batvision_stft (one matrix product over the 64 windowed samples) equals the baseline's
+    torch.stft call (512-point FFTs, Hann(64) zero-padded to 512, centred reflect padding), at the
+    shortest allowed length, lengths that are not multiples of the hop, and the real 20000 samples."""
+    wave = torch.from_numpy(np.random.default_rng(n).standard_normal((2, 2, n)).astype(np.float32))
+    ref = torch.stft(wave.reshape(4, n), n_fft=512, hop_length=16, win_length=64,
+                     window=torch.hann_window(64, periodic=True), center=True, pad_mode="reflect",
+                     normalized=False, onesided=True, return_complex=True).abs().reshape(2, 2, 257, -1)
+    ours = batvision_stft(wave)
+    assert ours.shape == ref.shape == (2, 2, 257, n // 16 + 1)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5 * float(ref.max()))
+    ours64 = batvision_stft(wave.double())
+    assert ours64.dtype == torch.float64
+    ref64 = torch.stft(wave.double().reshape(4, n), n_fft=512, hop_length=16, win_length=64,
+                       window=torch.hann_window(64, periodic=True, dtype=torch.float64), center=True,
+                       pad_mode="reflect", return_complex=True).abs().reshape(2, 2, 257, -1)
+    torch.testing.assert_close(ours64, ref64, rtol=1e-9, atol=1e-9 * float(ref64.max()))
