@@ -77,15 +77,15 @@ class PipelineResult:
 
     depth_m: (B, H, W) final metric depth at output_size_hw, NaN outside [min_depth_m, max_depth_m]
         or where no scale exists.
-    pseudo_depth_m: (B, H, W) AVS-Net's pseudo-dense metric depth Mp at output_size_hw.
-    relative_depth: (B, H, W) relative depth R at output_size_hw (None in pseudo-metric-only mode).
+    pseudo_depth_m: (B, H, W) AVS-Net's pseudo-dense metric depth Mp at output_size_hw (None with depth_only).
+    relative_depth: (B, H, W) relative depth R at output_size_hw (None in pseudo-metric-only mode or with depth_only).
     scale: (B,) multiplicative factor (median: median(Mp)/median(R); mean_std: a; none: 1).
     confidence: (B,) in [0, 1] (module docstring).
     shift: (B,) additive term (mean_std: b; otherwise 0): depth = scale * R + shift.
     """
 
     depth_m: np.ndarray
-    pseudo_depth_m: np.ndarray
+    pseudo_depth_m: Optional[np.ndarray]
     relative_depth: Optional[np.ndarray]
     scale: np.ndarray
     confidence: np.ndarray
@@ -390,23 +390,32 @@ class DepthPipeline:
         return F.interpolate(x, size=tuple(size_hw), mode="bilinear", align_corners=False)
 
     @torch.inference_mode()
-    def __call__(self, rgb, echo=None, sample_rate_hz: int = 44100, output_size_hw: Optional[Sequence[int]] = None) -> PipelineResult:
-        """RGB + echo -> :class:`PipelineResult` (batched; B = 1 for a single image)."""
+    def __call__(self, rgb, echo=None, sample_rate_hz: int = 44100, output_size_hw: Optional[Sequence[int]] = None,
+                 depth_only: bool = False) -> PipelineResult:
+        """RGB + echo -> :class:`PipelineResult` (batched; B = 1 for a single image).
+
+        depth_only: skip resizing and copying pseudo_depth_m and relative_depth to the output size
+        (both None in the result), for callers that publish only the depth (the depth node: at
+        1280x720 the two extra maps cost about as much as the whole preprocessing, bench/bench_pipeline.py).
+        """
         batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
         pseudo, relative = self._forward(batch)
         depth, scale, shift, conf = scale_relative(
             pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
         )
         out_hw = tuple(int(v) for v in (output_size_hw or batch.input_size_hw))
-        maps = [_mask_range(self._resize(depth, out_hw), self.min_depth_m, self.max_depth_m), self._resize(pseudo, out_hw)]
-        if relative is not None:
-            maps.append(self._resize(relative, out_hw))
-        host = torch.cat(maps, dim=1).cpu().numpy()  # one device -> host copy of the maps
+        maps = [_mask_range(self._resize(depth, out_hw), self.min_depth_m, self.max_depth_m)]
+        if not depth_only:
+            maps.append(self._resize(pseudo, out_hw))
+            if relative is not None:
+                maps.append(self._resize(relative, out_hw))
+        # one device -> host copy of the maps
+        host = (torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]).cpu().numpy()
         small = torch.stack([scale, conf, shift]).cpu().numpy()
         return PipelineResult(
             depth_m=np.ascontiguousarray(host[:, 0]),
-            pseudo_depth_m=np.ascontiguousarray(host[:, 1]),
-            relative_depth=np.ascontiguousarray(host[:, 2]) if relative is not None else None,
+            pseudo_depth_m=None if depth_only else np.ascontiguousarray(host[:, 1]),
+            relative_depth=np.ascontiguousarray(host[:, 2]) if relative is not None and not depth_only else None,
             scale=small[0].astype(np.float32),
             confidence=small[1].astype(np.float32),
             shift=small[2].astype(np.float32),

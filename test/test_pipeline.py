@@ -161,3 +161,20 @@ def test_select_device():
             select_device("cuda")
     with pytest.raises(ValueError):
         select_device("tpu")
+
+
+def test_depth_only_gives_the_same_depth_without_the_extra_maps(checkpoints, pipe, fixture_inputs):
+    """depth_only (the depth node's call) returns the full call's depth, scale, shift and confidence
+    bit for bit, at the default and a custom output size, and no pseudo-metric/relative maps."""
+    rgb, echo, rate = fixture_inputs
+    only = DepthPipeline.from_checkpoints(checkpoints / "avs", relative_checkpoint=False, device="cpu")
+    for p in (pipe, only):
+        for size in (None, (240, 320)):
+            full = p(rgb, echo, sample_rate_hz=rate, output_size_hw=size)
+            lean = p(rgb, echo, sample_rate_hz=rate, output_size_hw=size, depth_only=True)
+            assert lean.pseudo_depth_m is None and lean.relative_depth is None
+            assert lean.depth_m.shape == full.depth_m.shape == (1,) + (size or rgb.shape[:2])
+            assert lean.depth_m.flags.c_contiguous and lean.depth_m.dtype == np.float32
+            np.testing.assert_array_equal(lean.depth_m, full.depth_m)
+            for key in ("scale", "shift", "confidence"):
+                np.testing.assert_array_equal(getattr(lean, key), getattr(full, key))

@@ -587,7 +587,8 @@ class DepthNode(LifecycleNode):
         rate = v["sample_rate_hz"]
         t0 = time.perf_counter()
         if mode == "fresh":
-            result = self.pipeline(frame.rgb, echo.echo, sample_rate_hz=rate, output_size_hw=out_hw)
+            # depth_only: the node publishes no pseudo-metric or relative map, so they are not resized
+            result = self.pipeline(frame.rgb, echo.echo, sample_rate_hz=rate, output_size_hw=out_hw, depth_only=True)
             depth_m = result.depth_m[0]
             scale_value, confidence = float(result.scale[0]), float(result.confidence[0])
             with self._lock:
@@ -597,7 +598,8 @@ class DepthNode(LifecycleNode):
                 cached = self._scale
             if self.pipeline.pseudo_metric_only:
                 # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
-                result = self.pipeline(frame.rgb, cached.echo.echo, sample_rate_hz=rate, output_size_hw=out_hw)
+                result = self.pipeline(frame.rgb, cached.echo.echo, sample_rate_hz=rate, output_size_hw=out_hw,
+                                       depth_only=True)
                 depth_m = result.depth_m[0]
             else:
                 depth_m = self.pipeline.depth_from_scale(frame.rgb, cached.scale, cached.shift, output_size_hw=out_hw)
@@ -605,7 +607,8 @@ class DepthNode(LifecycleNode):
         else:  # no usable echo and no scale to hold: the fallback
             fallback = v["echo_fallback"]
             if fallback == "rgb_only" and self.rgb_only_pipeline is not None:
-                result = self.rgb_only_pipeline(frame.rgb, None, sample_rate_hz=rate, output_size_hw=out_hw)
+                result = self.rgb_only_pipeline(frame.rgb, None, sample_rate_hz=rate, output_size_hw=out_hw,
+                                                depth_only=True)
                 depth_m = result.depth_m[0]
                 scale_value, confidence = float("nan"), 0.0
                 mode = "rgb_only"
