@@ -10,7 +10,9 @@ shared machine hits all variants alike; medians over the rounds.
     full          DepthPipeline.__call__: preprocess + forward + scaling + resize to 1280x720 + NaN
                   mask + device->host copy
     node          depth node end to end over rclpy: the depth_node process (bench_node.NodeProcess)
-                  fed from this process, interleaved with the full call (full_with_node)
+                  fed from this process, interleaved with the full call (full_with_node) and with
+                  the node's own call, the full call with depth_only=True (lean_with_node: no
+                  pseudo-metric/relative maps at the output size, which the node does not publish)
     avs_echo / avs_rgb   the echo model's and the RGB-only model's forward alone
 
 Targets (issue 7): node <= 1.15 x full; preprocess (incl. STFT) <= 10 % of forward;
@@ -66,6 +68,9 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
     def full():
         pipe(rgb, echo, rate)
 
+    def lean():  # the depth node's call: only the depth is resized to the output size
+        pipe(rgb, echo, rate, depth_only=True)
+
     @torch.inference_mode()
     def avs_echo():
         pipe.avs_model(batch.rgb_avs, batch.spectrogram)
@@ -90,8 +95,8 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
 
         node = NodeProcess(models)
         try:
-            node_res = interleaved({"full_with_node": full, "node": lambda: float(node.round_trip(rgb, echo))},
-                                   rounds=rounds)
+            node_res = interleaved({"full_with_node": full, "node": lambda: float(node.round_trip(rgb, echo)),
+                                    "lean_with_node": lean}, rounds=rounds)
             node_counters = node.counters()
         finally:
             node.close()
@@ -116,6 +121,10 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
                                  paired_ratio(res, "node", "full_with_node"), 1.15, "<=", "x",
                                  f"medians {med['node']:.1f} ms vs {med['full_with_node']:.1f} ms; p10s "
                                  f"{res['node']['p10_ms']:.1f} vs {res['full_with_node']['p10_ms']:.1f} ms"))
+        targets.insert(1, target("depth node end to end (rclpy) / the node's own call (depth_only)",
+                                 paired_ratio(res, "node", "lean_with_node"), None, "<=", "x",
+                                 f"the ROS overhead alone; medians {med['node']:.1f} ms vs "
+                                 f"{med['lean_with_node']:.1f} ms"))
     result = {
         "name": "pipeline",
         "input": {"rgb_hw": list(rgb.shape[:2]), "echo_samples": int(echo.shape[1]), "sample_rate_hz": rate,
