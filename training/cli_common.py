@@ -98,6 +98,66 @@ def resolve_config(cls, args: argparse.Namespace, default_config: str, extra: Ma
     return load_config(cls, yaml_path, overrides), yaml_path
 
 
+def load_cli_config(cls, args: argparse.Namespace, default_config: str, extra: Mapping | None,
+                    model_kinds: Mapping[str, str]):
+    """Resolve a training CLI's config and the typed model config of each section of ``model_kinds``
+    ({config section: required model kind}, e.g. {"model": "avsnet"}).
+
+    Returns (cfg, yaml_path, {section: model config}, config_dict (cfg as a dict with the model sections
+    filled from their presets)), or an exit code: 2 after printing ``error: config: ...`` (bad YAML or
+    --set, unknown key, wrong model kind), 0 after printing the resolved config for --print-config.
+    """
+    import yaml
+
+    from avsnet_ros.models.config import asdict as model_asdict
+    from avsnet_ros.models.config import config_from_dict
+    from training.config_io import to_dict
+
+    try:
+        cfg, yaml_path = resolve_config(cls, args, default_config, extra)
+        model_cfgs = {section: config_from_dict(dict(getattr(cfg, section))) for section in model_kinds}
+    except (ConfigError, ValueError) as exc:
+        print(f"error: config: {exc}", file=sys.stderr)
+        return 2
+    wrong = [f"{section}.kind must be {kind!r}, got {model_cfgs[section].kind!r}"
+             for section, kind in model_kinds.items() if model_cfgs[section].kind != kind]
+    if wrong:
+        print("error: config: " + "; ".join(wrong), file=sys.stderr)
+        return 2
+    config_dict = to_dict(cfg)
+    for section, model_cfg in model_cfgs.items():
+        config_dict[section] = model_asdict(model_cfg)
+    if args.print_config:
+        print(yaml.safe_dump(config_dict, sort_keys=False))
+        return 0
+    return cfg, yaml_path, model_cfgs, config_dict
+
+
+def run_distributed(device: str, body) -> int:
+    """Start the (DDP or single) process context, set up logging and run ``body(ctx) -> exit code``.
+
+    A device that cannot be used (``--device cuda`` without CUDA) and the user errors of
+    :func:`user_errors` become ``error: ...`` on stderr (main process) and exit code 2; the process
+    group is cleaned up in every case.
+    """
+    from training.distributed import cleanup, init_distributed
+
+    try:
+        ctx = init_distributed(device)
+    except (RuntimeError, ValueError) as exc:  # e.g. --device cuda without CUDA
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(ctx.is_main)
+    try:
+        return body(ctx)
+    except user_errors() as exc:
+        if ctx.is_main:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup(ctx)
+
+
 def setup_logging(is_main: bool) -> None:
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, stream=sys.stderr,
                         format="[%(asctime)s %(levelname)s] %(message)s", datefmt="%H:%M:%S")

@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from avsnet_ros.data.samples import DatasetError
-    from training.cli_common import (command_line, print_json, resolve_config, seed_everything, setup_logging,
-                                     user_errors, write_run_files)
-    from training.config_io import ConfigError, to_dict
+    from training.cli_common import (command_line, load_cli_config, print_json, run_distributed, seed_everything,
+                                     write_run_files)
     from training.configs import AVSTrainConfig
 
     extra: dict = {}
@@ -56,48 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset:
         # The preset's own input size (the YAML's image_size_hw belongs to its preset).
         extra.setdefault("model", {}).update(preset=args.preset, image_size_hw=None)
-    try:
-        cfg, yaml_path = resolve_config(AVSTrainConfig, args, DEFAULT_CONFIG, extra)
-        from avsnet_ros.models.config import config_from_dict
-
-        model_cfg = config_from_dict(dict(cfg.model))
-    except (ConfigError, ValueError) as exc:
-        print(f"error: config: {exc}", file=sys.stderr)
-        return 2
-    if model_cfg.kind != "avsnet":
-        print(f"error: config: model.kind must be 'avsnet' for stage 1, got {model_cfg.kind!r}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        import yaml
-
-        from avsnet_ros.models.config import asdict as model_asdict
-
-        resolved = to_dict(cfg)
-        resolved["model"] = model_asdict(model_cfg)
-        print(yaml.safe_dump(resolved, sort_keys=False))
-        return 0
+    loaded = load_cli_config(AVSTrainConfig, args, DEFAULT_CONFIG, extra, {"model": "avsnet"})
+    if isinstance(loaded, int):
+        return loaded
+    cfg, yaml_path, model_cfgs, config_dict = loaded
+    model_cfg = model_cfgs["model"]
 
     from avsnet_ros.data.torch_dataset import TorchSampleDataset
     from avsnet_ros.models.builder import build_model
-    from avsnet_ros.models.config import asdict as model_asdict
     from training.avs_task import AVSTask, compute_spectrogram_stats
     from training.datasets import FirstN, open_split
-    from training.distributed import cleanup, init_distributed
     from training.loop import check_resume, run_training
 
-    try:
-        ctx = init_distributed(cfg.train.device)
-    except (RuntimeError, ValueError) as exc:  # e.g. --device cuda without CUDA
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(ctx.is_main)
-    try:
+    def train(ctx) -> int:
         seed = cfg.train.seed
         seed_everything(seed)
 
         run_dir = Path(args.out)
-        config_dict = to_dict(cfg)
-        config_dict["model"] = model_asdict(model_cfg)
         check_resume(run_dir, args.resume, config_dict, RESUME_KEYS, cfg.train)  # fail fast, before loading data
 
         train_data = open_split(args.data, cfg.data.train_split, cfg.data.max_depth_m, cfg.data.skip_bad,
@@ -182,12 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print_json(summary)
         return 0
-    except user_errors() as exc:
-        if ctx.is_main:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup(ctx)
+
+    return run_distributed(cfg.train.device, train)
 
 
 if __name__ == "__main__":

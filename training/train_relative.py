@@ -46,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from avsnet_ros.data.samples import DatasetError
-    from training.cli_common import (command_line, print_json, resolve_config, seed_everything, setup_logging,
-                                     user_errors, write_run_files)
-    from training.config_io import ConfigError, to_dict
+    from training.cli_common import (command_line, load_cli_config, print_json, run_distributed, seed_everything,
+                                     write_run_files)
     from training.configs import RelativeTrainConfig
 
     extra: dict = {}
@@ -57,54 +56,27 @@ def main(argv: list[str] | None = None) -> int:
         extra["pose_model"] = {"preset": args.preset, "image_size_hw": None}
     if args.interval is not None:
         extra["data"] = {"triplet_interval": args.interval}
-    try:
-        cfg, yaml_path = resolve_config(RelativeTrainConfig, args, DEFAULT_CONFIG, extra)
-        from avsnet_ros.models.config import config_from_dict
-
-        depth_cfg = config_from_dict(dict(cfg.model))
-        pose_cfg = config_from_dict(dict(cfg.pose_model))
-    except (ConfigError, ValueError) as exc:
-        print(f"error: config: {exc}", file=sys.stderr)
-        return 2
-    if depth_cfg.kind != "depthnet" or pose_cfg.kind != "posenet":
-        print("error: config: model.kind must be 'depthnet' and pose_model.kind 'posenet'", file=sys.stderr)
-        return 2
-    if args.print_config:
-        import yaml
-
-        from avsnet_ros.models.config import asdict as model_asdict
-
-        resolved = to_dict(cfg)
-        resolved["model"] = model_asdict(depth_cfg)
-        resolved["pose_model"] = model_asdict(pose_cfg)
-        print(yaml.safe_dump(resolved, sort_keys=False))
-        return 0
+    loaded = load_cli_config(RelativeTrainConfig, args, DEFAULT_CONFIG, extra,
+                             {"model": "depthnet", "pose_model": "posenet"})
+    if isinstance(loaded, int):
+        return loaded
+    cfg, yaml_path, model_cfgs, config_dict = loaded
+    depth_cfg, pose_cfg = model_cfgs["model"], model_cfgs["pose_model"]
 
     from avsnet_ros.data.batvision import TripletDataset
     from avsnet_ros.data.torch_dataset import TorchTripletDataset
     from avsnet_ros.models.builder import build_model
-    from avsnet_ros.models.config import asdict as model_asdict
     from training.datasets import FirstN, data_kind, open_split
-    from training.distributed import cleanup, init_distributed
     from training.loop import check_resume, run_training
     from training.relative_task import RelativeTask
 
-    try:
-        ctx = init_distributed(cfg.train.device)
-    except (RuntimeError, ValueError) as exc:  # e.g. --device cuda without CUDA
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(ctx.is_main)
-    try:
+    def train(ctx) -> int:
         seed = cfg.train.seed
         seed_everything(seed)
 
         kind = data_kind(args.data, cfg.data.train_split)
         interval = cfg.data.triplet_interval or (20 if kind == "bv1" else 1)
         run_dir = Path(args.out)
-        config_dict = to_dict(cfg)
-        config_dict["model"] = model_asdict(depth_cfg)
-        config_dict["pose_model"] = model_asdict(pose_cfg)
         config_dict["data"]["triplet_interval"] = interval
         check_resume(run_dir, args.resume, config_dict, RESUME_KEYS, cfg.train)  # fail fast, before loading data
 
@@ -176,12 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print_json(summary)
         return 0
-    except user_errors() as exc:
-        if ctx.is_main:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup(ctx)
+
+    return run_distributed(cfg.train.device, train)
 
 
 if __name__ == "__main__":

@@ -221,6 +221,13 @@ class RelativeDepthConfig:
     decoder_channels: Optional[tuple[int, ...]] = None
     pose_encoder_depths: Optional[tuple[int, ...]] = None
     pose_decoder_channels: Optional[int] = None
+    # PoseNet output scaling (axis-angle radians, translation relative units per unit of the last conv).
+    # Monodepth2 uses 0.01 for both (KITTI, ImageNet-pretrained encoders, < 1 deg/frame). A tiny PoseNet
+    # trained from scratch with 0.01 moves its pose far slower than DepthNet moves its depth scale, so
+    # DepthNet shrinks onto min_depth, its sigmoid saturates and the depth collapses to a constant:
+    # config/train_relative.yaml sets 0.1 for both (why: comment there).
+    pose_rotation_scale: float = 0.01
+    pose_translation_scale: float = 0.01
 
     def __post_init__(self) -> None:
         if self.kind not in ("depthnet", "posenet"):
@@ -235,6 +242,9 @@ class RelativeDepthConfig:
             raise ValueError("encoder_hidden_sizes/encoder_depths need 4 entries and decoder_channels 5")
         if not 0.0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if not (self.pose_rotation_scale > 0 and self.pose_translation_scale > 0):
+            raise ValueError("pose_rotation_scale and pose_translation_scale must be > 0, got "
+                             f"{self.pose_rotation_scale}, {self.pose_translation_scale}")
 
 
 ModelConfig = Union[AVSNetConfig, RelativeDepthConfig]

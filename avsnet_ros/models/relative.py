@@ -150,10 +150,14 @@ class DepthNet(nn.Module):
 
 
 class PoseDecoder(nn.Module):
-    """Monodepth2 pose decoder: squeeze 1x1, two 3x3, 1x1 to 6, spatial mean, x 0.01."""
+    """Monodepth2 pose decoder: squeeze 1x1, two 3x3, 1x1 to 6, spatial mean, then x rotation_scale
+    (axis-angle) and x translation_scale (Monodepth2: 0.01 both; see RelativeDepthConfig)."""
 
-    def __init__(self, in_ch: int, channels: int = 256):
+    def __init__(self, in_ch: int, channels: int = 256, rotation_scale: float = 0.01,
+                 translation_scale: float = 0.01):
         super().__init__()
+        self.rotation_scale = float(rotation_scale)
+        self.translation_scale = float(translation_scale)
         self.squeeze = nn.Conv2d(in_ch, channels, 1)
         self.pose0 = nn.Conv2d(channels, channels, 3, padding=1)
         self.pose1 = nn.Conv2d(channels, channels, 3, padding=1)
@@ -163,8 +167,8 @@ class PoseDecoder(nn.Module):
         x = F.relu(self.squeeze(feat))
         x = F.relu(self.pose0(x))
         x = F.relu(self.pose1(x))
-        out = 0.01 * self.pose2(x).mean(dim=(2, 3))  # (B, 6)
-        return out[:, :3], out[:, 3:]
+        out = self.pose2(x).mean(dim=(2, 3))  # (B, 6)
+        return self.rotation_scale * out[:, :3], self.translation_scale * out[:, 3:]
 
 
 class PoseNet(nn.Module):
@@ -185,7 +189,8 @@ class PoseNet(nn.Module):
             config.pose_encoder_depths,
             config.encoder_pretrained_path,
         )
-        self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], config.pose_decoder_channels)
+        self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], config.pose_decoder_channels,
+                                   config.pose_rotation_scale, config.pose_translation_scale)
 
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder(self.encoder(torch.cat([frame_a, frame_b], dim=1))[-1])

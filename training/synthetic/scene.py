@@ -88,6 +88,10 @@ class Preset:
     # 2p - 1 behind (0.7: a small forward-facing speaker, -8 dB behind). 1.0 = omnidirectional.
     speaker_pattern_p: float = 0.7
     layout_repeats: int = 2  # each normalised layout is used by this many sequences, at different scales
+    # Re-draw the start (position and heading) until the straight walk of the whole sequence is free, so
+    # the camera does not hit a wall and turn/stop mid-sequence (off for the presets that predate it:
+    # their random streams and files stay byte-identical).
+    free_path: bool = False
 
 
 PRESETS = {
@@ -96,6 +100,14 @@ PRESETS = {
     # Same distribution as train; its random streams are keyed with another code, so its scenes are
     # disjoint from train's even for the same --seed.
     "test": Preset(name="test", code=2),
+    # Stage-2 (self-supervised DepthNet + PoseNet) sequences: the train distribution of rooms and looks
+    # (its own random streams, code 4, so no scene is shared with test) with a camera that walks 3x
+    # farther per frame (0.04-0.08 of the room length), turns 4x less (+-1 deg/frame) and starts where the
+    # straight walk is free (no mid-sequence wall turns). With the
+    # train preset's motion (t/z ~ 0.04, up to 4 deg yaw) the rotation flow (~11 px at 96x320) swamps
+    # the depth parallax (1-5 px), PoseNet does not learn the motion from scratch and DepthNet collapses
+    # to a constant (README, stage 2). Rotation carries no depth signal; forward motion does.
+    "train_seq": Preset(name="train_seq", code=4, step=(0.04, 0.08), yaw_rate_deg=(-1.0, 1.0), free_path=True),
     # A differently distributed world for the zero-shot row: empty, narrower, lower rooms (no
     # furniture; width 0.25-0.5 and height 0.25-0.5 of the length against 0.5-1 and 0.3-0.6),
     # harder, more reverberant materials (absorption 0.03-0.35), more noise, vivid colours. Sizes stay
@@ -318,8 +330,8 @@ def _sample_boxes(rng, preset: Preset, room: np.ndarray) -> list:
     return boxes
 
 
-def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frames: int) -> list:
-    """Smooth camera path: start in free space, walk forward with a slow turn; turn away from obstacles."""
+def _sample_start(rng, room: np.ndarray, boxes: list):
+    """A free start point and a heading roughly towards a far point of the room, or None."""
     for _ in range(200):
         xy = np.array([rng.uniform(0, room[0]), rng.uniform(0, room[1])])
         if _free_xy(xy, room, boxes):
@@ -335,8 +347,26 @@ def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frame
         if dist > best_d:
             best, best_d = tgt, dist
     yaw = math.atan2(best[1] - xy[1], best[0] - xy[0]) + math.radians(float(rng.normal(0.0, 20.0)))
+    return xy, z, yaw
+
+
+def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frames: int) -> list:
+    """Smooth camera path: start in free space, walk forward with a slow turn; turn away from obstacles."""
+    start = _sample_start(rng, room, boxes)
+    if start is None:
+        return None
+    xy, z, yaw = start
     yaw_rate = math.radians(_uniform(rng, preset.yaw_rate_deg))
     step = _uniform(rng, preset.step)
+    if preset.free_path:
+        for _ in range(50):  # keep the last draw if no free straight walk is found
+            if all(_free_xy(xy + k * step * np.array([math.cos(yaw + k * yaw_rate), math.sin(yaw + k * yaw_rate)]),
+                            room, boxes) for k in range(1, frames + 1)):
+                break
+            start = _sample_start(rng, room, boxes)
+            if start is None:
+                return None
+            xy, z, yaw = start
     pitch0 = math.radians(_uniform(rng, preset.pitch_deg))
     roll0 = math.radians(float(rng.uniform(-preset.roll_deg, preset.roll_deg)))
     bob_phase = float(rng.uniform(0, 2 * math.pi))
