@@ -25,6 +25,11 @@ CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
 if str(REPO_ROOT) not in sys.path:  # `import training.x` / `import bench.x` from the repo root
     sys.path.insert(0, str(REPO_ROOT))
 
+# Every benchmark process runs with the nodes' OpenMP setting (bounded spin-waiting, set by importing
+# avsnet_ros.nodes before torch loads; see its __init__): the full call in this process and the depth
+# node in its own process then share 2 cores under the same runtime configuration.
+import avsnet_ros.nodes  # noqa: E402,F401
+
 # NaN/inf -> null, numpy/torch scalars -> numbers, Paths -> str: the training CLIs' one implementation.
 from training.cli_common import _json_safe as json_safe  # noqa: E402
 
