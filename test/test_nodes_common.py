@@ -2,6 +2,8 @@
 CameraInfo by hand, the preview legend, declared parameters (ranges and choices enforced)."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -143,13 +145,12 @@ print(out["faults"])
 '''
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc mallopt (Linux)")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc (Linux) only")
 def test_keep_freed_memory_stops_per_frame_page_faults_in_a_worker_thread():
     """The kernel's own page-fault count (getrusage) of a worker thread that allocates and frees
     ~10 MB per 'frame': glibc's defaults return the memory and fault it back in on every frame; after
     keep_freed_memory the frames reuse it (the depth node calls it at configure)."""
     import subprocess
-    import sys
     from pathlib import Path
 
     def faults(mode: str) -> int:
