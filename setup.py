@@ -26,6 +26,8 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["avsnet_ros", "avsnet_ros.*"]),
+    # the Fast DDS profile the nodes apply for camera-sized messages (avsnet_ros/nodes/transport.py)
+    package_data={"avsnet_ros.nodes": ["*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),

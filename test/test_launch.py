@@ -168,6 +168,7 @@ def test_launch_file_wiring(monkeypatch, source, expected):
 
 # --------------------------------------------------------------------------------------------
 @pytest.mark.ros
+@pytest.mark.process
 def test_avsnet_launch_demo_process(tmp_path):
     """`avsnet-launch --demo` (what `make demo` runs) on the bundled data with tiny checkpoints."""
     import cv2

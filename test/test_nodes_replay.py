@@ -164,14 +164,23 @@ def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp
         _stop(executor, node, harness.node)
 
 
+@pytest.mark.process
 def test_console_scripts_as_separate_processes(tmp_path):
-    """replay_source and depth_node as two processes (the installed console scripts); this test's
-    process only listens: depth 32FC1 at the camera size, stamp and frame_id of the camera frames."""
+    """replay_source and depth_node as two processes (the installed console scripts, each applying the
+    shipped Fast DDS profile itself); this test's process only listens: depth 32FC1 at the camera size,
+    one depth image per camera frame, and every depth stamp copied from a frame the replay published.
+
+    Reliability (issue: this test failed ~1 run in 3): the probe waits until its subscriptions have
+    MATCHED the writers (not only seen them in the graph), the replay waits until the depth node's
+    camera subscription matched, and stamps are checked against the echo stream (echo stamp = frame
+    stamp, echo_lead_s 0), received reliably here from before the first frame, not against a
+    best-effort copy of the 2.7 MB frames."""
     import rclpy
     from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from avsnet_ros.nodes.common import SENSOR_QOS
+    from avsnet_ros.nodes.common import OUTPUT_QOS
     from avsnet_ros.nodes.conversions import stamp_to_ns
 
     ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
@@ -184,37 +193,44 @@ def test_console_scripts_as_separate_processes(tmp_path):
     replay_proc = None
     context = rclpy.Context()
     rclpy.init(context=context)
-    got_depth, got_images = [], []
+    got_depth, echo_stamps = [], []
     node = Node("process_probe", context=context)
-    node.create_subscription(Image, "/avsnet/metric_depth", got_depth.append, SENSOR_QOS)
-    # Best effort like the depth node: a reliable 2.7 MB reader here would throttle the replay. Such a
-    # probe may lose a frame under load, so the stamp check below asks for a match, not for all three
-    # (test_nodes_depth checks exact stamp copies in-process).
-    node.create_subscription(Image, "camera/image_raw", lambda m: got_images.append(stamp_to_ns(m.header.stamp)),
-                             SENSOR_QOS)
+    depth_sub = node.create_subscription(Image, "avsnet/metric_depth", got_depth.append, OUTPUT_QOS)
+    echo_sub = node.create_subscription(Image, "avsnet/echo", lambda m: echo_stamps.append(stamp_to_ns(m.header.stamp)),
+                                        QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    try:
-        # the replay starts once the depth node is up (it publishes after configure + activate)
-        deadline = time.monotonic() + 60.0
-        while node.count_publishers("/avsnet/metric_depth") == 0 and time.monotonic() < deadline:
+
+    def spin_until(predicate, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
             executor.spin_once(timeout_sec=0.1)
             assert depth_proc.poll() is None, "the depth_node process exited"
+            assert replay_proc is None or replay_proc.poll() is None, "the replay_source process exited"
+
+    try:
+        # the depth node's publisher exists once it is configured; matched = discovery done both ways
+        spin_until(lambda: depth_sub.get_publisher_count() >= 1, 120.0, "the depth_node publisher to match")
         replay_proc = subprocess.Popen(
             [os.path.join(bindir, "replay_source"), "--ros-args", "-p", f"data_path:={FIXTURE}", "-p", "rate_hz:=4.0",
-             "-p", "loop:=true", "-p", "max_frames:=400", "-p", "wait_for_subscribers:=2"],
+             "-p", "loop:=true", "-p", "max_frames:=400", "-p", "wait_for_subscribers:=1",
+             "-p", "wait_timeout_s:=120.0", "-p", "start_delay_s:=0.0"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60.0
-        while len(got_depth) < 3 and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-            assert depth_proc.poll() is None and replay_proc.poll() is None, "a node process exited"
-        assert len(got_depth) >= 3, "no depth from the depth_node process"
-        end = time.monotonic() + 2.0  # camera frames still in flight to this probe
+        # replay waits for the depth node's camera subscription (created at activate, after warm-up)
+        spin_until(lambda: echo_sub.get_publisher_count() >= 1, 120.0, "the replay's echo publisher to match")
+        spin_until(lambda: len(got_depth) >= 3, 180.0, "3 depth images from the depth_node process")
+        end = time.monotonic() + 1.0  # echoes of the last frames still in flight to this probe
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.1)
-        depth_stamps = [stamp_to_ns(m.header.stamp) for m in got_depth[:3]]
-        assert len(set(depth_stamps)) == 3  # one depth image per camera frame
-        assert any(t in got_images for t in depth_stamps), (depth_stamps, got_images)  # header copied from a frame
+        depth_stamps = [stamp_to_ns(m.header.stamp) for m in got_depth]
+        assert len(set(depth_stamps)) == len(depth_stamps)  # one depth image per camera frame
+        assert depth_stamps == sorted(depth_stamps)
+        published = set(echo_stamps)
+        # an echo published while the probe's reader was still matching is not resent (volatile), so
+        # frames before the first echo seen here are not checked; reliable delivery covers all later ones
+        checked = [t for t in depth_stamps if echo_stamps and t >= min(echo_stamps)]
+        assert len(checked) >= 3 and all(t in published for t in checked), (depth_stamps, echo_stamps)
         for msg in got_depth[:3]:
             assert msg.encoding == "32FC1" and (msg.height, msg.width) == (720, 1280)
             assert msg.header.frame_id == "camera_optical_frame"
@@ -229,7 +245,7 @@ def test_console_scripts_as_separate_processes(tmp_path):
         for proc in (p for p in (replay_proc, depth_proc) if p is not None):
             proc.send_signal(2)  # SIGINT: the nodes exit quietly
             try:
-                outputs.append(proc.communicate(timeout=20)[0])
+                outputs.append(proc.communicate(timeout=30)[0])
             except subprocess.TimeoutExpired:
                 proc.kill()
                 outputs.append(proc.communicate()[0])

@@ -12,3 +12,9 @@ import os as _os
 # 0.3-2.4 s (median 89-110 ms); with 100,000 spins 83-92 ms and p90 <= 113 ms; fully passive
 # (OMP_WAIT_POLICY=PASSIVE) no outliers but 115-124 ms.
 _os.environ.setdefault("GOMP_SPINCOUNT", "100000")
+
+# Camera-sized messages between processes: Fast DDS's 512 KiB shared-memory segment loses most 2.7 MB
+# frames (see transport.py). Applied before any participant exists; a user's own choice wins.
+from avsnet_ros.nodes.transport import configure_camera_transport as _configure_camera_transport  # noqa: E402
+
+_configure_camera_transport()
