@@ -168,3 +168,49 @@ def test_keep_freed_memory_leaves_the_allocator_alone_when_off():
     from avsnet_ros.nodes.common import keep_freed_memory
 
     assert keep_freed_memory(0) is False
+
+
+def test_freed_memory_trimmer_trims_once_after_a_burst():
+    from avsnet_ros.nodes.common import FreedMemoryTrimmer
+
+    calls = []
+    trimmer = FreedMemoryTrimmer(burst_ratio=1.5, release=lambda: calls.append(1) or True)
+    usual, big = 1280 * 720, 2560 * 1440
+    assert [trimmer.after_frame(usual) for _ in range(5)] == [False] * 5  # steady: never
+    assert [trimmer.after_frame(big) for _ in range(3)] == [False] * 3  # during the burst: never
+    assert trimmer.after_frame(usual) is True and len(calls) == 1  # back to usual: once
+    assert [trimmer.after_frame(usual) for _ in range(3)] == [False] * 3 and len(calls) == 1
+    # a camera that switches for good to a slightly larger mode is not a burst
+    assert trimmer.after_frame(int(usual * 1.4)) is False and trimmer.after_frame(usual) is False
+    assert len(calls) == 1 and trimmer.trims == 1
+
+
+def test_release_freed_memory_returns_heap_memory_to_the_kernel():
+    """glibc keeps freed heap blocks below M_TRIM_THRESHOLD; malloc_trim gives them back (RSS drops)."""
+    import subprocess
+
+    script = r"""
+import ctypes, sys
+import psutil
+from avsnet_ros.nodes.common import keep_freed_memory, release_freed_memory
+keep_freed_memory(512 << 20)                     # as the depth node: keep freed memory
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p; libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+rss = lambda: psutil.Process().memory_info().rss
+base = rss()
+blocks = [libc.malloc(1 << 20) for _ in range(200)]  # 200 MB of 1 MB heap blocks, touched
+for b in blocks:
+    ctypes.memset(b, 1, 1 << 20)
+for b in blocks:
+    libc.free(b)
+kept = rss() - base
+assert release_freed_memory()
+released = rss() - base
+print(kept >> 20, released >> 20)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    kept_mb, after_mb = map(int, out.stdout.split())
+    assert kept_mb >= 150, kept_mb  # glibc kept the freed blocks (the reason for the trim)
+    assert after_mb <= 30, (kept_mb, after_mb)

@@ -45,7 +45,9 @@ def camera_transport_env(environ: MutableMapping[str, str] | None = None,
         return {}
     if not PROFILE_PATH.is_file():  # an install without the data file: leave Fast DDS as it is
         return {}
-    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE_PATH)}
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE_PATH),
+            # let the profile's history memory policy and publish mode apply (rmw_fastrtps README)
+            "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
 
 
 def configure_camera_transport(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
