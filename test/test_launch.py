@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test_nodes_support import make_tiny_checkpoints
+from test_nodes_support import make_tiny_checkpoints, ros_context, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,10 @@ def _fake_launch_modules(share: str) -> dict:
         def __init__(self, **kwargs):
             self.kwargs = kwargs
 
+    class SetEnvironmentVariable:
+        def __init__(self, name, value):
+            self.env_name, self.env_value = name, value
+
     class LaunchDescription:
         def __init__(self, entities):
             self.entities = entities
@@ -112,6 +116,7 @@ def _fake_launch_modules(share: str) -> dict:
         "ament_index_python", "ament_index_python.packages")}
     mods["launch"].LaunchDescription = LaunchDescription
     mods["launch.actions"].DeclareLaunchArgument = DeclareLaunchArgument
+    mods["launch.actions"].SetEnvironmentVariable = SetEnvironmentVariable
     mods["launch.conditions"].IfCondition = IfCondition
     mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     mods["launch.substitutions"].PythonExpression = PythonExpression
@@ -160,6 +165,14 @@ def test_launch_file_wiring(monkeypatch, source, expected):
         declared = {p.name for p in specs[name]} | {"use_sim_time"}
         assert set(overrides) <= declared, set(overrides) - declared
     assert nodes["depth_node"]["parameters"][1]["device"] == "cpu"
+    # one namespace argument moves every node (default: root)
+    assert all(node["namespace"].name == "namespace" for node in nodes.values())
+    assert {e.name: e.default_value for e in description.entities if hasattr(e, "default_value")}["namespace"] == ""
+    # the Fast DDS profile this process applied is passed to the node processes
+    from avsnet_ros.nodes.transport import APPLIED, PROFILE_PATH
+
+    env = {e.env_name: e.env_value for e in description.entities if hasattr(e, "env_name")}
+    assert env == APPLIED and env.get("FASTDDS_DEFAULT_PROFILES_FILE", str(PROFILE_PATH)) == str(PROFILE_PATH)
     assert nodes["depth_node"]["parameters"][1]["use_sim_time"] == "True"
     if source == "replay":
         replay = nodes["replay_source"]["parameters"][1]
@@ -194,3 +207,43 @@ def test_avsnet_launch_demo_process(tmp_path):
     assert panel is not None and panel.shape[0] == 240 and panel.shape[1] > 3 * 240
     assert not np.all(panel == panel[0, 0])
     assert (out / "summary.md").read_text().startswith("# avsnet-launch --demo")
+
+
+@pytest.mark.ros
+def test_nodes_under_a_namespace(tmp_path):
+    """avsnet-launch's nodes in namespace robot1 (what `--namespace robot1` / `namespace:=robot1` start):
+    the depth arrives on /robot1/avsnet/metric_depth, nothing on /avsnet/metric_depth."""
+    from argparse import Namespace
+
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from avsnet_ros.nodes.common import OUTPUT_QOS, shutdown_nodes
+    from avsnet_ros.nodes.launcher import create_nodes, resolve_parameters
+
+    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    args = Namespace(config="", device="cpu", data=str(REPO / "assets" / "batvision_v2_sample"), use_sim_time=False,
+                     demo=False, rate_hz=4.0, frames=0,
+                     param=[f"depth_node.avs_checkpoint={ckpt['avs']}", f"depth_node.relative_checkpoint={ckpt['rel']}",
+                            "replay_source.loop=true", "replay_source.max_frames=6", "replay_source.wait_for_subscribers=1"])
+    config = resolve_parameters(args)
+    with ros_context() as (context, executor):
+        probe = Node("namespace_probe", context=context)
+        got = {"/robot1/avsnet/metric_depth": [], "/avsnet/metric_depth": []}
+        for topic, box in got.items():
+            probe.create_subscription(Image, topic, box.append, OUTPUT_QOS)
+        executor.add_node(probe)
+        nodes = create_nodes("replay", config, context=context, namespace="robot1")
+        try:
+            assert all(getattr(n, "startup_error", None) is None for n in nodes), [n.startup_error for n in nodes]
+            assert {n.get_fully_qualified_name() for n in nodes} == {"/robot1/depth_node", "/robot1/replay_source"}
+            for n in nodes:
+                executor.add_node(n)
+            assert wait_for(lambda: len(got["/robot1/avsnet/metric_depth"]) >= 2, 120.0), nodes[0].counters()
+            assert got["/avsnet/metric_depth"] == []
+        finally:
+            for n in nodes:
+                executor.remove_node(n)
+            shutdown_nodes(None, nodes)
+            executor.remove_node(probe)
+            probe.destroy_node()

@@ -165,7 +165,7 @@ class ChirpEmitter(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.startup_error = None
         self.backend = backend
-        self._echo_pub = self.create_lifecycle_publisher(Image, "/avsnet/echo", OUTPUT_QOS)
+        self._echo_pub = self.create_lifecycle_publisher(Image, "avsnet/echo", OUTPUT_QOS)
         self._diag_timer = self.create_timer(self.values["diagnostics_period_s"], self._publish_diagnostics)
         v = self.values
         self.get_logger().info(f"configured {backend.describe()}: {v['sweep_method']} sweep {v['sweep_f0_hz']:g}-"

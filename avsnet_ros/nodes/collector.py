@@ -1,6 +1,7 @@
 """DepthCollector: a listener node for the demo and the replay evaluation.
 
-Receives /avsnet/metric_depth and the ground truth camera/depth_gt, matches them by header stamp
+Receives avsnet/metric_depth and the ground truth camera/depth_gt (relative names: a namespace
+moves them, e.g. /robot1/avsnet/metric_depth), matches them by header stamp
 (exact: the depth node copies the camera header, the replay source stamps the ground truth like
 its frame), scores each matched pair with avsnet_ros.metrics (NaN predictions are excluded and
 counted), records the latency camera stamp -> depth receipt on this node's clock, counts messages
@@ -22,11 +23,11 @@ from avsnet_ros.nodes import conversions as conv
 from avsnet_ros.nodes.common import SENSOR_QOS
 
 TOPICS = {
-    "depth": "/avsnet/metric_depth",
+    "depth": "avsnet/metric_depth",
     "gt": "camera/depth_gt",
     "image": "camera/image_raw",
-    "echo": "/avsnet/echo",
-    "scale": "/avsnet/scale",
+    "echo": "avsnet/echo",
+    "scale": "avsnet/scale",
 }
 
 
@@ -43,6 +44,8 @@ class DepthCollector(Node):
         self.lock = threading.Lock()
         self.accumulator = DepthMetricAccumulator(self.max_depth_m, invalid_pred="exclude")
         self.counts = {k: 0 for k in TOPICS}
+        #: fully qualified names (counts and rates are reported under them), e.g. /avsnet/metric_depth
+        self.topic_names = {k: self.resolve_topic_name(t) for k, t in TOPICS.items()}
         self.first_s: dict[str, float] = {}
         self.last_s: dict[str, float] = {}
         self.latencies_ms: list[float] = []
@@ -86,7 +89,7 @@ class DepthCollector(Node):
             out = {}
             for key, n in self.counts.items():
                 span = self.last_s.get(key, 0.0) - self.first_s.get(key, 0.0)
-                out[TOPICS[key]] = (n - 1) / span if n > 1 and span > 0 else float("nan")
+                out[self.topic_names[key]] = (n - 1) / span if n > 1 and span > 0 else float("nan")
             return out
 
     def _on_image(self, msg: Image) -> None:
@@ -159,11 +162,12 @@ class DepthCollector(Node):
         with self.lock:
             lat = np.asarray(self.latencies_ms, dtype=np.float64)
             metrics = self.accumulator.summary()
-            counts = {TOPICS[k]: n for k, n in self.counts.items()}
+            counts = {self.topic_names[k]: n for k, n in self.counts.items()}
             scales = list(self.scales)
         latency = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)} | {"max": float(lat.max()),
                    "mean": float(lat.mean()), "count": int(lat.size)}) if lat.size else {"count": 0}
         return {
+            "depth_topic": self.topic_names["depth"],
             "counts": counts,
             "rates_hz": self.rates_hz(),
             "latency_ms": latency,

@@ -4,7 +4,7 @@
 arguments and the same parameter file on a machine that only has the rclpy wheels:
 
     avsnet-launch [--source replay|hardware] [--data PATH] [--config YAML] [--device auto|cpu|cuda]
-                  [--use-sim-time] [--param NODE.NAME=VALUE ...]
+                  [--use-sim-time] [--namespace NS] [--param NODE.NAME=VALUE ...]
     avsnet-launch --demo [--frames N] [--duration-s S] [--out runs/demo]
 
 source replay: replay_source (bundled data by default) + depth_node; source hardware:
@@ -156,22 +156,24 @@ def _parameters(values: dict[str, Any]):
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
-def create_nodes(source: str, config: dict[str, dict[str, Any]], context=None) -> list:
-    """The nodes launch/avsnet.launch.py starts for `source` (not spun). Stops at the first node
-    that fails to start (its `startup_error` says why); the caller checks the last node."""
+def create_nodes(source: str, config: dict[str, dict[str, Any]], context=None, namespace: str = "") -> list:
+    """The nodes launch/avsnet.launch.py starts for `source` (not spun), in `namespace` ('' = root).
+    Stops at the first node that fails to start (its `startup_error` says why); the caller checks
+    the last node."""
     from avsnet_ros.nodes.depth_node import DepthNode
 
+    common = {"context": context, "namespace": namespace}
     makers = []
     if source == "hardware":
         from avsnet_ros.nodes.chirp_emitter import ChirpEmitter
 
-        makers.append(lambda: ChirpEmitter(context=context, parameter_overrides=_parameters(config["chirp_emitter"])))
-    makers.append(lambda: DepthNode(context=context, parameter_overrides=_parameters(config["depth_node"])))
+        makers.append(lambda: ChirpEmitter(parameter_overrides=_parameters(config["chirp_emitter"]), **common))
+    makers.append(lambda: DepthNode(parameter_overrides=_parameters(config["depth_node"]), **common))
     if source == "replay":
         from avsnet_ros.nodes.replay_source import ReplaySource
 
         # created last, so the depth node is already subscribed when the first frame goes out
-        makers.append(lambda: ReplaySource(context=context, parameter_overrides=_parameters(config["replay_source"])))
+        makers.append(lambda: ReplaySource(parameter_overrides=_parameters(config["replay_source"]), **common))
     nodes = []
     for make in makers:
         nodes.append(make())
@@ -191,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="", help="ROS 2 parameter file (default: config/avsnet.yaml)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="depth_node inference device")
     p.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock (published by the replay)")
+    p.add_argument("--namespace", default="", help="ROS namespace of every node and topic (e.g. robot1: "
+                   "/robot1/avsnet/metric_depth, /robot1/camera/image_raw); /diagnostics and /clock stay global")
     p.add_argument("--param", action="append", metavar="NODE.NAME=VALUE", help="extra parameter override (repeatable)")
     p.add_argument("--rate-hz", type=float, default=None, help="replay frame rate (folder data)")
     demo = p.add_argument_group("demo")
@@ -226,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:  # the listener first, so it holds every ground truth the replay sends
             from avsnet_ros.nodes.collector import DepthCollector
 
-            nodes.append(DepthCollector(keep_frames=args.pngs, parameter_overrides=_parameters(
+            nodes.append(DepthCollector(keep_frames=args.pngs, namespace=args.namespace, parameter_overrides=_parameters(
                 {"use_sim_time": True} if args.use_sim_time else {})))
-        nodes += create_nodes(args.source, config)
+        nodes += create_nodes(args.source, config, namespace=args.namespace)
         failed = [n for n in nodes if getattr(n, "startup_error", None)]
         if failed:
             for n in failed:
@@ -324,7 +328,7 @@ def _demo_report(args, config, depth, replay, collector) -> int:
     (out / "summary.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     (out / "summary.md").write_text(summary_markdown(report, pngs))
     print(summary_text(report, pngs, out), flush=True)
-    if summary["counts"]["/avsnet/metric_depth"] == 0:
+    if summary["counts"][summary["depth_topic"]] == 0:
         print("avsnet-launch --demo: no depth image was received (see the drops above)", file=sys.stderr)
         return 1
     return 0
@@ -370,10 +374,12 @@ def summary_text(report: dict, pngs: list[Path], out: Path) -> str:
     drops = ", ".join(f"{k} {n}" for k, n in sorted(c["frame_drops"].items())) or "none"
     lat = report["latency_ms"]
     m = report["metrics"]
+    depth_topic = report["depth_topic"]
+    info_topic = depth_topic.rsplit("/", 1)[0] + "/camera_info"
     lines = [
         f"topic rates (Hz): {rates}",
-        f"depth: {report['counts']['/avsnet/metric_depth']} images on /avsnet/metric_depth (sensor_msgs/Image 32FC1, "
-        f"metres, NaN = no depth; camera_info on /avsnet/camera_info), frames in {c['frames_in']}, out {c['frames_out']}, "
+        f"depth: {report['counts'][depth_topic]} images on {depth_topic} (sensor_msgs/Image 32FC1, "
+        f"metres, NaN = no depth; camera_info on {info_topic}), frames in {c['frames_in']}, out {c['frames_out']}, "
         f"dropped: {drops}",
     ]
     if lat.get("count"):

@@ -155,7 +155,7 @@ class ReplaySource(Node):
         v = self.values
         self._pub_image = self.create_publisher(Image, "camera/image_raw", OUTPUT_QOS)
         self._pub_info = self.create_publisher(CameraInfo, "camera/camera_info", OUTPUT_QOS)
-        self._pub_echo = self.create_publisher(Image, "/avsnet/echo", OUTPUT_QOS)
+        self._pub_echo = self.create_publisher(Image, "avsnet/echo", OUTPUT_QOS)
         self._pub_depth = self.create_publisher(Image, "camera/depth_gt", OUTPUT_QOS)
         self._pub_clock = None
         if v["publish_clock"]:

@@ -27,6 +27,9 @@ PROFILE_PATH = Path(__file__).resolve().with_name("fastdds_camera_profile.xml")
 #: variables through which a user (or their launch setup) already chose a Fast DDS configuration
 USER_CHOICE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
 OPT_OUT_VAR = "AVSNET_FASTDDS_PROFILE"
+#: what configure_camera_transport() set in this process's environment (child processes inherit it;
+#: launch/avsnet.launch.py passes it on explicitly)
+APPLIED: dict[str, str] = {}
 
 
 def camera_transport_env(environ: MutableMapping[str, str] | None = None,
@@ -56,6 +59,8 @@ def configure_camera_transport(environ: MutableMapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     extra = camera_transport_env(env)
     env.update(extra)
+    if environ is None:
+        APPLIED.update(extra)
     return extra
 
 
