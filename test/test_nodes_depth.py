@@ -191,7 +191,7 @@ def test_frames_between_echoes_reuse_the_scale(node, harness, data):
     # reused-scale depth = pipeline.depth_from_scale with the fresh frame's scale
     depth_msg = harness.messages("depth")[2]
     depth = np.frombuffer(bytes(depth_msg.data), dtype="<f4").reshape(depth_msg.height, depth_msg.width)
-    cached = node._scale
+    cached = node.echo_state.scale
     expected = node.pipeline.depth_from_scale(data[0], cached.scale, cached.shift)
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
 
@@ -472,7 +472,7 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
             assert wait_for(handled, 15.0), (name, node.counters())
             c = node.counters()
             if c["frames_out"] > c0["frames_out"]:
-                node_pairing[name] = echo_name[node._scale.echo.stamp_ns]  # the echo the published scale came from
+                node_pairing[name] = echo_name[node.echo_state.scale.echo.stamp_ns]  # the echo the published scale came from
             else:
                 node_pairing[name] = next(r for r, n in c["frame_drops"].items() if n > c0["frame_drops"].get(r, 0))
         assert node_pairing == expected

@@ -17,7 +17,7 @@ def test_default_window_is_one_constant_everywhere():
     import inspect
 
     from avsnet_ros.data import rosbag_io
-    from avsnet_ros.nodes.depth_setup import PARAMS
+    from avsnet_ros.nodes.depth_support import PARAMS
     from training.configs import DataConfig
 
     assert DEFAULT_MAX_ECHO_AGE_S == 0.6

@@ -34,23 +34,15 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout
 
-from avsnet_ros.audio.align import ECHO_ONSET_SAMPLE
-from avsnet_ros.audio.echo_checks import EchoCheckConfig, check_echo, onset_templates
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, SENSOR_QOS, WARN, DropCounter,
-                                     RateMeter, declare_parameters, diagnostic_array, diagnostic_status, guarded,
-                                     keep_freed_memory, read_parameters, run_node_main)
-from avsnet_ros.nodes.depth_setup import PARAMS, load_pipelines
-from avsnet_ros.nodes.worker import LatestSlot, in_passing_thread
-from avsnet_ros.policy import (CachedScale, DropReason, Fallback, ScaleDecision, ScaleMode, ScalePolicy,
-                               StampGapMeter, decide_scale)
+from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, RateMeter,
+                                     declare_parameters, diagnostic_array, diagnostic_status, guarded,
+                                     read_parameters, run_node_main)
+from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
+                                            prepare_models, scale_policy, warm_up)
+from avsnet_ros.nodes.worker import LatestSlot
+from avsnet_ros.policy import ScaleMode, StampGapMeter
 from avsnet_ros.visualization import colorize_depth
-
-@dataclass
-class _Echo:
-    stamp_ns: int
-    echo: np.ndarray  # (2, N) float32
-    serial: int
 
 
 @dataclass
@@ -60,14 +52,6 @@ class _Frame:
     rgb: np.ndarray  # (H, W, 3) uint8
     camera_info: CameraInfo | None
     received_ns: int
-
-
-@dataclass
-class _Scale:
-    scale: float
-    shift: float  # mean_std scaling: depth = scale * R + shift (0 otherwise)
-    confidence: float
-    echo: _Echo  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
 
 
 class DepthNode(LifecycleNode):
@@ -87,13 +71,9 @@ class DepthNode(LifecycleNode):
         self.events = DropCounter()  # things that happened: frames_in, frames_out, scale modes ...
         self._drops = self.frame_drops  # for @guarded
         self._lock = threading.Lock()
-        self._echoes: deque[_Echo] = deque(maxlen=16)
-        self._echo_serial = 0
-        self._echo_in_flight = 0
-        self._echo_done = threading.Condition(self._lock)
+        self.echo_state = EchoScaleState()  # accepted echoes + the cached scale
         self._camera_info: CameraInfo | None = None
         self._last_frame_stamp_ns = -1
-        self._scale: _Scale | None = None
         self._last_confidence = float("nan")
         self._last_mode = ""
         self._slot = LatestSlot()
@@ -107,9 +87,7 @@ class DepthNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diag_timer = None
-        self._min_echo_samples = 1
-        self._echo_window = (0, 1)  # (start sample, samples) of the echo the model reads
-        self._onset_templates: list[np.ndarray] = []
+        self._echo_checker: EchoChecker | None = None  # content checks on the model's echo window
         self._stamp_gaps = StampGapMeter()  # camera header stamps: rate and frames missing
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._echo_group = MutuallyExclusiveCallbackGroup()
@@ -134,24 +112,7 @@ class DepthNode(LifecycleNode):
         try:
             read_parameters(self, PARAMS, self.values)
             v = self.values
-            if v["torch_threads"] > 0:
-                import torch
-
-                torch.set_num_threads(int(v["torch_threads"]))
-            if v["malloc_keep_freed_mb"] > 0:  # before the worker allocates (common.keep_freed_memory)
-                keep_freed_memory(int(v["malloc_keep_freed_mb"]) << 20)
-            # loaded in a thread that exits: only the inference worker keeps torch's OpenMP team
-            self.pipeline, self.rgb_only_pipeline = in_passing_thread(lambda: (self._pipeline_factory or load_pipelines)(v))
-            expected_rate = int(self.pipeline.sample_rate_hz)
-            if expected_rate != v["sample_rate_hz"]:
-                raise ValueError(f"sample_rate_hz={v['sample_rate_hz']} but the AVS-Net checkpoint expects "
-                                 f"{expected_rate} Hz echoes")
-            self._min_echo_samples = int(self.pipeline.min_echo_samples())
-            # the "file" crop reads the window from sample 0, the "onset" crop from the onset
-            # (which the onset check holds at ECHO_ONSET_SAMPLE)
-            start = ECHO_ONSET_SAMPLE if self.pipeline.avs_config.audio_crop == "onset" else 0
-            self._echo_window = (start, self._min_echo_samples)
-            self._onset_templates = onset_templates(v["sample_rate_hz"])
+            self.pipeline, self.rgb_only_pipeline, self._echo_checker = prepare_models(v, self._pipeline_factory)
         except Exception as exc:  # noqa: BLE001 - report any load error, stay unconfigured
             self.startup_error = f"depth_node configure failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
@@ -170,7 +131,7 @@ class DepthNode(LifecycleNode):
                                              callback_group=self._timer_group)
         self.get_logger().info(
             f"configured: {self.pipeline.describe()}"
-            f"; echo >= {self._min_echo_samples} samples at {v['sample_rate_hz']} Hz, max age "
+            f"; echo >= {self._echo_checker.window_samples} samples at {v['sample_rate_hz']} Hz, max age "
             f"{v['max_echo_age_s']} s, fallback {v['echo_fallback']}; inputs SensorDataQoS")
         return TransitionCallbackReturn.SUCCESS
 
@@ -235,25 +196,12 @@ class DepthNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
         self.pipeline = self.rgb_only_pipeline = None
+        self.echo_state.clear()
         with self._lock:
-            self._echoes.clear()
-            self._scale = None
             self._camera_info = None
             self._last_frame_stamp_ns = -1
         self._stamp_gaps.reset()
         self._last_mode, self._last_confidence = "", float("nan")
-
-    def _warm_up(self) -> None:
-        h, w = self.pipeline.input_size_hw()
-        rgb = np.zeros((h, w, 3), dtype=np.uint8)
-        echo = np.zeros((2, self._min_echo_samples), dtype=np.float32)
-        t0 = time.perf_counter()
-        self.pipeline(rgb, echo, sample_rate_hz=self.values["sample_rate_hz"])
-        if not self.pipeline.pseudo_metric_only:
-            self.pipeline.depth_from_scale(rgb, 1.0)
-        if self.rgb_only_pipeline is not None:
-            self.rgb_only_pipeline(rgb, None, sample_rate_hz=self.values["sample_rate_hz"])
-        self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
 
     # ------------------------------------------------------------------------------------------
     # callbacks (validate + store only)
@@ -267,14 +215,11 @@ class DepthNode(LifecycleNode):
         return now_ns > 0 and stamp_ns > now_ns + int(self.values["future_tolerance_s"] * 1e9)
 
     def _on_echo(self, msg: Image) -> None:
-        with self._lock:
-            self._echo_in_flight += 1
+        self.echo_state.begin_echo()
         try:
             self._handle_echo(msg)
         finally:
-            with self._lock:
-                self._echo_in_flight -= 1
-                self._echo_done.notify_all()
+            self.echo_state.end_echo()
 
     @guarded("echo_drops", "echo_callback_exception")
     def _handle_echo(self, msg: Image) -> None:
@@ -289,24 +234,17 @@ class DepthNode(LifecycleNode):
             self.echo_drops.count("echo_length", f"{msg.width} samples > max_echo_samples")
             return
         try:
-            echo = conv.echo_from_image_msg(msg, min_samples=self._min_echo_samples)
+            echo = conv.echo_from_image_msg(msg, min_samples=self._echo_checker.window_samples)
         except conv.MessageError as exc:
             self.echo_drops.count(exc.reason, str(exc))
             return
-        config = EchoCheckConfig(v["echo_max_clipped_fraction"], v["echo_onset_check"],
-                                 v["echo_onset_tolerance_samples"], v["echo_min_onset_snr_db"])
-        start, samples = self._echo_window
-        problem = check_echo(echo, window_start_sample=start, window_samples=samples,
-                             templates=self._onset_templates, config=config)
+        problem = self._echo_checker.check(echo, v)
         if problem is not None:
             self.echo_drops.count(problem.reason, problem.detail)
             return
-        with self._lock:
-            if self._echoes and stamp_ns <= self._echoes[-1].stamp_ns:
-                self.echo_drops.count("echo_out_of_order", f"stamp {stamp_ns} <= newest {self._echoes[-1].stamp_ns}")
-                return
-            self._echo_serial += 1
-            self._echoes.append(_Echo(stamp_ns, echo, self._echo_serial))
+        out_of_order = self.echo_state.add_echo(stamp_ns, echo)
+        if out_of_order is not None:
+            self.echo_drops.count("echo_out_of_order", out_of_order)
 
     @guarded("echo_drops", "camera_info_callback_exception")
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -369,7 +307,10 @@ class DepthNode(LifecycleNode):
     def _work(self, warmed: threading.Event | None = None, box: dict | None = None) -> None:
         if warmed is not None:  # warm up in this thread, where inference will run
             try:
-                self._warm_up()
+                t0 = time.perf_counter()
+                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples,
+                        self.values["sample_rate_hz"])
+                self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
             except Exception as exc:  # noqa: BLE001 - reported by on_activate
                 box["error"] = exc
                 return
@@ -386,64 +327,24 @@ class DepthNode(LifecycleNode):
                 self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
                                         throttle_duration_sec=5.0)
 
-    def _decide(self, frame_stamp_ns: int) -> tuple[ScaleDecision, _Echo | None]:
-        """policy.decide_scale on the echoes received so far -> (decision, paired echo or None)."""
-        v = self.values
-        fallback = Fallback(v["echo_fallback"])
-        if fallback is Fallback.RGB_ONLY and self.rgb_only_pipeline is None:
-            fallback = Fallback.DROP
-        policy = ScalePolicy(v["max_echo_age_s"], v["scale_hold_s"], v["confidence_half_life_s"], fallback)
-        with self._lock:
-            echoes = list(self._echoes)
-            scale = self._scale
-        cached = CachedScale(scale.echo.serial, scale.echo.stamp_ns) if scale is not None else None
-        decision = decide_scale(frame_stamp_ns, [(e.stamp_ns, e.serial) for e in echoes], cached, policy)
-        return decision, (echoes[decision.echo_index] if decision.echo_index is not None else None)
-
     def _process(self, frame: _Frame) -> None:
         v = self.values
-        decision, echo = self._decide(frame.stamp_ns)
-        if decision.mode is not ScaleMode.FRESH and v["echo_wait_s"] > 0:
-            # an echo published just before this frame may still be in its (parallel) callback
-            with self._lock:
-                waited = self._echo_done.wait_for(lambda: self._echo_in_flight == 0, timeout=v["echo_wait_s"])
-                serial = self._echo_serial
-            if waited and (self._scale is None or serial != self._scale.echo.serial):
-                decision, echo = self._decide(frame.stamp_ns)
-        mode = decision.mode
-        out_hw = self._output_size(frame)
-        rate = v["sample_rate_hz"]
-        t0 = time.perf_counter()
-        if mode is ScaleMode.FRESH:
-            # depth_only: the node publishes no pseudo-metric or relative map, so they are not resized
-            result = self.pipeline(frame.rgb, echo.echo, sample_rate_hz=rate, output_size_hw=out_hw, depth_only=True)
-            depth_m = result.depth_m[0]
-            scale_value, confidence = float(result.scale[0]), float(result.confidence[0])
-            with self._lock:
-                self._scale = _Scale(scale_value, float(result.shift[0]), confidence, echo)
-        elif mode in (ScaleMode.REUSE, ScaleMode.HOLD):
-            with self._lock:
-                cached = self._scale
-            if self.pipeline.pseudo_metric_only:
-                # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
-                result = self.pipeline(frame.rgb, cached.echo.echo, sample_rate_hz=rate, output_size_hw=out_hw,
-                                       depth_only=True)
-                depth_m = result.depth_m[0]
-            else:
-                depth_m = self.pipeline.depth_from_scale(frame.rgb, cached.scale, cached.shift, output_size_hw=out_hw)
-            scale_value, confidence = cached.scale, cached.confidence * decision.confidence_factor
-        elif mode is ScaleMode.RGB_ONLY:
-            result = self.rgb_only_pipeline(frame.rgb, None, sample_rate_hz=rate, output_size_hw=out_hw,
-                                            depth_only=True)
-            depth_m = result.depth_m[0]
-            scale_value, confidence = float("nan"), 0.0
-        else:  # DROP: no usable echo and no scale to hold
-            self.frame_drops.count(decision.reason.value, _DROP_DETAILS[decision.reason])
+        policy = scale_policy(v, self.rgb_only_pipeline is not None)
+        decision, echo = self.echo_state.decide(frame.stamp_ns, policy)
+        # an echo published just before this frame may still be in its (parallel) callback
+        if decision.mode is not ScaleMode.FRESH and v["echo_wait_s"] > 0 and \
+                self.echo_state.wait_for_echoes(v["echo_wait_s"]):
+            decision, echo = self.echo_state.decide(frame.stamp_ns, policy)
+        if decision.mode is ScaleMode.DROP:  # no usable echo and no scale to hold
+            self.frame_drops.count(decision.reason.value, DROP_DETAILS[decision.reason])
             return
+        t0 = time.perf_counter()
+        out = self.echo_state.infer(decision, echo, self.pipeline, self.rgb_only_pipeline, frame.rgb,
+                                    v["sample_rate_hz"], self._output_size(frame))
         self._inference_ms.append(1e3 * (time.perf_counter() - t0))
-        self.events.count(f"scale_{mode.value}")
-        self._last_mode, self._last_confidence = mode.value, confidence
-        self._publish(frame, np.asarray(depth_m, dtype=np.float32), scale_value, confidence)
+        self.events.count(f"scale_{decision.mode.value}")
+        self._last_mode, self._last_confidence = decision.mode.value, out.confidence
+        self._publish(frame, np.asarray(out.depth_m, dtype=np.float32), out.scale, out.confidence)
 
     def _output_size(self, frame: _Frame) -> tuple[int, int]:
         h, w = frame.rgb.shape[:2]
@@ -492,14 +393,10 @@ class DepthNode(LifecycleNode):
         frame_drops = self.frame_drops.snapshot()
         echo_drops = self.echo_drops.snapshot()
         events = self.events.snapshot()
-        # The level reflects the drops since the previous report, not the cumulative counts, so the
-        # status returns to OK once echoes (or inference) recover (test_hardening_emitter.py).
         previous = getattr(self, "_diag_previous_drops", {})
         recent = {k: n - previous.get(k, 0) for k, n in frame_drops.items() if n > previous.get(k, 0)}
         self._diag_previous_drops = frame_drops
-        with self._lock:
-            scale = self._scale
-            newest_echo_ns = self._echoes[-1].stamp_ns if self._echoes else None
+        scale, newest_echo_ns = self.echo_state.scale, self.echo_state.newest_echo_ns()
         now_ns = self._now_ns()
         values: dict[str, Any] = {
             "state": state,
@@ -524,24 +421,12 @@ class DepthNode(LifecycleNode):
         values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped"))})
         details = {**self.frame_drops.details(), **self.echo_drops.details()}
         values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
-        if self.startup_error:
-            level, message = ERROR, self.startup_error
-        elif state != "active":
-            level, message = WARN, f"{state}"
-        elif recent.get("inference_error"):
-            level, message = ERROR, "inference errors (see last.inference_error)"
-        elif self._last_mode in (ScaleMode.HOLD.value, ScaleMode.RGB_ONLY.value) or any(
-                recent.get(r.value) for r in DropReason):
-            level, message = WARN, f"echo missing or stale: scale mode {self._last_mode or 'none'}"
-        else:
-            level, message = OK, "running"
+        level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)
         self._diag_pub.publish(diagnostic_array(self, [status]))
 
 
 _SCALE_LAYOUT = MultiArrayLayout(dim=[MultiArrayDimension(label="scale,confidence", size=2, stride=2)], data_offset=0)
-_DROP_DETAILS = {DropReason.NO_ECHO: "no echo within max_echo_age_s and no scale to hold",
-                 DropReason.STALE_ECHO: "newest echo older than max_echo_age_s"}
 
 
 def main(args: list[str] | None = None) -> int:
