@@ -39,7 +39,7 @@ from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, Dr
                                      declare_parameters, diagnostic_array, diagnostic_status, guarded,
                                      read_parameters, run_node_main)
 from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
-                                            prepare_models, scale_policy, warm_up)
+                                            diagnostic_values, prepare_models, scale_policy, warm_up)
 from avsnet_ros.nodes.worker import LatestSlot
 from avsnet_ros.policy import ScaleMode, StampGapMeter
 from avsnet_ros.visualization import colorize_depth
@@ -51,7 +51,6 @@ class _Frame:
     stamp_ns: int
     rgb: np.ndarray  # (H, W, 3) uint8
     camera_info: CameraInfo | None
-    received_ns: int
 
 
 class DepthNode(LifecycleNode):
@@ -79,9 +78,7 @@ class DepthNode(LifecycleNode):
         self._slot = LatestSlot()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
-        self._frame_rate = RateMeter()
-        self._echo_rate = RateMeter()
-        self._out_rate = RateMeter()
+        self._rates = {k: RateMeter() for k in ("camera", "echo", "depth")}  # arrivals / publications
         self._inference_ms: deque[float] = deque(maxlen=50)
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
@@ -95,7 +92,6 @@ class DepthNode(LifecycleNode):
         if self.values["autostart"]:
             self.autostart()
 
-    # ------------------------------------------------------------------------------------------
     # lifecycle
     def autostart(self) -> bool:
         """configure + activate; on failure `startup_error` says why (main exits 1)."""
@@ -140,8 +136,7 @@ class DepthNode(LifecycleNode):
         then subscribe. SUCCESS -> active; FAILURE when the warm-up fails."""
         self._stop.clear()
         warmed, box = threading.Event(), {}
-        self._worker = threading.Thread(target=self._work, args=(warmed, box), name="depth_node_inference",
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(warmed, box), name="depth_node_inference", daemon=True)
         self._worker.start()
         while not warmed.wait(0.5) and self._worker.is_alive():
             pass
@@ -151,13 +146,11 @@ class DepthNode(LifecycleNode):
             self.startup_error = f"depth_node warm-up failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
-        self._subs = [
-            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
-                                     callback_group=self._input_group),
+        self._subs = [  # the echo and camera_info callbacks never wait behind a frame
+            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS, callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, SENSOR_QOS,
                                      callback_group=self._echo_group),
-            self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS,
-                                     callback_group=self._echo_group),
+            self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS, callback_group=self._echo_group),
         ]
         return super().on_activate(state)
 
@@ -203,7 +196,6 @@ class DepthNode(LifecycleNode):
         self._stamp_gaps.reset()
         self._last_mode, self._last_confidence = "", float("nan")
 
-    # ------------------------------------------------------------------------------------------
     # callbacks (validate + store only)
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -224,7 +216,7 @@ class DepthNode(LifecycleNode):
     @guarded("echo_drops", "echo_callback_exception")
     def _handle_echo(self, msg: Image) -> None:
         self.events.count("echoes_in")
-        self._echo_rate.tick()
+        self._rates["echo"].tick()
         v = self.values
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         if self._is_future(stamp_ns):
@@ -262,7 +254,7 @@ class DepthNode(LifecycleNode):
     @guarded("frame_drops", "image_callback_exception")
     def _on_image(self, msg: Image) -> None:
         self.events.count("frames_in")
-        self._frame_rate.tick()
+        self._rates["camera"].tick()
         v = self.values
         now_ns = self._now_ns()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
@@ -295,21 +287,19 @@ class DepthNode(LifecycleNode):
             return
         with self._lock:
             self._last_frame_stamp_ns = stamp_ns
-        old = self._slot.put(_Frame(msg, stamp_ns, rgb, info, now_ns))
+        old = self._slot.put(_Frame(msg, stamp_ns, rgb, info))
         if old is not None:
             self.frame_drops.count("superseded", "a newer frame arrived before inference was free")
 
     def _has_subscribers(self) -> bool:
         return any(pub.get_subscription_count() > 0 for pub in self._pubs.values())
 
-    # ------------------------------------------------------------------------------------------
     # worker
     def _work(self, warmed: threading.Event | None = None, box: dict | None = None) -> None:
         if warmed is not None:  # warm up in this thread, where inference will run
             try:
                 t0 = time.perf_counter()
-                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples,
-                        self.values["sample_rate_hz"])
+                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples, self.values["sample_rate_hz"])
                 self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
             except Exception as exc:  # noqa: BLE001 - reported by on_activate
                 box["error"] = exc
@@ -324,8 +314,7 @@ class DepthNode(LifecycleNode):
                 self._process(frame)
             except Exception as exc:  # noqa: BLE001 - keep the worker alive
                 self.frame_drops.count("inference_error", f"{type(exc).__name__}: {exc}")
-                self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=5.0)
+                self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _process(self, frame: _Frame) -> None:
         v = self.values
@@ -338,89 +327,61 @@ class DepthNode(LifecycleNode):
         if decision.mode is ScaleMode.DROP:  # no usable echo and no scale to hold
             self.frame_drops.count(decision.reason.value, DROP_DETAILS[decision.reason])
             return
+        h, w = frame.rgb.shape[:2]
+        out_hw = (v["output_height_px"] or h, v["output_width_px"] or w)  # 0 = the camera's size
         t0 = time.perf_counter()
         out = self.echo_state.infer(decision, echo, self.pipeline, self.rgb_only_pipeline, frame.rgb,
-                                    v["sample_rate_hz"], self._output_size(frame))
+                                    v["sample_rate_hz"], out_hw)
         self._inference_ms.append(1e3 * (time.perf_counter() - t0))
         self.events.count(f"scale_{decision.mode.value}")
         self._last_mode, self._last_confidence = decision.mode.value, out.confidence
         self._publish(frame, np.asarray(out.depth_m, dtype=np.float32), out.scale, out.confidence)
 
-    def _output_size(self, frame: _Frame) -> tuple[int, int]:
-        h, w = frame.rgb.shape[:2]
-        oh, ow = self.values["output_height_px"], self.values["output_width_px"]
-        return (oh or h, ow or w)
-
     def _publish(self, frame: _Frame, depth_m: np.ndarray, scale: float, confidence: float) -> None:
         header = frame.msg.header  # REP 118/117: the depth carries the camera frame's header
         self._pubs["depth"].publish(conv.array_to_image(depth_m, "32FC1", header))
-        out_h, out_w = depth_m.shape
         info_out = None
         if frame.camera_info is not None:
-            info_out = conv.scale_camera_info(frame.camera_info, out_w, out_h, header)
+            info_out = conv.scale_camera_info(frame.camera_info, depth_m.shape[1], depth_m.shape[0], header)
             self._pubs["camera_info"].publish(info_out)
-        self._pubs["scale"].publish(Float32MultiArray(
-            layout=_SCALE_LAYOUT, data=[float(scale), float(confidence)]))
+        self._pubs["scale"].publish(Float32MultiArray(layout=_SCALE_LAYOUT, data=[float(scale), float(confidence)]))
         points = self._pubs.get("points")
         if points is not None and info_out is not None and points.get_subscription_count() > 0:
             k = np.asarray(info_out.k, dtype=np.float64).reshape(3, 3)
             points.publish(conv.depth_to_pointcloud2(depth_m, k, header, stride=self.values["points_stride_px"]))
         preview = self._pubs.get("preview")
         if preview is not None and preview.get_subscription_count() > 0:
-            min_d = self.pipeline.min_depth_m
-            rgb = colorize_depth(depth_m, min_d, self.values["preview_max_depth_m"])
+            rgb = colorize_depth(depth_m, self.pipeline.min_depth_m, self.values["preview_max_depth_m"])
             preview.publish(conv.array_to_image(rgb, "rgb8", header))
         self.events.count("frames_out")
-        self._out_rate.tick()
+        self._rates["depth"].tick()
 
-    # ------------------------------------------------------------------------------------------
     # diagnostics
     def counters(self) -> dict[str, Any]:
         """All counters (tests, replay evaluation): frames_in/out, drops by reason, echo drops."""
         events = self.events.snapshot()
-        return {
-            "frames_in": events.get("frames_in", 0),
-            "frames_out": events.get("frames_out", 0),
-            "echoes_in": events.get("echoes_in", 0),
-            "frame_drops": self.frame_drops.snapshot(),
-            "echo_drops": self.echo_drops.snapshot(),
-            "events": events,
-        }
+        return {**{k: events.get(k, 0) for k in ("frames_in", "frames_out", "echoes_in")},
+                "frame_drops": self.frame_drops.snapshot(), "echo_drops": self.echo_drops.snapshot(), "events": events}
 
     @guarded("frame_drops", "diagnostics_exception")
     def _publish_diagnostics(self) -> None:
-        state = self._state_machine.current_state[1]
-        frame_drops = self.frame_drops.snapshot()
-        echo_drops = self.echo_drops.snapshot()
-        events = self.events.snapshot()
-        previous = getattr(self, "_diag_previous_drops", {})
-        recent = {k: n - previous.get(k, 0) for k, n in frame_drops.items() if n > previous.get(k, 0)}
-        self._diag_previous_drops = frame_drops
+        state, c, nan = self._state_machine.current_state[1], self.counters(), float("nan")
+        previous, self._diag_previous_drops = getattr(self, "_diag_previous_drops", {}), c["frame_drops"]
+        recent = {k: n - previous.get(k, 0) for k, n in c["frame_drops"].items() if n > previous.get(k, 0)}
         scale, newest_echo_ns = self.echo_state.scale, self.echo_state.newest_echo_ns()
-        now_ns = self._now_ns()
-        values: dict[str, Any] = {
+        values = diagnostic_values(c, {**self.frame_drops.details(), **self.echo_drops.details()}, {
             "state": state,
-            "frames_in": events.get("frames_in", 0),
-            "frames_out": events.get("frames_out", 0),
-            "echoes_in": events.get("echoes_in", 0),
-            "camera_rate_hz": self._frame_rate.rate_hz(),  # arrivals; vs the stamps: lost or slow frames
+            "camera_rate_hz": self._rates["camera"].rate_hz(),  # arrivals; vs the stamps: lost or slow frames
             "camera_stamp_rate_hz": self._stamp_gaps.stamp_rate_hz(),
             "camera_frames_missing_est": self._stamp_gaps.missing(),
-            "echo_rate_hz": self._echo_rate.rate_hz(),
-            "depth_rate_hz": self._out_rate.rate_hz(),
-            "inference_ms_mean": float(np.mean(self._inference_ms)) if self._inference_ms else float("nan"),
-            "scale": scale.scale if scale else float("nan"),
+            "echo_rate_hz": self._rates["echo"].rate_hz(),
+            "depth_rate_hz": self._rates["depth"].rate_hz(),
+            "inference_ms_mean": float(np.mean(self._inference_ms)) if self._inference_ms else nan,
+            "scale": scale.scale if scale else nan,
             "confidence": self._last_confidence,
             "scale_mode": self._last_mode,
-            "echo_age_s": (now_ns - newest_echo_ns) / 1e9 if newest_echo_ns is not None else float("nan"),
-            "frames_dropped": sum(frame_drops.values()),
-            "echoes_dropped": sum(echo_drops.values()),
-        }
-        values.update({f"drop.{k}": n for k, n in sorted(frame_drops.items())})
-        values.update({f"echo_drop.{k}": n for k, n in sorted(echo_drops.items())})
-        values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped"))})
-        details = {**self.frame_drops.details(), **self.echo_drops.details()}
-        values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
+            "echo_age_s": (self._now_ns() - newest_echo_ns) / 1e9 if newest_echo_ns is not None else nan,
+        })
         level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)
         self._diag_pub.publish(diagnostic_array(self, [status]))

@@ -268,6 +268,20 @@ DROP_DETAILS = {DropReason.NO_ECHO: "no echo within max_echo_age_s and no scale 
                 DropReason.STALE_ECHO: "newest echo older than max_echo_age_s"}
 
 
+def diagnostic_values(counters: dict, details: dict, measured: dict) -> dict:
+    """/diagnostics key/values: frames_in/out, echoes_in, the measured values, totals, then
+    drop.<reason>, echo_drop.<reason>, count.scale_*/skipped_* and last.<reason> (detail, 200 chars).
+    counters: DepthNode.counters(); details: reason -> detail of its last drop."""
+    frame_drops, echo_drops, events = counters["frame_drops"], counters["echo_drops"], counters["events"]
+    values = {k: counters[k] for k in ("frames_in", "frames_out", "echoes_in")}
+    values.update(measured, frames_dropped=sum(frame_drops.values()), echoes_dropped=sum(echo_drops.values()))
+    values.update({f"drop.{k}": n for k, n in sorted(frame_drops.items())})
+    values.update({f"echo_drop.{k}": n for k, n in sorted(echo_drops.items())})
+    values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped"))})
+    values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
+    return values
+
+
 def diagnostic_level(startup_error: Optional[str], state: str, recent_drops: dict, last_mode: str):
     """(level, message) of the depth status. recent_drops: frame drops since the previous report, so
     the status returns to OK once echoes (or inference) recover (test_hardening_emitter.py)."""
