@@ -43,7 +43,9 @@ def test_from_batvision_info_to_batvision_round_trip(bv2_tree, tmp_path, capsys)
     assert {k: v["count"] for k, v in info["topics"].items()} == {
         "/camera/camera_info": 1, "/camera/image_raw": 1, "/avsnet/echo": 1, "/camera/depth_gt": 1}
     assert info["pairing"]["samples"] == 1 and info["pairing"]["frames_without_echo"] == 0
-    assert main(["info", str(bag)]) == 0 and "with echo within 0.5 s: 1" in capsys.readouterr().out
+    from avsnet_ros.policy import DEFAULT_MAX_ECHO_AGE_S  # the one pairing default (0.6 s, the depth node's)
+
+    assert main(["info", str(bag)]) == 0 and f"with echo within {DEFAULT_MAX_ECHO_AGE_S} s: 1" in capsys.readouterr().out
 
     original = BV2Dataset(bv2_tree, "test")[0]
     # Lossless variant: PNG + float32 wav -> identical samples through BV2Dataset.

@@ -4,7 +4,7 @@ escapes a callback, and valid messages after them are still answered.
 
 Complements test_nodes_depth.py (the node's own behaviour tests): this file covers the whole
 matrix of issue 7 in one place, including the cases that file does not send (mono16/yuv422/float
-frames, zero-size and oversized images, inf/clipped/one-row/over-long/wrong-encoding echoes, future
+frames, zero-size and oversized images, inf/clipped (in the model's window)/one-row/over-long/wrong-encoding echoes, future
 and out-of-order echoes, out-of-order frames, invalid camera_info, a 1,000-message burst).
 Frames are the real BV2 image downscaled to 180 x 320 (small messages keep the burst fast).
 """
@@ -205,6 +205,9 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
     inf_echo = echo.copy()
     inf_echo[1, 1234] = np.inf
     clipped = np.clip(echo * 200.0, -1.0, 1.0)
+    # 9.4 % of the model's 7,782-sample window clipped = 3.7 % of the 20,000-sample buffer: still rejected
+    window_clipped = echo.copy()
+    window_clipped[:, 3000:3000 + 732] = 1.0  # 1,464 of 15,564 window samples
     echoes = [
         (echo_msg(inf_echo, t - 100), "echo_non_finite"),
         (echo_msg(echo[:1], t - 99), "echo_channels"),  # mono
@@ -214,6 +217,7 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
         (echo_msg(echo, t - 95, encoding="64FC1"), "echo_encoding"),
         (echo_msg(np.zeros_like(echo), t - 94), "echo_silent"),  # all-zero
         (echo_msg(clipped, t - 93), "echo_clipped"),
+        (echo_msg(window_clipped, t - 92), "echo_clipped"),
         (echo_msg(echo, t + 3_600_000_000_000), "echo_future_stamp"),
     ]
     for msg, _ in echoes:

@@ -191,7 +191,7 @@ def test_frames_between_echoes_reuse_the_scale(node, harness, data):
     # reused-scale depth = pipeline.depth_from_scale with the fresh frame's scale
     depth_msg = harness.messages("depth")[2]
     depth = np.frombuffer(bytes(depth_msg.data), dtype="<f4").reshape(depth_msg.height, depth_msg.width)
-    cached = node._scale
+    cached = node.echo_state.scale
     expected = node.pipeline.depth_from_scale(data[0], cached.scale, cached.shift)
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
 
@@ -401,3 +401,114 @@ def test_no_inference_while_nobody_listens(ros, checkpoints, data):
         node.close()
         node.destroy_node()
         probe.destroy_node()
+
+
+def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path):
+    """One stamp sequence, two consumers: the live node (real rclpy) and the bag reader (a real
+    rosbag2 file) pair every frame with the same echo, or drop it for the same reason (policy.match_echo)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from avsnet_ros.data.rosbag_io import (CAMERA_FRAME_ID, DEFAULT_TOPICS, array_to_image_msg, camera_info_msg,
+                                           echo_to_image_msg, read_bag_samples, typestore)
+
+    rgb, echo, _, k = data
+    max_age_s = 0.5
+    ms = 1_000_000
+    echoes = {name: echo * gain for name, gain in (("E1", 1.0), ("E2", 0.7), ("E3", 0.5), ("E4", 0.35))}
+    # (offset ms, kind, name) in publish order; E4 is published before F5 but stamped after it
+    events = [(0, "frame", "F0"), (100, "echo", "E1"), (150, "frame", "F1"), (300, "frame", "F2"),
+              (700, "frame", "F3"), (800, "echo", "E2"), (900, "echo", "E3"), (950, "frame", "F4"),
+              (1200, "echo", "E4"), (1100, "frame", "F5"), (1250, "frame", "F6")]
+    # by hand: F0 no echo yet; F1, F2 -> E1 (50, 200 ms); F3: E1 is 600 ms old -> stale; F4 -> E3 (newest);
+    # F5 -> E3 (E4 is from its future); F6 -> E4
+    expected = {"F0": "no_echo", "F1": "E1", "F2": "E1", "F3": "stale_echo", "F4": "E3", "F5": "E3", "F6": "E4"}
+
+    # --- the bag -------------------------------------------------------------------------------
+    base = harness.now_ns() - 5_000_000_000  # in the past: no stamp is "future" for the node
+    stamp = {name: base + off * ms for off, _, name in events}
+    ts, topics = typestore(), DEFAULT_TOPICS
+    bag = tmp_path / "parity"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {name: w.add_connection(name, msgtype, typestore=ts) for name, msgtype in topics.types().items()
+                 if name != topics.depth}
+        w.write(conns[topics.camera_info], base, ts.serialize_cdr(
+            camera_info_msg(k, rgb.shape[1], rgb.shape[0], base, CAMERA_FRAME_ID), "sensor_msgs/msg/CameraInfo"))
+        for _, kind, name in events:
+            t = stamp[name]
+            if kind == "echo":
+                w.write(conns[topics.echo], t, ts.serialize_cdr(echo_to_image_msg(echoes[name], t), "sensor_msgs/msg/Image"))
+            else:
+                w.write(conns[topics.image], t, ts.serialize_cdr(array_to_image_msg(rgb, "rgb8", t, CAMERA_FRAME_ID),
+                                                                 "sensor_msgs/msg/Image"))
+    samples, report = read_bag_samples(bag, max_echo_age_s=max_age_s)
+    frame_of = {stamp[n]: n for _, kind, n in events if kind == "frame"}
+    bag_pairing = {frame_of[t]: "dropped" for t in report.frames_without_echo_stamps_ns}
+    for s in samples:
+        bag_pairing[frame_of[s.stamp_ns]] = next(n for n, e in echoes.items() if np.array_equal(s.echo, e))
+    dropped = {n: "dropped" for n, p in expected.items() if p in ("no_echo", "stale_echo")}
+    assert bag_pairing == {**expected, **dropped}
+    assert report.frames_stale_echo == 1 and report.frames_without_echo == 2  # F3 stale, F0 without any
+
+    # --- the node (same stamps, same order) ------------------------------------------------------
+    _recycle(node, harness)
+    _set(node, max_echo_age_s=max_age_s, scale_hold_s=0.0)
+    try:
+        harness.clear()
+        harness.send_info(k, rgb.shape[1], rgb.shape[0], base)
+        echo_name = {stamp[n]: n for n in echoes}
+        node_pairing = {}
+        for _, kind, name in events:
+            if kind == "echo":
+                harness.send_echo(echoes[name], stamp[name])
+                time.sleep(0.05)
+                continue
+            c0 = node.counters()
+            harness.send_image(rgb, stamp[name])
+
+            def handled():
+                c = node.counters()
+                return c["frames_out"] + sum(c["frame_drops"].values()) == \
+                    c0["frames_out"] + sum(c0["frame_drops"].values()) + 1
+            assert wait_for(handled, 15.0), (name, node.counters())
+            c = node.counters()
+            if c["frames_out"] > c0["frames_out"]:
+                node_pairing[name] = echo_name[node.echo_state.scale.echo.stamp_ns]  # the echo the published scale came from
+            else:
+                node_pairing[name] = next(r for r, n in c["frame_drops"].items() if n > c0["frame_drops"].get(r, 0))
+        assert node_pairing == expected
+        assert {n: ("dropped" if n in dropped else p) for n, p in node_pairing.items()} == bag_pairing
+        events_now = node.counters()["events"]
+        assert events_now.get("scale_fresh", 0) >= 3 and events_now.get("scale_reuse", 0) >= 2
+    finally:
+        _set(node, max_echo_age_s=0.5, scale_hold_s=1.0)
+
+
+def test_diagnostics_tell_lost_frames_from_slow_ones(node, harness, data):
+    """A 10 Hz stamp sequence with frames 6 and 7 never sent: /diagnostics reports the stamp rate
+    (10 Hz) and 2 frames missing, next to the arrival rate."""
+    _recycle(node, harness)
+    harness.clear()
+    rgb = data[0]
+    c0 = node.counters()
+    base = harness.now_ns() - 3_000_000_000
+    sent = [i for i in range(12) if i not in (6, 7)]
+    for i in sent:
+        harness.send_image(rgb, base + i * 100_000_000)
+        time.sleep(0.03)
+    assert wait_for(lambda: node.counters()["frames_in"] - c0["frames_in"] == len(sent), 10.0), node.counters()
+    since = time.monotonic()
+
+    def latest():
+        with harness.lock:
+            msgs = [m for t, m in harness.received["diagnostics"] if t > since]
+        for msg in reversed(msgs):
+            for status in msg.status:
+                if status.name.startswith(node.get_name()):
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    assert wait_for(lambda: "camera_frames_missing_est" in latest(), 5.0)
+    values = latest()
+    assert int(values["camera_frames_missing_est"]) == 2
+    assert float(values["camera_stamp_rate_hz"]) == pytest.approx(10.0, rel=1e-6)
+    assert "camera_rate_hz" in values

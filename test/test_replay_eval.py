@@ -42,6 +42,9 @@ def test_replay_eval_through_evaluate_cli(bv2_tree, tmp_path, capsys):
     # every frame has its own echo in the bag, so the node ran the full pipeline on each: the
     # same numbers by hand (abs rel and delta1 over valid ground truth, NaN predictions excluded)
     assert result["scale_modes"].get("fresh", 0) == frames["out"]
+    # the bag's own pairing under the node's max_echo_age_s (config/avsnet.yaml): all 4 frames have an echo
+    assert result["pairing_expected"] == {"max_echo_age_s": 0.6, "frames": 4, "with_echo": 4, "without_echo": 0,
+                                          "stale_echo": 0}
     pipe = DepthPipeline.from_checkpoints(ckpt["avs"], ckpt["rel"], device="cpu")
     s = samples[0]
     pred = pipe(s.rgb, s.echo).depth_m[0]

@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avsnet_ros.policy import DEFAULT_MAX_ECHO_AGE_S  # noqa: E402 - after the sys.path entry
+
 LOG = logging.getLogger("avsnet_ros.bag_tools")
 
 DEFAULT_RECORD_TOPICS = ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt")
@@ -302,13 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg",
                    help="jpeg (as BatVision, lossy re-encoding) or png (lossless)")
     t.add_argument("--jpeg-quality", type=int, default=95)
-    t.add_argument("--max-echo-age-s", type=float, default=0.5, help="pairing window of echo before frame")
+    t.add_argument("--max-echo-age-s", type=float, default=DEFAULT_MAX_ECHO_AGE_S, help="pairing window of echo before frame")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_to_batvision)
 
     i = sub.add_parser("info", help="topics, counts and frame/echo pairing of a bag")
     i.add_argument("bag")
-    i.add_argument("--max-echo-age-s", type=float, default=0.5)
+    i.add_argument("--max-echo-age-s", type=float, default=DEFAULT_MAX_ECHO_AGE_S)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 

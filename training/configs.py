@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from avsnet_ros.policy import DEFAULT_MAX_ECHO_AGE_S
 from training.loop import LoopConfig, OptimConfig
 
 
@@ -29,7 +30,7 @@ class DataConfig:
     max_train_samples: Optional[int] = None  # use only the first N training samples (quick runs)
     max_val_samples: Optional[int] = None
     bag_val_every: int = 10
-    bag_max_echo_age_s: float = 0.5
+    bag_max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S  # the depth node's pairing window
     triplet_interval: Optional[int] = None  # stage 2: None -> 20 for BV1 (paper), 1 otherwise
 
 

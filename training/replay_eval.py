@@ -15,7 +15,9 @@ over rclpy in this process (one MultiThreadedExecutor, real DDS transport).
 
 Reports: the metrics (mean over matched frames), latency percentiles (camera stamp -> depth
 received, ms), and counts of frames in (published by the replay, received by the depth node),
-out (depth published), dropped by reason, and lost in transport. --json prints one JSON object
+out (depth published), dropped by reason, and lost in transport; "pairing_expected" is the bag's
+own frame/echo pairing under the node's max_echo_age_s (the same rule, avsnet_ros.policy.match_echo),
+so frames the node answered can be compared with frames the recording could pair. --json prints one JSON object
 on the last line; --out also writes it to DIR/replay_eval.json.
 """
 from __future__ import annotations
@@ -112,6 +114,7 @@ def run(args) -> dict:
         elapsed = time.monotonic() - t0
         summary = collector.summary()
         c = depth.counters()
+        expected = _expected_pairing(args.bag, depth.values["max_echo_age_s"])
         published = replay.counts.get("frames")
         frame_drops = dict(c["frame_drops"])
         result = {
@@ -132,6 +135,7 @@ def run(args) -> dict:
             "echoes": {"published_by_replay": replay.counts.get("echoes"), "in": c["echoes_in"],
                        "dropped_by_reason": dict(c["echo_drops"])},
             "scale_modes": {k[len("scale_"):]: n for k, n in c["events"].items() if k.startswith("scale_")},
+            "pairing_expected": expected,
             "latency_ms": summary["latency_ms"],
             "metrics": summary["metrics"],
             "excluded_nan_pred_pixels": summary["excluded_nan_pred_pixels"],
@@ -141,6 +145,22 @@ def run(args) -> dict:
     finally:
         shutdown_nodes(executor, nodes)
         rclpy.shutdown(context=context)
+
+
+def _expected_pairing(bag, max_echo_age_s: float) -> "dict | None":
+    """The bag's frame/echo pairing (data.rosbag_io.bag_info: pass 1, no images decoded), or None."""
+    from avsnet_ros.data.rosbag_io import bag_info
+    from avsnet_ros.data.samples import DatasetError
+
+    try:
+        pairing = bag_info(bag, max_echo_age_s=max_echo_age_s)["pairing"]
+    except DatasetError:
+        return None
+    if pairing is None:
+        return None
+    return {"max_echo_age_s": float(max_echo_age_s), "frames": pairing["frames_total"],
+            "with_echo": pairing["samples"], "without_echo": pairing["frames_without_echo"],
+            "stale_echo": pairing["frames_stale_echo"]}
 
 
 def format_result(result: dict) -> str:
@@ -158,6 +178,10 @@ def format_result(result: dict) -> str:
         f"{f['matched_with_gt']}",
         f"scale modes: {result['scale_modes']}; echo drops: {result['echoes']['dropped_by_reason'] or 'none'}",
     ]
+    pe = result.get("pairing_expected")
+    if pe:
+        lines.append(f"bag pairing at max_echo_age_s {pe['max_echo_age_s']}: {pe['with_echo']} of {pe['frames']} frames "
+                     f"have an echo ({pe['stale_echo']} of the others only a stale one)")
     if lat.get("count"):
         lines.append(f"latency camera stamp -> depth received (ms): p50 {lat['p50']:.1f}, p90 {lat['p90']:.1f}, "
                      f"p99 {lat['p99']:.1f}, max {lat['max']:.1f}")

@@ -15,7 +15,8 @@ a bare .mcap/.db3 file works too), so bags from `ros2 bag record` of the same to
 `training/bag_tools.py record` are read the same way.
 
 Pairing (read_bag_samples): each camera frame gets the newest valid echo whose header stamp is at
-or before the frame's stamp and at most max_echo_age_s older (never an echo from the future);
+or before the frame's stamp and at most max_echo_age_s older (never an echo from the future;
+avsnet_ros.policy.match_echo, the depth node's rule; default policy.DEFAULT_MAX_ECHO_AGE_S);
 frames without one are dropped and counted in the BagReadReport (frames_without_echo, with their
 stamps; frames_stale_echo counts those whose newest echo was too old). Ground-truth depth is the
 depth message with the nearest stamp within depth_tolerance_s and the image's size. Intrinsics
@@ -45,6 +46,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics, valid_depth
+from avsnet_ros.policy.pairing import DEFAULT_MAX_ECHO_AGE_S, DropReason, match_echo
 
 __all__ = [
     "BagTopics",
@@ -558,7 +560,8 @@ def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int):
     return images, depth, echoes, infos
 
 
-def _pair(images, depth, echoes, infos, report: BagReadReport, max_echo_age_ns: int, depth_tol_ns: int):
+def _pair(images, depth, echoes, infos, report: BagReadReport, max_echo_age_s: float, depth_tol_ns: int):
+    """Frame -> echo (policy.match_echo, the depth node's rule), depth (nearest stamp) and camera_info."""
     echoes = sorted(echoes, key=lambda e: (e[1], e[0]))
     echo_t = [t for _, t in echoes]
     depth = sorted(depth, key=lambda d: (d[1], d[0]))
@@ -570,14 +573,14 @@ def _pair(images, depth, echoes, infos, report: BagReadReport, max_echo_age_ns: 
     for ordinal, t in images:
         report.frames_total += 1
         f = _Frame(ordinal, t)
-        i = bisect.bisect_right(echo_t, t) - 1
-        if i >= 0 and t - echo_t[i] <= max_echo_age_ns:
-            f.echo = echoes[i][0]
+        match = match_echo(t, echo_t, max_echo_age_s)
+        if match.index is not None:
+            f.echo = echoes[match.index][0]
             used_echoes.add(f.echo)
         else:
             report.frames_without_echo += 1
             report.frames_without_echo_stamps_ns.append(t)
-            if i >= 0:
+            if match.reason is DropReason.STALE_ECHO:
                 report.frames_stale_echo += 1
         if depth_t:
             j = bisect.bisect_left(depth_t, t)
@@ -603,7 +606,7 @@ def iter_bag_samples(
     bag_path,
     report: "BagReadReport | None" = None,
     *,
-    max_echo_age_s: float = 0.5,
+    max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S,
     topics: BagTopics = DEFAULT_TOPICS,
     depth_tolerance_s: float = 0.001,
     sample_rate_hz: int = SAMPLE_RATE_HZ,
@@ -625,7 +628,7 @@ def iter_bag_samples(
         report.storage = _storage_name(bag_path)
         wanted = _topic_connections(reader, topics, report)
         images, depth, echoes, infos = _index_pass(reader, wanted, report, min_echo_samples)
-        frames = _pair(images, depth, echoes, infos, report, int(round(max_echo_age_s * 1e9)),
+        frames = _pair(images, depth, echoes, infos, report, max_echo_age_s,
                        int(round(depth_tolerance_s * 1e9)))
         if infos == [] and frames:
             log.warning("bag %s has no usable camera_info on %s: nominal intrinsics used", bag_path, topics.camera_info)
@@ -725,14 +728,14 @@ def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, 
     )
 
 
-def read_bag_samples(bag_path, max_echo_age_s: float = 0.5, **kwargs) -> "tuple[list[Sample], BagReadReport]":
+def read_bag_samples(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S, **kwargs) -> "tuple[list[Sample], BagReadReport]":
     """All Samples of a bag plus the BagReadReport (keyword arguments as iter_bag_samples)."""
     report = BagReadReport()
     samples = list(iter_bag_samples(bag_path, report, max_echo_age_s=max_echo_age_s, **kwargs))
     return samples, report
 
 
-def bag_info(bag_path, max_echo_age_s: float = 0.5, topics: BagTopics = DEFAULT_TOPICS,
+def bag_info(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S, topics: BagTopics = DEFAULT_TOPICS,
              depth_tolerance_s: float = 0.001) -> dict:
     """Topics, counts, duration and the frame/echo pairing statistics of a bag, without decoding
     images (pass 1 only). Keys: bag, storage, duration_s, start_ns, end_ns, message_count, topics,
@@ -756,7 +759,7 @@ def bag_info(bag_path, max_echo_age_s: float = 0.5, topics: BagTopics = DEFAULT_
             info["pairing_error"] = str(exc)
             return info
         images, depth, echoes, infos = _index_pass(reader, wanted, report, 1)
-        frames = _pair(images, depth, echoes, infos, report, int(round(max_echo_age_s * 1e9)),
+        frames = _pair(images, depth, echoes, infos, report, max_echo_age_s,
                        int(round(depth_tolerance_s * 1e9)))
         report.samples = sum(f.echo is not None for f in frames)
         report.frames_without_depth = sum(f.depth is None for f in frames)

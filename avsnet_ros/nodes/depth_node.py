@@ -6,16 +6,13 @@ Lifecycle (rclpy.lifecycle; `autostart:=true` runs configure + activate at start
     activate   warm the models up (one inference on a dummy frame), subscribe, start the worker.
     deactivate unsubscribe, stop the worker; cleanup releases the models.
 
-Pairing and scale reuse (the physics: a fresh scale at most every 2 d / 343 s + sweep length):
-    each frame is paired with the newest echo whose stamp is at or before the frame's stamp and at
-    most max_echo_age_s older. A frame whose echo has not been used yet runs the full pipeline
-    (AVS-Net on RGB + echo -> scale); the next frames paired with the same echo reuse that scale
-    on their own relative depth (pipeline.relative + the cached scale).
-    Without a usable echo the last scale is HELD with a confidence that halves every
-    confidence_half_life_s, for scale_hold_s; after that (or before any scale exists) the
-    `echo_fallback` parameter decides: "drop" (publish nothing, count the frame), "hold" (keep
-    the last scale indefinitely, confidence keeps decaying), "rgb_only" (pseudo-metric depth of the
-    RGB-only AVS-Net checkpoint, confidence 0).
+Pairing, scale reuse, hold with decay and fallback: avsnet_ros.policy.pairing (decide_scale; the
+same rule pairs frames in rosbags). A FRESH frame runs the full pipeline (AVS-Net on RGB + echo ->
+scale); REUSE/HOLD frames apply the cached scale to their own relative depth (pipeline.depth_from_scale);
+`echo_fallback` picks "drop", "hold" or "rgb_only" (RGB-only AVS-Net, confidence 0). Echo content
+checks (silence and clipping on the model's echo window, direct-path onset): avsnet_ros.audio.echo_checks.
+Transport loss: /diagnostics reports camera_rate_hz (arrivals) next to camera_stamp_rate_hz (the
+header stamps' median period) and camera_frames_missing_est (stamp gaps, policy.frame_timing).
 
 Threads: callbacks only validate and store; inference runs in one worker thread fed by a
 latest-frame slot (a newer frame replaces an unprocessed one, counted as "superseded"), so echo
@@ -35,76 +32,17 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray, MultiArrayDimension
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout
 
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, SENSOR_QOS, WARN, DropCounter,
-                                     ParamSpec, RateMeter, declare_parameters, diagnostic_array,
-                                     diagnostic_status, guarded, keep_freed_memory, read_parameters,
-                                     run_node_main)
+from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, RateMeter,
+                                     declare_parameters, diagnostic_array, diagnostic_status, guarded,
+                                     read_parameters, run_node_main)
+from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
+                                            diagnostic_values, prepare_models, scale_policy, warm_up)
+from avsnet_ros.nodes.worker import LatestSlot
+from avsnet_ros.policy import ScaleMode, StampGapMeter
 from avsnet_ros.visualization import colorize_depth
-
-FALLBACKS = ("drop", "hold", "rgb_only")
-#: The onset check searches this far beyond its tolerance (samples).
-ONSET_SEARCH_MARGIN_SAMPLES = 512
-
-PARAMS = (
-    ParamSpec("autostart", True, "configure and activate at start-up (false: drive the lifecycle yourself)"),
-    ParamSpec("device", "auto", "torch device for inference", choices=("auto", "cpu", "cuda")),
-    ParamSpec("avs_checkpoint", "", "AVS-Net checkpoint dir (config.json + model.safetensors); "
-              "empty = shipped assets/checkpoints/avsnet_tiny"),
-    ParamSpec("relative_checkpoint", "", "relative depth (DepthNet) checkpoint dir; empty = shipped "
-              "assets/checkpoints/depthnet_tiny"),
-    ParamSpec("rgb_only_checkpoint", "", "RGB-only AVS-Net checkpoint for echo_fallback=rgb_only; "
-              "empty = shipped assets/checkpoints/avsnet_tiny_rgb"),
-    ParamSpec("scaling", "median", "how the echo pseudo-metric depth scales the relative depth",
-              choices=("median", "mean_std", "none")),
-    ParamSpec("amp", False, "automatic mixed precision (CUDA only)"),
-    ParamSpec("torch_threads", 0, "torch intra-op threads (0 = torch default)", 0, 256),
-    ParamSpec("malloc_keep_freed_mb", 64, "glibc malloc keeps up to this much freed memory for the next "
-              "frame instead of returning it to the kernel (process-wide; avoids ~5000 page faults per "
-              "inference in the worker thread; 0 = leave the allocator alone)", 0, 2047),
-    ParamSpec("sample_rate_hz", 44100, "echo sample rate (the echo contract: 44100 Hz; must match the "
-              "models)", 8000, 192000),
-    ParamSpec("max_echo_age_s", 0.6, "a frame pairs with the newest echo stamped at most this long "
-              "before it (never after it)", 0.0, 60.0, live=True),
-    ParamSpec("scale_hold_s", 2.0, "after the echo is too old, keep the last scale this long "
-              "(confidence decaying) before echo_fallback applies", 0.0, 3600.0, live=True),
-    ParamSpec("confidence_half_life_s", 0.5, "held-scale confidence halves every this many seconds",
-              0.001, 3600.0, live=True),
-    ParamSpec("echo_fallback", "drop", "without a usable echo or held scale: drop the frame, hold the "
-              "last scale indefinitely, or publish the RGB-only model's pseudo-metric depth",
-              choices=FALLBACKS),
-    ParamSpec("echo_wait_s", 0.05, "a frame without a fresh echo waits up to this long for echo messages "
-              "already being checked (callbacks run in parallel)", 0.0, 5.0, live=True),
-    ParamSpec("future_tolerance_s", 0.5, "messages stamped more than this ahead of the node clock are "
-              "rejected (future_stamp)", 0.0, 3600.0, live=True),
-    ParamSpec("output_width_px", 0, "published depth width (0 = camera width)", 0, 16384, live=True),
-    ParamSpec("output_height_px", 0, "published depth height (0 = camera height)", 0, 16384, live=True),
-    ParamSpec("max_image_pixels", 4096 * 4096, "larger camera images are rejected (image_too_large)",
-              1, 2**31 - 1, live=True),
-    ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived", live=True),
-    ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
-    ParamSpec("echo_onset_check", True, "reject echoes whose direct-path onset is not at "
-              "ECHO_ONSET_SAMPLE (misaligned, wrong sample rate, silent)", live=True),
-    ParamSpec("echo_onset_tolerance_samples", 16, "allowed onset offset from ECHO_ONSET_SAMPLE", 0, 10000, live=True),
-    ParamSpec("echo_min_onset_snr_db", 20.0, "minimum matched-filter SNR of the direct path", 0.0, 200.0, live=True),
-    ParamSpec("echo_max_clipped_fraction", 0.05, "reject echoes with more samples at |x| >= 0.999",
-              0.0, 1.0, live=True),
-    ParamSpec("skip_when_unsubscribed", True, "skip inference while nothing subscribes to the outputs", live=True),
-    ParamSpec("publish_points", False, "publish /avsnet/points (needs camera_info)"),
-    ParamSpec("points_stride_px", 2, "pixel stride of the point cloud", 1, 64, live=True),
-    ParamSpec("publish_preview", True, "publish /avsnet/depth_preview (rgb8, turbo colour map)"),
-    ParamSpec("preview_max_depth_m", 10.0, "depth shown as the last colour of the preview", 0.1, 1000.0, live=True),
-    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics", 0.05, 60.0),
-)
-
-
-@dataclass
-class _Echo:
-    stamp_ns: int
-    echo: np.ndarray  # (2, N) float32
-    serial: int
 
 
 @dataclass
@@ -113,70 +51,10 @@ class _Frame:
     stamp_ns: int
     rgb: np.ndarray  # (H, W, 3) uint8
     camera_info: CameraInfo | None
-    received_ns: int
-
-
-@dataclass
-class _Scale:
-    scale: float
-    shift: float  # mean_std scaling: depth = scale * R + shift (0 otherwise)
-    confidence: float
-    echo: _Echo  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
-
-
-def _in_passing_thread(fn):
-    """fn() in a short-lived thread: its result, or its exception re-raised here.
-
-    Speed (bench/bench_pipeline.py): with GNU OpenMP (PyTorch's CPU wheels) every thread that has
-    run torch keeps its own OpenMP thread team for as long as it lives, and two live teams on a
-    small machine (more OpenMP threads than cores) made the worker's inference ~1.5x slower than
-    the same pipeline call in a plain process. So the models are loaded in a thread that exits,
-    the warm-up runs in the inference worker itself, and only the worker keeps a team.
-    """
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="depth_node_load")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
-
-
-class _LatestSlot:
-    """One-item queue: put() replaces an unconsumed item (returned so it can be counted)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-
-    def put(self, item: Any) -> Any:
-        with self._cond:
-            old, self._item = self._item, item
-            self._cond.notify()
-            return old
-
-    def take(self, timeout_s: float) -> Any:
-        with self._cond:
-            if self._item is None:
-                self._cond.wait(timeout=timeout_s)
-            item, self._item = self._item, None
-            return item
-
-    def clear(self) -> None:
-        with self._cond:
-            self._item = None
-            self._cond.notify_all()
 
 
 class DepthNode(LifecycleNode):
-    """Lifecycle node publishing /avsnet/metric_depth (see module docstring)."""
+    """Lifecycle node publishing avsnet/metric_depth (see module docstring)."""
 
     def __init__(self, node_name: str = "depth_node", *, pipeline_factory=None, **kwargs):
         """pipeline_factory: optional callable(params) -> (pipeline, rgb_only_pipeline or None),
@@ -192,35 +70,28 @@ class DepthNode(LifecycleNode):
         self.events = DropCounter()  # things that happened: frames_in, frames_out, scale modes ...
         self._drops = self.frame_drops  # for @guarded
         self._lock = threading.Lock()
-        self._echoes: deque[_Echo] = deque(maxlen=16)
-        self._echo_serial = 0
-        self._echo_in_flight = 0
-        self._echo_done = threading.Condition(self._lock)
+        self.echo_state = EchoScaleState()  # accepted echoes + the cached scale
         self._camera_info: CameraInfo | None = None
         self._last_frame_stamp_ns = -1
-        self._scale: _Scale | None = None
         self._last_confidence = float("nan")
         self._last_mode = ""
-        self._slot = _LatestSlot()
+        self._slot = LatestSlot()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
-        self._frame_rate = RateMeter()
-        self._echo_rate = RateMeter()
-        self._out_rate = RateMeter()
+        self._rates = {k: RateMeter() for k in ("camera", "echo", "depth")}  # arrivals / publications
         self._inference_ms: deque[float] = deque(maxlen=50)
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diag_timer = None
-        self._min_echo_samples = 1
-        self._onset_templates: list[np.ndarray] = []
+        self._echo_checker: EchoChecker | None = None  # content checks on the model's echo window
+        self._stamp_gaps = StampGapMeter()  # camera header stamps: rate and frames missing
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._echo_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         if self.values["autostart"]:
             self.autostart()
 
-    # ------------------------------------------------------------------------------------------
     # lifecycle
     def autostart(self) -> bool:
         """configure + activate; on failure `startup_error` says why (main exits 1)."""
@@ -237,49 +108,35 @@ class DepthNode(LifecycleNode):
         try:
             read_parameters(self, PARAMS, self.values)
             v = self.values
-            if v["torch_threads"] > 0:
-                import torch
-
-                torch.set_num_threads(int(v["torch_threads"]))
-            if v["malloc_keep_freed_mb"] > 0:  # before the worker allocates (common.keep_freed_memory)
-                keep_freed_memory(int(v["malloc_keep_freed_mb"]) << 20)
-            # loaded in a thread that exits: only the inference worker keeps torch's OpenMP team
-            self.pipeline, self.rgb_only_pipeline = _in_passing_thread(lambda: self._load_pipelines(v))
-            expected_rate = int(self.pipeline.sample_rate_hz)
-            if expected_rate != v["sample_rate_hz"]:
-                raise ValueError(f"sample_rate_hz={v['sample_rate_hz']} but the AVS-Net checkpoint expects "
-                                 f"{expected_rate} Hz echoes")
-            self._min_echo_samples = int(self.pipeline.min_echo_samples())
-            self._onset_templates = self._make_onset_templates(v["sample_rate_hz"])
+            self.pipeline, self.rgb_only_pipeline, self._echo_checker = prepare_models(v, self._pipeline_factory)
         except Exception as exc:  # noqa: BLE001 - report any load error, stay unconfigured
             self.startup_error = f"depth_node configure failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
             self.pipeline = self.rgb_only_pipeline = None
             return TransitionCallbackReturn.FAILURE
         self._pubs = {
-            "depth": self.create_lifecycle_publisher(Image, "/avsnet/metric_depth", OUTPUT_QOS),
-            "camera_info": self.create_lifecycle_publisher(CameraInfo, "/avsnet/camera_info", OUTPUT_QOS),
-            "scale": self.create_lifecycle_publisher(Float32MultiArray, "/avsnet/scale", OUTPUT_QOS),
+            "depth": self.create_lifecycle_publisher(Image, "avsnet/metric_depth", OUTPUT_QOS),
+            "camera_info": self.create_lifecycle_publisher(CameraInfo, "avsnet/camera_info", OUTPUT_QOS),
+            "scale": self.create_lifecycle_publisher(Float32MultiArray, "avsnet/scale", OUTPUT_QOS),
         }
         if v["publish_points"]:
-            self._pubs["points"] = self.create_lifecycle_publisher(PointCloud2, "/avsnet/points", OUTPUT_QOS)
+            self._pubs["points"] = self.create_lifecycle_publisher(PointCloud2, "avsnet/points", OUTPUT_QOS)
         if v["publish_preview"]:
-            self._pubs["preview"] = self.create_lifecycle_publisher(Image, "/avsnet/depth_preview", OUTPUT_QOS)
+            self._pubs["preview"] = self.create_lifecycle_publisher(Image, "avsnet/depth_preview", OUTPUT_QOS)
         self._diag_timer = self.create_timer(v["diagnostics_period_s"], self._publish_diagnostics,
                                              callback_group=self._timer_group)
         self.get_logger().info(
             f"configured: {self.pipeline.describe()}"
-            f"; echo >= {self._min_echo_samples} samples at {v['sample_rate_hz']} Hz, max age "
+            f"; echo >= {self._echo_checker.window_samples} samples at {v['sample_rate_hz']} Hz, max age "
             f"{v['max_echo_age_s']} s, fallback {v['echo_fallback']}; inputs SensorDataQoS")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start the worker, which warms up first (in its own thread: see _in_passing_thread),
+        """Start the worker, which warms up first (in its own thread: see worker.in_passing_thread),
         then subscribe. SUCCESS -> active; FAILURE when the warm-up fails."""
         self._stop.clear()
         warmed, box = threading.Event(), {}
-        self._worker = threading.Thread(target=self._work, args=(warmed, box), name="depth_node_inference",
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(warmed, box), name="depth_node_inference", daemon=True)
         self._worker.start()
         while not warmed.wait(0.5) and self._worker.is_alive():
             pass
@@ -289,13 +146,11 @@ class DepthNode(LifecycleNode):
             self.startup_error = f"depth_node warm-up failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
-        self._subs = [
-            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
-                                     callback_group=self._input_group),
+        self._subs = [  # the echo and camera_info callbacks never wait behind a frame
+            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS, callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, SENSOR_QOS,
                                      callback_group=self._echo_group),
-            self.create_subscription(Image, "/avsnet/echo", self._on_echo, SENSOR_QOS,
-                                     callback_group=self._echo_group),
+            self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS, callback_group=self._echo_group),
         ]
         return super().on_activate(state)
 
@@ -334,62 +189,13 @@ class DepthNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
         self.pipeline = self.rgb_only_pipeline = None
+        self.echo_state.clear()
         with self._lock:
-            self._echoes.clear()
-            self._scale = None
             self._camera_info = None
             self._last_frame_stamp_ns = -1
+        self._stamp_gaps.reset()
         self._last_mode, self._last_confidence = "", float("nan")
 
-    def _load_pipelines(self, v: dict):
-        if self._pipeline_factory is not None:
-            return self._pipeline_factory(v)
-        from avsnet_ros.pipeline import DepthPipeline
-
-        def ckpt(path: str):
-            return path or None  # None = the shipped checkpoint
-
-        main = DepthPipeline.from_checkpoints(avs_checkpoint=ckpt(v["avs_checkpoint"]),
-                                              relative_checkpoint=ckpt(v["relative_checkpoint"]),
-                                              device=v["device"], scaling=v["scaling"], amp=v["amp"])
-        rgb_only = None
-        if v["echo_fallback"] == "rgb_only":
-            rgb_path = v["rgb_only_checkpoint"]
-            if not rgb_path:
-                from avsnet_ros.paths import asset_path
-
-                rgb_path = str(asset_path("checkpoints", "avsnet_tiny_rgb"))
-            rgb_only = DepthPipeline.from_checkpoints(avs_checkpoint=rgb_path, relative_checkpoint=False,
-                                                      device=v["device"], scaling="none", amp=v["amp"])
-            if rgb_only.use_audio:
-                raise ValueError(f"rgb_only_checkpoint {rgb_path} is an RGB + echo model; echo_fallback "
-                                 "rgb_only needs an RGB-only AVS-Net (use_audio false)")
-        return main, rgb_only
-
-    @staticmethod
-    def _make_onset_templates(sample_rate_hz: int) -> list[np.ndarray]:
-        """Matched-filter templates of the sweeps an echo buffer may hold: DEFAULT_SWEEP (the
-        emitter and the synthetic world) and BATVISION_SWEEP (the real recordings); one when equal."""
-        from avsnet_ros.audio.sweep import BATVISION_SWEEP, DEFAULT_SWEEP, make_sweep
-
-        templates = [make_sweep(sample_rate_hz=sample_rate_hz, **DEFAULT_SWEEP)]
-        if BATVISION_SWEEP != DEFAULT_SWEEP:
-            templates.append(make_sweep(sample_rate_hz=sample_rate_hz, **BATVISION_SWEEP))
-        return templates
-
-    def _warm_up(self) -> None:
-        h, w = self.pipeline.input_size_hw()
-        rgb = np.zeros((h, w, 3), dtype=np.uint8)
-        echo = np.zeros((2, self._min_echo_samples), dtype=np.float32)
-        t0 = time.perf_counter()
-        self.pipeline(rgb, echo, sample_rate_hz=self.values["sample_rate_hz"])
-        if not self.pipeline.pseudo_metric_only:
-            self.pipeline.depth_from_scale(rgb, 1.0)
-        if self.rgb_only_pipeline is not None:
-            self.rgb_only_pipeline(rgb, None, sample_rate_hz=self.values["sample_rate_hz"])
-        self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
-
-    # ------------------------------------------------------------------------------------------
     # callbacks (validate + store only)
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -401,19 +207,16 @@ class DepthNode(LifecycleNode):
         return now_ns > 0 and stamp_ns > now_ns + int(self.values["future_tolerance_s"] * 1e9)
 
     def _on_echo(self, msg: Image) -> None:
-        with self._lock:
-            self._echo_in_flight += 1
+        self.echo_state.begin_echo()
         try:
             self._handle_echo(msg)
         finally:
-            with self._lock:
-                self._echo_in_flight -= 1
-                self._echo_done.notify_all()
+            self.echo_state.end_echo()
 
     @guarded("echo_drops", "echo_callback_exception")
     def _handle_echo(self, msg: Image) -> None:
         self.events.count("echoes_in")
-        self._echo_rate.tick()
+        self._rates["echo"].tick()
         v = self.values
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         if self._is_future(stamp_ns):
@@ -423,49 +226,17 @@ class DepthNode(LifecycleNode):
             self.echo_drops.count("echo_length", f"{msg.width} samples > max_echo_samples")
             return
         try:
-            echo = conv.echo_from_image_msg(msg, min_samples=self._min_echo_samples)
+            echo = conv.echo_from_image_msg(msg, min_samples=self._echo_checker.window_samples)
         except conv.MessageError as exc:
             self.echo_drops.count(exc.reason, str(exc))
             return
-        problem = self._check_echo_content(echo)
+        problem = self._echo_checker.check(echo, v)
         if problem is not None:
-            self.echo_drops.count(*problem)
+            self.echo_drops.count(problem.reason, problem.detail)
             return
-        with self._lock:
-            if self._echoes and stamp_ns <= self._echoes[-1].stamp_ns:
-                self.echo_drops.count("echo_out_of_order", f"stamp {stamp_ns} <= newest {self._echoes[-1].stamp_ns}")
-                return
-            self._echo_serial += 1
-            self._echoes.append(_Echo(stamp_ns, echo, self._echo_serial))
-
-    def _check_echo_content(self, echo: np.ndarray) -> tuple[str, str] | None:
-        """Content checks of a decoded echo -> (reason, detail) or None when it is usable."""
-        from avsnet_ros.audio import ECHO_ONSET_SAMPLE, AudioError, find_onset
-
-        v = self.values
-        clipped = float(np.mean(np.abs(echo) >= 0.999))
-        if clipped > v["echo_max_clipped_fraction"]:
-            return "echo_clipped", f"{100 * clipped:.1f} % of the samples at full scale"
-        if not v["echo_onset_check"]:
-            return None
-        tol = int(v["echo_onset_tolerance_samples"])
-        # search well past the tolerance, so an onset just outside it is seen as such (a search
-        # window ending inside the tolerance would report its last lag instead)
-        search = ECHO_ONSET_SAMPLE + tol + ONSET_SEARCH_MARGIN_SAMPLES
-        found = []
-        for template in self._onset_templates:
-            head = echo[:, : min(echo.shape[1], search + template.shape[0] - 1)]
-            if head.shape[1] < template.shape[0] + ECHO_ONSET_SAMPLE + tol:
-                return "echo_length", f"{echo.shape[1]} samples cannot hold the onset at {ECHO_ONSET_SAMPLE}"
-            try:
-                onset = find_onset(head, template, search_samples=min(search, head.shape[1] - template.shape[0] + 1))
-            except AudioError as exc:
-                return "echo_silent", str(exc)
-            if abs(onset.onset_sample - ECHO_ONSET_SAMPLE) <= tol and onset.snr_db >= v["echo_min_onset_snr_db"]:
-                return None
-            found.append(f"onset {onset.onset_sample} at {onset.snr_db:.1f} dB")
-        return ("echo_onset", f"no direct-path sweep at sample {ECHO_ONSET_SAMPLE} +- {tol} with SNR >= "
-                f"{v['echo_min_onset_snr_db']} dB ({'; '.join(found)}): misaligned buffer or wrong sample rate")
+        out_of_order = self.echo_state.add_echo(stamp_ns, echo)
+        if out_of_order is not None:
+            self.echo_drops.count("echo_out_of_order", out_of_order)
 
     @guarded("echo_drops", "camera_info_callback_exception")
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -483,13 +254,14 @@ class DepthNode(LifecycleNode):
     @guarded("frame_drops", "image_callback_exception")
     def _on_image(self, msg: Image) -> None:
         self.events.count("frames_in")
-        self._frame_rate.tick()
+        self._rates["camera"].tick()
         v = self.values
         now_ns = self._now_ns()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         if self._is_future(stamp_ns, now_ns):
             self.frame_drops.count("future_stamp", f"stamp {stamp_ns} ns is ahead of the clock {now_ns}")
             return
+        self._stamp_gaps.add(stamp_ns)
         if int(msg.height) * int(msg.width) > v["max_image_pixels"]:
             self.frame_drops.count("image_too_large", f"{msg.width}x{msg.height}")
             return
@@ -515,19 +287,20 @@ class DepthNode(LifecycleNode):
             return
         with self._lock:
             self._last_frame_stamp_ns = stamp_ns
-        old = self._slot.put(_Frame(msg, stamp_ns, rgb, info, now_ns))
+        old = self._slot.put(_Frame(msg, stamp_ns, rgb, info))
         if old is not None:
             self.frame_drops.count("superseded", "a newer frame arrived before inference was free")
 
     def _has_subscribers(self) -> bool:
         return any(pub.get_subscription_count() > 0 for pub in self._pubs.values())
 
-    # ------------------------------------------------------------------------------------------
     # worker
     def _work(self, warmed: threading.Event | None = None, box: dict | None = None) -> None:
         if warmed is not None:  # warm up in this thread, where inference will run
             try:
-                self._warm_up()
+                t0 = time.perf_counter()
+                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples, self.values["sample_rate_hz"])
+                self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
             except Exception as exc:  # noqa: BLE001 - reported by on_activate
                 box["error"] = exc
                 return
@@ -541,187 +314,80 @@ class DepthNode(LifecycleNode):
                 self._process(frame)
             except Exception as exc:  # noqa: BLE001 - keep the worker alive
                 self.frame_drops.count("inference_error", f"{type(exc).__name__}: {exc}")
-                self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=5.0)
-
-    def _pair(self, frame_stamp_ns: int) -> tuple[str, _Echo | None, float]:
-        """Decide how to scale a frame -> (mode, echo, confidence_factor).
-
-        mode: "fresh" (new echo: full pipeline), "reuse" (same echo as the cached scale),
-        "hold" (no usable echo, cached scale with decayed confidence), or a drop reason
-        "no_echo" / "stale_echo" for the fallback.
-        """
-        v = self.values
-        max_age_ns = int(v["max_echo_age_s"] * 1e9)
-        with self._lock:
-            candidates = [e for e in self._echoes if e.stamp_ns <= frame_stamp_ns]
-            scale = self._scale
-        if candidates:
-            echo = candidates[-1]
-            if frame_stamp_ns - echo.stamp_ns <= max_age_ns:
-                if scale is not None and scale.echo.serial == echo.serial:
-                    return "reuse", echo, 1.0
-                return "fresh", echo, 1.0
-            reason = "stale_echo"
-        else:
-            reason = "no_echo"
-        if scale is not None:
-            age_s = (frame_stamp_ns - scale.echo.stamp_ns) / 1e9
-            beyond_s = max(age_s - v["max_echo_age_s"], 0.0)
-            factor = 0.5 ** (beyond_s / v["confidence_half_life_s"])
-            if beyond_s <= v["scale_hold_s"] or v["echo_fallback"] == "hold":
-                return "hold", None, factor
-        return reason, None, 0.0
+                self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _process(self, frame: _Frame) -> None:
         v = self.values
-        mode, echo, factor = self._pair(frame.stamp_ns)
-        if mode != "fresh" and v["echo_wait_s"] > 0:
-            # an echo published just before this frame may still be in its (parallel) callback
-            with self._lock:
-                waited = self._echo_done.wait_for(lambda: self._echo_in_flight == 0, timeout=v["echo_wait_s"])
-                serial = self._echo_serial
-            if waited and (self._scale is None or serial != self._scale.echo.serial):
-                mode, echo, factor = self._pair(frame.stamp_ns)
-        out_hw = self._output_size(frame)
-        rate = v["sample_rate_hz"]
-        t0 = time.perf_counter()
-        if mode == "fresh":
-            # depth_only: the node publishes no pseudo-metric or relative map, so they are not resized
-            result = self.pipeline(frame.rgb, echo.echo, sample_rate_hz=rate, output_size_hw=out_hw, depth_only=True)
-            depth_m = result.depth_m[0]
-            scale_value, confidence = float(result.scale[0]), float(result.confidence[0])
-            with self._lock:
-                self._scale = _Scale(scale_value, float(result.shift[0]), confidence, echo)
-        elif mode in ("reuse", "hold"):
-            with self._lock:
-                cached = self._scale
-            if self.pipeline.pseudo_metric_only:
-                # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
-                result = self.pipeline(frame.rgb, cached.echo.echo, sample_rate_hz=rate, output_size_hw=out_hw,
-                                       depth_only=True)
-                depth_m = result.depth_m[0]
-            else:
-                depth_m = self.pipeline.depth_from_scale(frame.rgb, cached.scale, cached.shift, output_size_hw=out_hw)
-            scale_value, confidence = cached.scale, cached.confidence * factor
-        else:  # no usable echo and no scale to hold: the fallback
-            fallback = v["echo_fallback"]
-            if fallback == "rgb_only" and self.rgb_only_pipeline is not None:
-                result = self.rgb_only_pipeline(frame.rgb, None, sample_rate_hz=rate, output_size_hw=out_hw,
-                                                depth_only=True)
-                depth_m = result.depth_m[0]
-                scale_value, confidence = float("nan"), 0.0
-                mode = "rgb_only"
-            else:
-                self.frame_drops.count(mode, "no echo within max_echo_age_s and no scale to hold"
-                                       if mode == "no_echo" else "newest echo older than max_echo_age_s")
-                return
-        self._inference_ms.append(1e3 * (time.perf_counter() - t0))
-        self.events.count(f"scale_{mode}")
-        self._last_mode, self._last_confidence = mode, confidence
-        self._publish(frame, np.asarray(depth_m, dtype=np.float32), scale_value, confidence)
-
-    def _output_size(self, frame: _Frame) -> tuple[int, int]:
+        policy = scale_policy(v, self.rgb_only_pipeline is not None)
+        decision, echo = self.echo_state.decide(frame.stamp_ns, policy)
+        # an echo published just before this frame may still be in its (parallel) callback
+        if decision.mode is not ScaleMode.FRESH and v["echo_wait_s"] > 0 and \
+                self.echo_state.wait_for_echoes(v["echo_wait_s"]):
+            decision, echo = self.echo_state.decide(frame.stamp_ns, policy)
+        if decision.mode is ScaleMode.DROP:  # no usable echo and no scale to hold
+            self.frame_drops.count(decision.reason.value, DROP_DETAILS[decision.reason])
+            return
         h, w = frame.rgb.shape[:2]
-        oh, ow = self.values["output_height_px"], self.values["output_width_px"]
-        return (oh or h, ow or w)
+        out_hw = (v["output_height_px"] or h, v["output_width_px"] or w)  # 0 = the camera's size
+        t0 = time.perf_counter()
+        out = self.echo_state.infer(decision, echo, self.pipeline, self.rgb_only_pipeline, frame.rgb,
+                                    v["sample_rate_hz"], out_hw)
+        self._inference_ms.append(1e3 * (time.perf_counter() - t0))
+        self.events.count(f"scale_{decision.mode.value}")
+        self._last_mode, self._last_confidence = decision.mode.value, out.confidence
+        self._publish(frame, np.asarray(out.depth_m, dtype=np.float32), out.scale, out.confidence)
 
     def _publish(self, frame: _Frame, depth_m: np.ndarray, scale: float, confidence: float) -> None:
         header = frame.msg.header  # REP 118/117: the depth carries the camera frame's header
         self._pubs["depth"].publish(conv.array_to_image(depth_m, "32FC1", header))
-        out_h, out_w = depth_m.shape
         info_out = None
         if frame.camera_info is not None:
-            info_out = conv.scale_camera_info(frame.camera_info, out_w, out_h, header)
+            info_out = conv.scale_camera_info(frame.camera_info, depth_m.shape[1], depth_m.shape[0], header)
             self._pubs["camera_info"].publish(info_out)
-        self._pubs["scale"].publish(Float32MultiArray(
-            layout=_SCALE_LAYOUT, data=[float(scale), float(confidence)]))
+        self._pubs["scale"].publish(Float32MultiArray(layout=_SCALE_LAYOUT, data=[float(scale), float(confidence)]))
         points = self._pubs.get("points")
         if points is not None and info_out is not None and points.get_subscription_count() > 0:
             k = np.asarray(info_out.k, dtype=np.float64).reshape(3, 3)
             points.publish(conv.depth_to_pointcloud2(depth_m, k, header, stride=self.values["points_stride_px"]))
         preview = self._pubs.get("preview")
         if preview is not None and preview.get_subscription_count() > 0:
-            min_d = self.pipeline.min_depth_m
-            rgb = colorize_depth(depth_m, min_d, self.values["preview_max_depth_m"])
+            rgb = colorize_depth(depth_m, self.pipeline.min_depth_m, self.values["preview_max_depth_m"])
             preview.publish(conv.array_to_image(rgb, "rgb8", header))
         self.events.count("frames_out")
-        self._out_rate.tick()
+        self._rates["depth"].tick()
 
-    # ------------------------------------------------------------------------------------------
     # diagnostics
     def counters(self) -> dict[str, Any]:
         """All counters (tests, replay evaluation): frames_in/out, drops by reason, echo drops."""
         events = self.events.snapshot()
-        return {
-            "frames_in": events.get("frames_in", 0),
-            "frames_out": events.get("frames_out", 0),
-            "echoes_in": events.get("echoes_in", 0),
-            "frame_drops": self.frame_drops.snapshot(),
-            "echo_drops": self.echo_drops.snapshot(),
-            "events": events,
-        }
+        return {**{k: events.get(k, 0) for k in ("frames_in", "frames_out", "echoes_in")},
+                "frame_drops": self.frame_drops.snapshot(), "echo_drops": self.echo_drops.snapshot(), "events": events}
 
     @guarded("frame_drops", "diagnostics_exception")
     def _publish_diagnostics(self) -> None:
-        state = self._state_machine.current_state[1]
-        frame_drops = self.frame_drops.snapshot()
-        echo_drops = self.echo_drops.snapshot()
-        events = self.events.snapshot()
-        # The level reflects the drops since the previous report, not the cumulative counts, so the
-        # status returns to OK once echoes (or inference) recover (test_hardening_emitter.py).
-        previous = getattr(self, "_diag_previous_drops", {})
-        recent = {k: n - previous.get(k, 0) for k, n in frame_drops.items() if n > previous.get(k, 0)}
-        self._diag_previous_drops = frame_drops
-        with self._lock:
-            scale = self._scale
-            newest_echo_ns = self._echoes[-1].stamp_ns if self._echoes else None
-        now_ns = self._now_ns()
-        values: dict[str, Any] = {
+        state, c, nan = self._state_machine.current_state[1], self.counters(), float("nan")
+        previous, self._diag_previous_drops = getattr(self, "_diag_previous_drops", {}), c["frame_drops"]
+        recent = {k: n - previous.get(k, 0) for k, n in c["frame_drops"].items() if n > previous.get(k, 0)}
+        scale, newest_echo_ns = self.echo_state.scale, self.echo_state.newest_echo_ns()
+        values = diagnostic_values(c, {**self.frame_drops.details(), **self.echo_drops.details()}, {
             "state": state,
-            "frames_in": events.get("frames_in", 0),
-            "frames_out": events.get("frames_out", 0),
-            "echoes_in": events.get("echoes_in", 0),
-            "camera_rate_hz": self._frame_rate.rate_hz(),
-            "echo_rate_hz": self._echo_rate.rate_hz(),
-            "depth_rate_hz": self._out_rate.rate_hz(),
-            "inference_ms_mean": float(np.mean(self._inference_ms)) if self._inference_ms else float("nan"),
-            "scale": scale.scale if scale else float("nan"),
+            "camera_rate_hz": self._rates["camera"].rate_hz(),  # arrivals; vs the stamps: lost or slow frames
+            "camera_stamp_rate_hz": self._stamp_gaps.stamp_rate_hz(),
+            "camera_frames_missing_est": self._stamp_gaps.missing(),
+            "echo_rate_hz": self._rates["echo"].rate_hz(),
+            "depth_rate_hz": self._rates["depth"].rate_hz(),
+            "inference_ms_mean": float(np.mean(self._inference_ms)) if self._inference_ms else nan,
+            "scale": scale.scale if scale else nan,
             "confidence": self._last_confidence,
             "scale_mode": self._last_mode,
-            "echo_age_s": (now_ns - newest_echo_ns) / 1e9 if newest_echo_ns is not None else float("nan"),
-            "frames_dropped": sum(frame_drops.values()),
-            "echoes_dropped": sum(echo_drops.values()),
-        }
-        values.update({f"drop.{k}": n for k, n in sorted(frame_drops.items())})
-        values.update({f"echo_drop.{k}": n for k, n in sorted(echo_drops.items())})
-        values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped"))})
-        details = {**self.frame_drops.details(), **self.echo_drops.details()}
-        values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
-        if self.startup_error:
-            level, message = ERROR, self.startup_error
-        elif state != "active":
-            level, message = WARN, f"{state}"
-        elif recent.get("inference_error"):
-            level, message = ERROR, "inference errors (see last.inference_error)"
-        elif self._last_mode in ("hold", "rgb_only") or recent.get("no_echo") or recent.get("stale_echo"):
-            level, message = WARN, f"echo missing or stale: scale mode {self._last_mode or 'none'}"
-        else:
-            level, message = OK, "running"
+            "echo_age_s": (self._now_ns() - newest_echo_ns) / 1e9 if newest_echo_ns is not None else nan,
+        })
+        level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)
         self._diag_pub.publish(diagnostic_array(self, [status]))
 
 
-_SCALE_LAYOUT = None
-
-
-def _scale_layout():
-    from std_msgs.msg import MultiArrayLayout
-
-    return MultiArrayLayout(dim=[MultiArrayDimension(label="scale,confidence", size=2, stride=2)], data_offset=0)
-
-
-_SCALE_LAYOUT = _scale_layout()
+_SCALE_LAYOUT = MultiArrayLayout(dim=[MultiArrayDimension(label="scale,confidence", size=2, stride=2)], data_offset=0)
 
 
 def main(args: list[str] | None = None) -> int:

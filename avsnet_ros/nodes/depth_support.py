@@ -1,0 +1,296 @@
+"""depth_node's parts that need no rclpy: parameters, model loading, and the echo/scale state that
+turns a policy decision into metric depth with the pipeline (nodes/depth_node.py does the wiring)."""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from avsnet_ros.audio.align import ECHO_ONSET_SAMPLE
+from avsnet_ros.audio.echo_checks import EchoCheckConfig, EchoProblem, check_echo, onset_templates
+from avsnet_ros.nodes.common import ERROR, OK, WARN, ParamSpec, keep_freed_memory
+from avsnet_ros.nodes.worker import in_passing_thread
+from avsnet_ros.policy import (DEFAULT_CONFIDENCE_HALF_LIFE_S, DEFAULT_MAX_ECHO_AGE_S, DEFAULT_SCALE_HOLD_S,
+                               FALLBACKS, CachedScale, DropReason, Fallback, ScaleDecision, ScaleMode, ScalePolicy,
+                               decide_scale)
+
+PARAMS = (
+    ParamSpec("autostart", True, "configure and activate at start-up (false: drive the lifecycle yourself)"),
+    ParamSpec("device", "auto", "torch device for inference", choices=("auto", "cpu", "cuda")),
+    ParamSpec("avs_checkpoint", "", "AVS-Net checkpoint dir (config.json + model.safetensors); "
+              "empty = shipped assets/checkpoints/avsnet_tiny"),
+    ParamSpec("relative_checkpoint", "", "relative depth (DepthNet) checkpoint dir; empty = shipped "
+              "assets/checkpoints/depthnet_tiny"),
+    ParamSpec("rgb_only_checkpoint", "", "RGB-only AVS-Net checkpoint for echo_fallback=rgb_only; "
+              "empty = shipped assets/checkpoints/avsnet_tiny_rgb"),
+    ParamSpec("scaling", "median", "how the echo pseudo-metric depth scales the relative depth",
+              choices=("median", "mean_std", "none")),
+    ParamSpec("amp", False, "automatic mixed precision (CUDA only)"),
+    ParamSpec("torch_threads", 0, "torch intra-op threads (0 = torch default)", 0, 256),
+    ParamSpec("malloc_keep_freed_mb", 64, "glibc malloc keeps up to this much freed memory for the next "
+              "frame instead of returning it to the kernel (process-wide; avoids ~5000 page faults per "
+              "inference in the worker thread; 0 = leave the allocator alone)", 0, 2047),
+    ParamSpec("sample_rate_hz", 44100, "echo sample rate (the echo contract: 44100 Hz; must match the "
+              "models)", 8000, 192000),
+    ParamSpec("max_echo_age_s", DEFAULT_MAX_ECHO_AGE_S, "a frame pairs with the newest echo stamped at most this long "
+              "before it (never after it)", 0.0, 60.0, live=True),
+    ParamSpec("scale_hold_s", DEFAULT_SCALE_HOLD_S, "after the echo is too old, keep the last scale this long "
+              "(confidence decaying) before echo_fallback applies", 0.0, 3600.0, live=True),
+    ParamSpec("confidence_half_life_s", DEFAULT_CONFIDENCE_HALF_LIFE_S, "held-scale confidence halves every this many seconds",
+              0.001, 3600.0, live=True),
+    ParamSpec("echo_fallback", "drop", "without a usable echo or held scale: drop the frame, hold the "
+              "last scale indefinitely, or publish the RGB-only model's pseudo-metric depth",
+              choices=FALLBACKS),
+    ParamSpec("echo_wait_s", 0.05, "a frame without a fresh echo waits up to this long for echo messages "
+              "already being checked (callbacks run in parallel)", 0.0, 5.0, live=True),
+    ParamSpec("future_tolerance_s", 0.5, "messages stamped more than this ahead of the node clock are "
+              "rejected (future_stamp)", 0.0, 3600.0, live=True),
+    ParamSpec("output_width_px", 0, "published depth width (0 = camera width)", 0, 16384, live=True),
+    ParamSpec("output_height_px", 0, "published depth height (0 = camera height)", 0, 16384, live=True),
+    ParamSpec("max_image_pixels", 4096 * 4096, "larger camera images are rejected (image_too_large)",
+              1, 2**31 - 1, live=True),
+    ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived", live=True),
+    ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
+    ParamSpec("echo_onset_check", True, "reject echoes whose direct-path onset is not at "
+              "ECHO_ONSET_SAMPLE (misaligned, wrong sample rate, silent)", live=True),
+    ParamSpec("echo_onset_tolerance_samples", 16, "allowed onset offset from ECHO_ONSET_SAMPLE", 0, 10000, live=True),
+    ParamSpec("echo_min_onset_snr_db", 20.0, "minimum matched-filter SNR of the direct path", 0.0, 200.0, live=True),
+    ParamSpec("echo_max_clipped_fraction", 0.05, "reject echoes with more of the model's echo window "
+              "(both channels) at |x| >= 0.999",
+              0.0, 1.0, live=True),
+    ParamSpec("skip_when_unsubscribed", True, "skip inference while nothing subscribes to the outputs", live=True),
+    ParamSpec("publish_points", False, "publish avsnet/points (needs camera_info)"),
+    ParamSpec("points_stride_px", 2, "pixel stride of the point cloud", 1, 64, live=True),
+    ParamSpec("publish_preview", True, "publish avsnet/depth_preview (rgb8, turbo colour map)"),
+    ParamSpec("preview_max_depth_m", 10.0, "depth shown as the last colour of the preview", 0.1, 1000.0, live=True),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics", 0.05, 60.0),
+)
+
+
+def prepare_models(values: dict, pipeline_factory=None):
+    """Process settings and models of a configure -> (pipeline, rgb_only_pipeline or None, EchoChecker).
+
+    pipeline_factory: callable(values) -> (pipeline, rgb_only or None); default load_pipelines.
+    Raises ValueError when the checkpoint's sample rate differs from sample_rate_hz.
+    """
+    if values["torch_threads"] > 0:
+        import torch
+
+        torch.set_num_threads(int(values["torch_threads"]))
+    if values["malloc_keep_freed_mb"] > 0:  # before the worker allocates (common.keep_freed_memory)
+        keep_freed_memory(int(values["malloc_keep_freed_mb"]) << 20)
+    # loaded in a thread that exits: only the inference worker keeps torch's OpenMP team
+    pipeline, rgb_only = in_passing_thread(lambda: (pipeline_factory or load_pipelines)(values))
+    if int(pipeline.sample_rate_hz) != values["sample_rate_hz"]:
+        raise ValueError(f"sample_rate_hz={values['sample_rate_hz']} but the AVS-Net checkpoint expects "
+                         f"{int(pipeline.sample_rate_hz)} Hz echoes")
+    return pipeline, rgb_only, EchoChecker(pipeline, values["sample_rate_hz"])
+
+
+def load_pipelines(v: dict):
+    """(pipeline, rgb_only_pipeline or None) from the checkpoint parameters (values of PARAMS).
+
+    rgb_only_pipeline is loaded only for echo_fallback "rgb_only" and must be an RGB-only AVS-Net.
+    Raises what DepthPipeline.from_checkpoints raises, or ValueError for an RGB + echo fallback model.
+    """
+    from avsnet_ros.pipeline import DepthPipeline
+
+    def ckpt(path: str):
+        return path or None  # None = the shipped checkpoint
+
+    main = DepthPipeline.from_checkpoints(avs_checkpoint=ckpt(v["avs_checkpoint"]),
+                                          relative_checkpoint=ckpt(v["relative_checkpoint"]),
+                                          device=v["device"], scaling=v["scaling"], amp=v["amp"])
+    rgb_only = None
+    if v["echo_fallback"] == "rgb_only":
+        rgb_path = v["rgb_only_checkpoint"]
+        if not rgb_path:
+            from avsnet_ros.paths import asset_path
+
+            rgb_path = str(asset_path("checkpoints", "avsnet_tiny_rgb"))
+        rgb_only = DepthPipeline.from_checkpoints(avs_checkpoint=rgb_path, relative_checkpoint=False,
+                                                  device=v["device"], scaling="none", amp=v["amp"])
+        if rgb_only.use_audio:
+            raise ValueError(f"rgb_only_checkpoint {rgb_path} is an RGB + echo model; echo_fallback "
+                             "rgb_only needs an RGB-only AVS-Net (use_audio false)")
+    return main, rgb_only
+
+
+@dataclass
+class StoredEcho:
+    stamp_ns: int
+    echo: np.ndarray  # (2, N) float32 at sample_rate_hz
+    serial: int  # unique per accepted echo
+
+
+@dataclass
+class StoredScale:
+    scale: float
+    shift: float  # mean_std scaling: depth = scale * R + shift (0 otherwise)
+    confidence: float
+    echo: StoredEcho  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
+
+
+@dataclass
+class FrameDepth:
+    """infer()'s answer: (H, W) float32 metres (NaN invalid), the scale and its confidence in [0, 1]."""
+
+    depth_m: np.ndarray
+    scale: float
+    confidence: float
+
+
+class EchoScaleState:
+    """The accepted echoes (newest `max_echoes`, ascending stamps) and the cached scale (thread-safe).
+
+    Echo callbacks call begin_echo()/end_echo() around their checks, so a frame whose echo is still
+    being checked can wait for it (wait_for_echoes).
+    """
+
+    def __init__(self, max_echoes: int = 16) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._echoes: deque[StoredEcho] = deque(maxlen=max_echoes)
+        self._serial = 0
+        self._in_flight = 0
+        self.scale: Optional[StoredScale] = None
+
+    def begin_echo(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def end_echo(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._done.notify_all()
+
+    def add_echo(self, stamp_ns: int, echo: np.ndarray) -> Optional[str]:
+        """Store an accepted echo; returns a detail (and stores nothing) when it is not newer than the newest."""
+        with self._lock:
+            if self._echoes and stamp_ns <= self._echoes[-1].stamp_ns:
+                return f"stamp {stamp_ns} <= newest {self._echoes[-1].stamp_ns}"
+            self._serial += 1
+            self._echoes.append(StoredEcho(stamp_ns, echo, self._serial))
+            return None
+
+    def newest_echo_ns(self) -> Optional[int]:
+        with self._lock:
+            return self._echoes[-1].stamp_ns if self._echoes else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._echoes.clear()
+            self.scale = None
+
+    def decide(self, frame_stamp_ns: int, policy: ScalePolicy) -> "tuple[ScaleDecision, Optional[StoredEcho]]":
+        """policy.decide_scale on the echoes stored so far -> (decision, paired echo or None)."""
+        with self._lock:
+            echoes, scale = list(self._echoes), self.scale
+        cached = CachedScale(scale.echo.serial, scale.echo.stamp_ns) if scale is not None else None
+        decision = decide_scale(frame_stamp_ns, [(e.stamp_ns, e.serial) for e in echoes], cached, policy)
+        return decision, (echoes[decision.echo_index] if decision.echo_index is not None else None)
+
+    def wait_for_echoes(self, timeout_s: float) -> bool:
+        """Wait until no echo is being checked; True when a new echo arrived since the cached scale's."""
+        with self._lock:
+            waited = self._done.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+            return waited and (self.scale is None or self._serial != self.scale.echo.serial)
+
+    def infer(self, decision: ScaleDecision, echo: Optional[StoredEcho], pipeline, rgb_only_pipeline, rgb: np.ndarray,
+              sample_rate_hz: int, output_size_hw: "tuple[int, int]") -> FrameDepth:
+        """Metric depth of one frame for a FRESH, REUSE, HOLD or RGB_ONLY decision (DROP: ValueError).
+
+        FRESH runs the full pipeline and caches its scale; REUSE/HOLD apply the cached scale to the
+        frame's relative depth (confidence x decision.confidence_factor); RGB_ONLY runs the RGB-only model.
+        """
+        kw = dict(sample_rate_hz=sample_rate_hz, output_size_hw=output_size_hw, depth_only=True)
+        mode = decision.mode
+        if mode is ScaleMode.FRESH:
+            # depth_only: the node publishes no pseudo-metric or relative map, so they are not resized
+            result = pipeline(rgb, echo.echo, **kw)
+            scale = StoredScale(float(result.scale[0]), float(result.shift[0]), float(result.confidence[0]), echo)
+            with self._lock:
+                self.scale = scale
+            return FrameDepth(result.depth_m[0], scale.scale, scale.confidence)
+        if mode in (ScaleMode.REUSE, ScaleMode.HOLD):
+            with self._lock:
+                cached = self.scale
+            if pipeline.pseudo_metric_only:
+                # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
+                depth_m = pipeline(rgb, cached.echo.echo, **kw).depth_m[0]
+            else:
+                depth_m = pipeline.depth_from_scale(rgb, cached.scale, cached.shift, output_size_hw=output_size_hw)
+            return FrameDepth(depth_m, cached.scale, cached.confidence * decision.confidence_factor)
+        if mode is ScaleMode.RGB_ONLY:
+            return FrameDepth(rgb_only_pipeline(rgb, None, **kw).depth_m[0], float("nan"), 0.0)
+        raise ValueError(f"no depth for a {mode} decision")
+
+
+def scale_policy(values: dict, rgb_only_available: bool) -> ScalePolicy:
+    """The policy of the current parameter values; rgb_only falls back to drop without an RGB-only model."""
+    fallback = Fallback(values["echo_fallback"])
+    if fallback is Fallback.RGB_ONLY and not rgb_only_available:
+        fallback = Fallback.DROP
+    return ScalePolicy(values["max_echo_age_s"], values["scale_hold_s"], values["confidence_half_life_s"], fallback)
+
+
+class EchoChecker:
+    """audio.echo_checks on the window `pipeline` reads: samples [0, min_echo_samples()) for the
+    "file" crop, from ECHO_ONSET_SAMPLE for the "onset" crop (the onset check holds the onset there)."""
+
+    def __init__(self, pipeline, sample_rate_hz: int) -> None:
+        self.window_samples = int(pipeline.min_echo_samples())
+        self.window_start_sample = ECHO_ONSET_SAMPLE if pipeline.avs_config.audio_crop == "onset" else 0
+        self.templates = onset_templates(sample_rate_hz)
+
+    def check(self, echo: np.ndarray, values: dict) -> Optional[EchoProblem]:
+        config = EchoCheckConfig(values["echo_max_clipped_fraction"], values["echo_onset_check"],
+                                 values["echo_onset_tolerance_samples"], values["echo_min_onset_snr_db"])
+        return check_echo(echo, window_start_sample=self.window_start_sample, window_samples=self.window_samples,
+                          templates=self.templates, config=config)
+
+
+def warm_up(pipeline, rgb_only_pipeline, echo_samples: int, sample_rate_hz: int) -> None:
+    """One inference of each model path on a black frame and a silent echo (allocations, kernels)."""
+    h, w = pipeline.input_size_hw()
+    rgb = np.zeros((h, w, 3), dtype=np.uint8)
+    pipeline(rgb, np.zeros((2, echo_samples), dtype=np.float32), sample_rate_hz=sample_rate_hz)
+    if not pipeline.pseudo_metric_only:
+        pipeline.depth_from_scale(rgb, 1.0)
+    if rgb_only_pipeline is not None:
+        rgb_only_pipeline(rgb, None, sample_rate_hz=sample_rate_hz)
+
+
+DROP_DETAILS = {DropReason.NO_ECHO: "no echo within max_echo_age_s and no scale to hold",
+                DropReason.STALE_ECHO: "newest echo older than max_echo_age_s"}
+
+
+def diagnostic_values(counters: dict, details: dict, measured: dict) -> dict:
+    """/diagnostics key/values: frames_in/out, echoes_in, the measured values, totals, then
+    drop.<reason>, echo_drop.<reason>, count.scale_*/skipped_* and last.<reason> (detail, 200 chars).
+    counters: DepthNode.counters(); details: reason -> detail of its last drop."""
+    frame_drops, echo_drops, events = counters["frame_drops"], counters["echo_drops"], counters["events"]
+    values = {k: counters[k] for k in ("frames_in", "frames_out", "echoes_in")}
+    values.update(measured, frames_dropped=sum(frame_drops.values()), echoes_dropped=sum(echo_drops.values()))
+    values.update({f"drop.{k}": n for k, n in sorted(frame_drops.items())})
+    values.update({f"echo_drop.{k}": n for k, n in sorted(echo_drops.items())})
+    values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped"))})
+    values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
+    return values
+
+
+def diagnostic_level(startup_error: Optional[str], state: str, recent_drops: dict, last_mode: str):
+    """(level, message) of the depth status. recent_drops: frame drops since the previous report, so
+    the status returns to OK once echoes (or inference) recover (test_hardening_emitter.py)."""
+    if startup_error:
+        return ERROR, startup_error
+    if state != "active":
+        return WARN, state
+    if recent_drops.get("inference_error"):
+        return ERROR, "inference errors (see last.inference_error)"
+    if last_mode in (ScaleMode.HOLD.value, ScaleMode.RGB_ONLY.value) or any(recent_drops.get(r.value) for r in DropReason):
+        return WARN, f"echo missing or stale: scale mode {last_mode or 'none'}"
+    return OK, "running"
