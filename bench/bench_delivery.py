@@ -52,7 +52,24 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 20.0) -> str:
     return out or ""
 
 
-def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipped", probe_camera: bool = False) -> dict:
+def _resized_fixture(width: int, height: int, out_dir: Path) -> Path:
+    """A loose BV2 instance folder with the fixture's camera and depth resized to width x height."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURE / "audio_47.wav", out_dir / "audio_47.wav")
+    rgb = cv2.imread(str(FIXTURE / "camera_47.jpeg"))
+    cv2.imwrite(str(out_dir / "camera_47.jpeg"), cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR))
+    depth = np.load(FIXTURE / "depth_47.npy")
+    np.save(out_dir / "depth_47.npy", cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST))
+    return out_dir
+
+
+def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipped", probe_camera: bool = False,
+        frame_size: tuple[int, int] | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS"):
         env.pop(name, None)
@@ -72,6 +89,10 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
     from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS
 
     profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench_delivery_")
+    data = FIXTURE if frame_size is None else _resized_fixture(frame_size[0], frame_size[1], Path(tmp.name) / "frames")
     bindir = Path(sys.executable).parent
     frames = int(round(duration_s * rate_hz))
     depth_proc = subprocess.Popen(
@@ -118,7 +139,7 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
                 raise RuntimeError("depth_node did not become active: " + _stop(depth_proc)[-2000:])
             time.sleep(0.2)
         replay_proc = subprocess.Popen(
-            [str(bindir / "replay_source"), "--ros-args", "-p", f"data_path:={FIXTURE}", "-p", f"rate_hz:={rate_hz}",
+            [str(bindir / "replay_source"), "--ros-args", "-p", f"data_path:={data}", "-p", f"rate_hz:={rate_hz}",
              "-p", "loop:=true", "-p", f"max_frames:={frames}", "-p", "wait_for_subscribers:=1",
              "-p", "wait_timeout_s:=60.0", "-p", "start_delay_s:=1.0"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -144,6 +165,7 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+        tmp.cleanup()
     replay_text = "".join(lines) + replay_out
     match = re.search(r"replay finished: (\d+) frames published", replay_text)
     published = int(match.group(1)) if match else None
@@ -158,6 +180,7 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
         "transport": transport,
         "profile": profile,
         "duration_s": duration_s,
+        "frame_size": list(frame_size) if frame_size else [1280, 720],
         "rate_hz": rate_hz,
         "camera_published": published,
         "camera_received_by_node": frames_in,
@@ -191,7 +214,8 @@ def _gaps(stamps_ns: list[int], rate_hz: float) -> list[tuple[float, int]]:
 
 def format_result(r: dict) -> str:
     pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
-    return (f"transport {r['transport']} ({r['profile'] or 'Fast DDS defaults'}), {r['rate_hz']} Hz x {r['duration_s']} s\n"
+    return (f"transport {r['transport']} ({r['profile'] or 'Fast DDS defaults'}), {r['frame_size'][0]}x{r['frame_size'][1]} "
+            f"at {r['rate_hz']} Hz x {r['duration_s']} s\n"
             f"camera -> depth node: {r['camera_received_by_node']} / {r['camera_published']} = {pct(r['camera_delivery'])}\n"
             f"depth -> reliable listener: {r['depth_received_reliable']} / {r['depth_published']} = "
             f"{pct(r['depth_delivery_reliable'])}; best effort: {r['depth_received_best_effort']} = "
@@ -210,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("shipped", "fastdds_default"), default="shipped")
     parser.add_argument("--probe-camera", action="store_true",
                         help="also subscribe to the camera here and list where frames went missing")
+    parser.add_argument("--frame-size", default="", metavar="WxH", help="resize the camera frames (default 1280x720)")
     parser.add_argument("--no-write", action="store_true", help="print only (no bench/results/delivery*.json)")
     args = parser.parse_args(argv)
-    result = run(args.duration_s, args.rate_hz, args.transport, args.probe_camera)
+    size = tuple(int(v) for v in args.frame_size.lower().split("x")) if args.frame_size else None
+    result = run(args.duration_s, args.rate_hz, args.transport, args.probe_camera, size)
     print(format_result(result))
     if not args.no_write:
         name = "delivery" if args.transport == "shipped" else f"delivery_{args.transport}"
+        name += f"_{args.frame_size}" if args.frame_size else ""
         print(f"wrote {write_result(name, result)}")
     return 0
 

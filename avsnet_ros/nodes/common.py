@@ -172,6 +172,18 @@ def release_freed_memory() -> bool:
     return True
 
 
+def resident_memory_mb() -> float:
+    """This process's resident set size in MiB (/proc/self/statm; NaN where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class FreedMemoryTrimmer:
     """Returns freed memory to the kernel once a burst of larger-than-usual frames is over.
 

@@ -35,9 +35,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout
 
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, RateMeter,
+from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer, RateMeter,
                                      declare_parameters, diagnostic_array, diagnostic_status, guarded,
-                                     read_parameters, run_node_main)
+                                     read_parameters, resident_memory_mb, run_node_main)
 from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
                                             diagnostic_values, prepare_models, scale_policy, warm_up)
 from avsnet_ros.nodes.worker import LatestSlot
@@ -76,6 +76,7 @@ class DepthNode(LifecycleNode):
         self._last_confidence = float("nan")
         self._last_mode = ""
         self._slot = LatestSlot()
+        self._trimmer = FreedMemoryTrimmer()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._rates = {k: RateMeter() for k in ("camera", "echo", "depth")}  # arrivals / publications
@@ -312,6 +313,9 @@ class DepthNode(LifecycleNode):
                 continue
             try:
                 self._process(frame)
+                # after a burst of large frames, give the freed memory back (common.FreedMemoryTrimmer)
+                if self.values["malloc_keep_freed_mb"] > 0 and self._trimmer.after_frame(frame.rgb.shape[0] * frame.rgb.shape[1]):
+                    self.events.count("memory_trims")
             except Exception as exc:  # noqa: BLE001 - keep the worker alive
                 self.frame_drops.count("inference_error", f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
@@ -381,6 +385,7 @@ class DepthNode(LifecycleNode):
             "confidence": self._last_confidence,
             "scale_mode": self._last_mode,
             "echo_age_s": (self._now_ns() - newest_echo_ns) / 1e9 if newest_echo_ns is not None else nan,
+            "resident_memory_mb": resident_memory_mb(),
         })
         level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)

@@ -50,7 +50,10 @@ PARAMS = (
               "rejected (future_stamp)", 0.0, 3600.0, live=True),
     ParamSpec("output_width_px", 0, "published depth width (0 = camera width)", 0, 16384, live=True),
     ParamSpec("output_height_px", 0, "published depth height (0 = camera height)", 0, 16384, live=True),
-    ParamSpec("max_image_pixels", 4096 * 4096, "larger camera images are rejected (image_too_large)",
+    # 2560x1440: the largest frame (and same-size depth output) the shipped Fast DDS profile carries between
+    # processes (bench/bench_delivery.py --frame-size 2560x1440: 100 %); the memory bound is measured at it
+    ParamSpec("max_image_pixels", 2560 * 1440, "larger camera images are rejected (image_too_large); the "
+              "shipped Fast DDS profile carries up to 2560x1440 between processes",
               1, 2**31 - 1, live=True),
     ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived", live=True),
     ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
@@ -270,14 +273,14 @@ DROP_DETAILS = {DropReason.NO_ECHO: "no echo within max_echo_age_s and no scale 
 
 def diagnostic_values(counters: dict, details: dict, measured: dict) -> dict:
     """/diagnostics key/values: frames_in/out, echoes_in, the measured values, totals, then
-    drop.<reason>, echo_drop.<reason>, count.scale_*/skipped_* and last.<reason> (detail, 200 chars).
+    drop.<reason>, echo_drop.<reason>, count.scale_*/skipped_*/memory_trims and last.<reason> (detail, 200 chars).
     counters: DepthNode.counters(); details: reason -> detail of its last drop."""
     frame_drops, echo_drops, events = counters["frame_drops"], counters["echo_drops"], counters["events"]
     values = {k: counters[k] for k in ("frames_in", "frames_out", "echoes_in")}
     values.update(measured, frames_dropped=sum(frame_drops.values()), echoes_dropped=sum(echo_drops.values()))
     values.update({f"drop.{k}": n for k, n in sorted(frame_drops.items())})
     values.update({f"echo_drop.{k}": n for k, n in sorted(echo_drops.items())})
-    values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped"))})
+    values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped", "memory_"))})
     values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
     return values
 
