@@ -1,8 +1,8 @@
 """DDP: both training scripts under torchrun with 2 CPU processes (gloo) end with identical weights.
 
-Each rank writes the SHA-256 of its model weights (AVSNET_WRITE_WEIGHT_HASH); the ranks must agree,
-agree with the checkpoint rank 0 saved, and the validation metrics must be reduced over both ranks'
-shards (5 validation images split 3 + 2).
+Each rank writes the SHA-256 of its model weights (a callback that test/train_with_hooks.py injects);
+the ranks must agree, agree with the checkpoint rank 0 saved, and the validation metrics must be
+reduced over both ranks' shards (5 validation images split 3 + 2).
 """
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ def tiny_data(tmp_path_factory):
     return root, data
 
 
-def _torchrun(script: str, data: Path, out: Path, cfg: Path, hash_dir: Path) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", AVSNET_WRITE_WEIGHT_HASH=str(hash_dir))
+def _torchrun(stage: str, data: Path, out: Path, cfg: Path, hash_dir: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The hash is written by a callback that the test launcher injects into each rank's Trainer.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "training" / script), "--data", str(data), "--out", str(out), "--config", str(cfg),
-           "--device", "cpu", "--no-progress", "--json"]
+           str(REPO / "test" / "train_with_hooks.py"), "--weight-hash-dir", str(hash_dir), stage,
+           "--data", str(data), "--out", str(out), "--config", str(cfg), "--device", "cpu", "--no-progress", "--json"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -65,7 +66,7 @@ def test_ddp_avs_two_processes_identical_weights(tiny_data):
     cfg = root / "avs.yaml"
     cfg.write_text(AVS_CONFIG)
     hashes = root / "hash_avs"
-    s = _torchrun("train_avs.py", data, root / "run_avs", cfg, hashes)
+    s = _torchrun("avs", data, root / "run_avs", cfg, hashes)
     assert s["world_size"] == 2
     # 10 training samples, 5 per rank, batch 2 per rank -> 2 steps.
     assert s["global_step"] == 2
@@ -82,7 +83,7 @@ def test_ddp_relative_two_processes_identical_weights(tiny_data):
     cfg = root / "rel.yaml"
     cfg.write_text(REL_CONFIG)
     hashes = root / "hash_rel"
-    s = _torchrun("train_relative.py", data, root / "run_rel", cfg, hashes)
+    s = _torchrun("relative", data, root / "run_rel", cfg, hashes)
     # 2 train sequences x 3 triples = 6 triples, 3 per rank, batch 2 -> 1 step; 3 validation triples.
     assert s["world_size"] == 2 and s["global_step"] == 1
     assert s["final_val"]["count"] == 3

@@ -145,8 +145,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny):
     """SIGKILL after a mid-epoch checkpoint (--save-every-steps), then --resume: same final weights."""
     run_c = tiny["root"] / "run_c"
     cmd = _cmd(tiny["data"], run_c, tiny["cfg"], "--save-every-steps", "3")
-    # The step delay only slows the run down (no numbers change) so the kill lands mid-run.
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(AVSNET_TRAIN_STEP_DELAY_S=0.3), stdout=subprocess.DEVNULL,
+    # The step delay (a callback injected by the test launcher) only slows the run down (no numbers
+    # change) so the kill lands mid-run.
+    cmd = [PY, str(REPO / "test" / "train_with_hooks.py"), "--step-delay-s", "0.3", "avs", *cmd[2:]]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     latest = run_c / "checkpoints" / "latest.txt"
     target = "e0001_s000000006"  # step 6 = 1 batch into the second epoch

@@ -33,7 +33,7 @@ class AVSTrainModule(nn.Module):
 
 
 class AVSTask:
-    """TrainTask for training.loop.run_training (see there)."""
+    """TrainTask for training.loop.Trainer (see there)."""
 
     name = "avs"
     selection_metric = "abs_rel"

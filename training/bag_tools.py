@@ -83,6 +83,7 @@ def cmd_to_batvision(args) -> int:
 
     from avsnet_ros.data.rosbag_io import BagReadReport, iter_bag_samples
     from avsnet_ros.data.samples import depth_m_to_mm
+    from avsnet_ros.fileio import atomic_open
 
     out = Path(args.out)
     location = args.location or Path(args.bag).name.replace(".mcap", "").replace(".db3", "")
@@ -99,8 +100,7 @@ def cmd_to_batvision(args) -> int:
     columns = ["audio path", "audio file name", "camera path", "camera file name", "depth path",
                "depth file name", "sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy"]
     n = no_depth = too_far = 0
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(csv_path, "w", newline="") as fh:  # the CSV appears only when every file is written
         w = csv.writer(fh)
         w.writerow(columns)
         for s in iter_bag_samples(args.bag, report, max_echo_age_s=args.max_echo_age_s):
@@ -126,7 +126,6 @@ def cmd_to_batvision(args) -> int:
                         f"{location}/depth", f"depth_{name}.npy", s.sequence_id, s.frame_index, s.stamp_ns,
                         repr(float(k[0, 0])), repr(float(k[1, 1])), repr(float(k[0, 2])), repr(float(k[1, 2]))])
             n += 1
-    tmp.replace(csv_path)
     summary = {"out": str(out), "location": location, "split": args.split, "csv": str(csv_path), "samples": n,
                "image_format": ext, "wav_format": args.wav_format, "frames_without_depth": no_depth,
                "depth_pixels_beyond_uint16": too_far, "frames_without_echo": report.frames_without_echo,

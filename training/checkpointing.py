@@ -7,7 +7,7 @@ Layout of a run directory (rank 0 writes it):
         e0002_s000120/            one complete checkpoint (written as a temp dir, then renamed)
           <model name>/           config.json + model.safetensors (avsnet_ros.models.checkpoint)
           train_state.pt          optimiser, scheduler, grad scaler, epoch, step, RNG, sampler, history
-        latest.txt                name of the newest complete checkpoint (temp file + os.replace)
+        latest.txt                name of the newest complete checkpoint (avsnet_ros.fileio)
       best/<model name>/          model dir(s) of the best validation Abs Rel (+ best.json)
 
 A SIGKILL at any moment leaves either the previous checkpoint or the new one referenced by
@@ -16,7 +16,6 @@ and dicts, so it loads with `torch.load(weights_only=True)` (no code execution).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avsnet_ros.fileio import atomic_open, atomic_write_json, atomic_write_text, fsync_dir
 from avsnet_ros.models.checkpoint import load_model, save_checkpoint
 
 LATEST_FILE = "latest.txt"
@@ -77,37 +77,9 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- atomic files
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    """torch.save through avsnet_ros.fileio.atomic_open (temp file in the same folder, fsync, os.replace)."""
+    with atomic_open(path, "wb") as fh:
         torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -221,7 +193,7 @@ def save_best(run_dir: str | Path, models: Mapping[str, tuple], info: Mapping) -
     tmp.mkdir(parents=True)
     for sub, entry in models.items():
         _save_model_dir(tmp / sub, entry)
-    atomic_write_text(tmp / "best.json", json.dumps(dict(info), indent=2, sort_keys=True))
+    atomic_write_json(tmp / "best.json", dict(info))
     _publish_dir(tmp, final)
     return final
 
@@ -229,7 +201,7 @@ def save_best(run_dir: str | Path, models: Mapping[str, tuple], info: Mapping) -
 def _publish_dir(tmp: Path, final: Path) -> None:
     """Move the finished directory ``tmp`` to ``final`` (same parent) by rename, replacing an
     existing ``final`` (moved aside first, then deleted); both directories are fsynced."""
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():
         old = final.parent / f".{final.name}.old{os.getpid()}"
         os.replace(final, old)
@@ -237,7 +209,7 @@ def _publish_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def state_dict_hash(module: nn.Module) -> str:

@@ -179,9 +179,11 @@ def write_run_files(run_dir: Path, config_dict: Mapping, command: str) -> None:
     """RUN_DIR/config.yaml (the resolved config) and COMMAND.txt (one line appended per start/resume)."""
     import yaml
 
+    from avsnet_ros.fileio import atomic_write_text
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(config_dict), sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dict(config_dict), sort_keys=False))
     with open(run_dir / "COMMAND.txt", "a") as fh:
         fh.write(command + "\n")
 
@@ -216,10 +218,5 @@ def print_json(summary: Mapping) -> None:
     print(json.dumps(_json_safe(summary), sort_keys=False), flush=True)
 
 
-def fail(message: str, code: int = 2) -> "None":
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
 __all__ = ["user_errors", "add_common_training_args", "resolve_config", "setup_logging", "command_line", "print_json",
-           "fail", "ConfigError"]
+           "ConfigError"]

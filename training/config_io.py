@@ -197,12 +197,3 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
         src = f" (from {yaml_path})" if yaml_path is not None else ""
         raise ConfigError(f"{exc}{src}") from None
 
-
-def dump_yaml(cfg: Any, path: str | Path) -> None:
-    """Write a dataclass config as YAML (atomic: temp file + rename)."""
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)

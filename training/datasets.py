@@ -15,7 +15,7 @@ from avsnet_ros.data.samples import SampleListDataset
 
 LOG = logging.getLogger("avsnet_ros.training")
 
-#: Max depth of each source (docs/batvision.md; the synthetic world uses BV2's 30 m).
+#: Max depth of each source (README "Data": BV2 30 m, BV1 12 m; the synthetic world uses BV2's 30 m).
 DEFAULT_MAX_DEPTH_M = {"bv2": 30.0, "bv1": 12.0, "bag": 30.0}
 
 

@@ -78,11 +78,6 @@ def cleanup(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()
-
-
 def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks (in place on a copy on the communication device); returns it."""
     if not ctx.distributed:
@@ -91,15 +86,6 @@ def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     t = tensor.detach().to(comm_dev).clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.to(tensor.device)
-
-
-def broadcast_object(ctx: DistContext, obj, src: int = 0):
-    """Send a picklable Python object from rank `src` to every rank; returns it on each."""
-    if not ctx.distributed:
-        return obj
-    holder = [obj if ctx.rank == src else None]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
 
 
 def broadcast_buffers(ctx: DistContext, module: torch.nn.Module, src: int = 0) -> None:

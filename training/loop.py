@@ -1,5 +1,10 @@
 """The shared training loop of both stages: data order, optimisation, validation, logging, resume.
 
+`Trainer` (ZoeDepth-like shape: `train_on_batch`, `train_epoch`, `validate`, `end_epoch`,
+`save_checkpoint`, `resume`, `fit`) runs it; `Callback` objects get `on_train_start`, `on_step_end`,
+`on_epoch_end` and `on_train_end` (tests inject them; production reads no test switches).
+`run_training(...)` is the one-call form the CLIs use.
+
 A stage plugs in as a `TrainTask` (training/avs_task.py, training/relative_task.py):
   - `train_module`: an nn.Module whose forward(batch) returns (loss, logs); DDP wraps it, so
     gradients are averaged across ranks in backward.
@@ -21,7 +26,6 @@ import csv
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -35,19 +39,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from avsnet_ros.data.samples import DatasetError
+from avsnet_ros.fileio import atomic_open
 from avsnet_ros.metrics import METRIC_KEYS
 from training import checkpointing as ckpt
 from training.distributed import DistContext, all_reduce_sum, broadcast_buffers
 
 LOG = logging.getLogger("avsnet_ros.training")
-
-# Test/debug hooks (environment variables, read once per run):
-#   AVSNET_TRAIN_STEP_DELAY_S: sleep this long after each optimisation step (lets a test SIGKILL a
-#       run between two checkpoints without racing it to the end; changes no numbers).
-#   AVSNET_WRITE_WEIGHT_HASH: a folder; at the end every rank writes rank<r>.sha256 with the hash of
-#       its model weights (the DDP test compares the ranks).
-ENV_STEP_DELAY = "AVSNET_TRAIN_STEP_DELAY_S"
-ENV_WEIGHT_HASH_DIR = "AVSNET_WRITE_WEIGHT_HASH"
 
 
 class ResumeError(ValueError):
@@ -181,7 +178,7 @@ def _worker_init(worker_id: int) -> None:
 
 # ============================================================================= task protocol
 class TrainTask(Protocol):
-    """What a training stage provides to `run_training`."""
+    """What a training stage provides to `Trainer`."""
 
     name: str
     selection_metric: str  # validation key minimised for RUN_DIR/best ("abs_rel" or "loss")
@@ -299,14 +296,11 @@ class RunLogger:
             for key in row:
                 if key not in columns:
                     columns.append(key)
-        path = self.run_dir / "log.csv"
-        tmp = path.with_name(f".log.csv.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_open(self.run_dir / "log.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             for row in rows:
                 writer.writerow(row)
-        os.replace(tmp, path)
 
     def close(self) -> None:
         if self.tb is not None:
@@ -314,10 +308,11 @@ class RunLogger:
             self.tb.close()
 
 
-# ============================================================================= main loop
+# ============================================================================= trainer
 @dataclass
 class TrainResult:
-    """Summary returned by run_training (rank 0 values; other ranks get the same numbers)."""
+    """Summary returned by Trainer.fit / run_training (rank 0 values; other ranks get the same numbers,
+    except last_checkpoint, which only rank 0 writes)."""
 
     run_dir: str
     epochs: int
@@ -369,6 +364,374 @@ def check_resume(run_dir: Path, resume: bool, config_dict: Mapping[str, Any], co
     return latest
 
 
+class Callback:
+    """Hooks a `Trainer` calls on every rank; subclass and override the ones you need (all no-ops here).
+
+    Callbacks observe; they must not change the model, optimiser or RNG streams if the run is to stay
+    bit-identical to one without them (tests use them to slow a run down or to hash its weights).
+    """
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        """After resume (or the fresh-start hook) and DDP wrapping, before the first step."""
+
+    def on_step_end(self, trainer: "Trainer", step: int) -> None:
+        """After optimisation step `step` (= trainer.global_step, counted from 1), including a step skipped
+        for a non-finite loss and after the mid-epoch checkpoint of that step, if any."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: Mapping[str, Any]) -> None:
+        """After epoch `epoch` (counted from 1): validated, logged and checkpointed; `row` is its log.csv row."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """After the last epoch, the curves plot and the closing of the logs."""
+
+
+class Trainer:
+    """Trains a `TrainTask`: data order, optimisation, validation, checkpoints, exact resume, logs.
+
+    Usage: ``Trainer(task, train_set, val_set, loop_cfg, optim_cfg, ctx, run_dir, config_dict).fit(resume)``.
+    The pieces are public for tests and stages: `train_on_batch`, `train_epoch`, `validate`, `end_epoch`,
+    `save_checkpoint`, `resume`. Counters (`global_step`, `history`, `step_losses`, `best_value`,
+    `best_epoch`) live on the instance and go into every checkpoint.
+
+    Args:
+        task: the stage.
+        train_set: map-style dataset of dict batches (its randomness is made (seed, epoch,
+            index)-deterministic here).
+        val_set: validation dataset (None or empty: no validation; best = lowest train loss).
+        loop_cfg, optim_cfg: see LoopConfig / OptimConfig.
+        ctx: from training.distributed.init_distributed.
+        run_dir: output folder (created by rank 0).
+        config_dict: the full resolved config (saved in the checkpoint; on resume the sections in
+            resume_compare_keys must be unchanged, since the schedule and data depend on them).
+        resume_compare_keys: config sections a resume must match.
+        callbacks: `Callback` objects, called in order.
+    """
+
+    def __init__(self, task: TrainTask, train_set: Dataset, val_set: Dataset | None, loop_cfg: LoopConfig,
+                 optim_cfg: OptimConfig, ctx: DistContext, run_dir: Path, config_dict: Mapping[str, Any],
+                 resume_compare_keys: Sequence[str] = ("model", "data", "optim", "loss"),
+                 callbacks: Sequence[Callback] = ()):
+        self.t_start = time.perf_counter()
+        self.task, self.loop_cfg, self.optim_cfg, self.ctx = task, loop_cfg, optim_cfg, ctx
+        self.run_dir = Path(run_dir)
+        self.config_dict = config_dict
+        self.resume_compare_keys = tuple(resume_compare_keys)
+        self.callbacks = list(callbacks)
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._build_data(train_set, val_set)
+        # Optimisation.
+        self.module = task.train_module.to(ctx.device)
+        self.ddp_module: nn.Module = self.module  # DDP-wrapped in fit(), after the weights are final
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, optim_cfg)
+        self.scheduler = build_scheduler(self.optimizer, optim_cfg, self.steps_per_epoch * loop_cfg.epochs)
+        self.use_amp = bool(loop_cfg.amp and ctx.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # Progress (all restored by resume()).
+        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.history: list[dict] = []
+        self.step_losses: list[float] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.resumed_from: str | None = None
+        self.last_checkpoint: Path | None = None
+        self.final_val: dict = {}
+        self.nonfinite_run = 0
+        self.logger: RunLogger | None = None
+
+    def _build_data(self, train_set: Dataset, val_set: Dataset | None) -> None:
+        ctx, cfg = self.ctx, self.loop_cfg
+        self.train_set = EpochSeededDataset(train_set, seed=cfg.seed)
+        self.sampler = ResumableDistributedSampler(self.train_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                   seed=cfg.seed, shuffle=True)
+        self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise DatasetError(
+                f"training set too small: {len(train_set)} samples over {ctx.world_size} process(es) give "
+                f"{self.sampler.num_samples} per process, fewer than batch_size={cfg.batch_size}")
+        self.pin_memory = ctx.device.type == "cuda"
+        self.val_loader = None
+        if val_set is not None and len(val_set) > 0:
+            self.val_loader = DataLoader(shard_for_rank(val_set, ctx), batch_size=cfg.val_batch_size,
+                                         shuffle=False, num_workers=cfg.num_workers, pin_memory=self.pin_memory,
+                                         worker_init_fn=_worker_init, generator=seeded_generator(cfg.seed, 0x7A1),
+                                         persistent_workers=False)
+
+    @property
+    def selection_key(self) -> str:
+        """The log.csv column minimised for RUN_DIR/best."""
+        return f"val_{self.task.selection_metric}" if self.val_loader is not None else "train_loss"
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    # ---------------------------------------------------------------- resume / checkpoints
+    def resume(self, resume: bool) -> Path | None:
+        """Load RUN_DIR's latest checkpoint when resuming (ResumeError when it does not fit the config).
+
+        Restores weights, optimiser, scheduler, grad scaler, counters, history and this rank's RNG
+        state. Returns the checkpoint, or None for a fresh start (no checkpoint yet).
+        """
+        latest = check_resume(self.run_dir, resume, self.config_dict, self.resume_compare_keys, self.loop_cfg)
+        if latest is None:
+            return None
+        ctx = self.ctx
+        state = ckpt.load_train_state(latest)
+        for sub, entry in self.task.models_to_save().items():
+            ckpt.load_checkpoint_weights(latest, sub, entry[0])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.use_amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.start_batch = int(state["batch_in_epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state["history"])
+        self.step_losses = state["step_losses"].tolist()
+        self.best_value = state.get("best_value")
+        self.best_epoch = state.get("best_epoch")
+        if int(state["world_size"]) != ctx.world_size:
+            LOG.warning("resuming a %d-process run with %d processes: data order and RNG streams "
+                        "differ from an uninterrupted run", int(state["world_size"]), ctx.world_size)
+            self.start_batch = min(self.start_batch, self.steps_per_epoch)
+        rng_states = state["rng"]
+        ckpt.restore_rng_state(rng_states[ctx.rank if ctx.rank < len(rng_states) else 0])
+        self.resumed_from = str(latest)
+        self.last_checkpoint = latest if ctx.is_main else None
+        if ctx.is_main:
+            LOG.info("resumed from %s: epoch %d, batch %d, step %d", latest, self.start_epoch, self.start_batch,
+                     self.global_step)
+        return latest
+
+    def _gather_rng(self) -> list[dict]:
+        mine = ckpt.capture_rng_state()
+        if not self.ctx.distributed:
+            return [mine]
+        import torch.distributed as dist
+
+        everyone: list = [None] * self.ctx.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
+
+    def save_checkpoint(self, epoch_next: int, batch_next: int) -> Path | None:
+        """Checkpoint the position (epoch_next, batch_next): where a resumed run starts.
+
+        Collective (the RNG states of all ranks are gathered): every rank must call it. Rank 0 writes
+        and returns the checkpoint folder (also kept in `last_checkpoint`); other ranks return None.
+        """
+        rng_all = self._gather_rng()
+        if not self.ctx.is_main:
+            return None
+        cfg = self.loop_cfg
+        train_state = {
+            "format": 1,
+            "stage": self.task.name,
+            "epoch": epoch_next,
+            "batch_in_epoch": batch_next,
+            "global_step": self.global_step,
+            "epochs_total": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "world_size": self.ctx.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_amp else {},
+            "rng": rng_all,
+            "sampler": {"seed": cfg.seed, "epoch": epoch_next, "start_index": batch_next * cfg.batch_size},
+            "history": self.history,
+            "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "config_fingerprint": _config_fingerprint({k: self.config_dict.get(k) for k in self.resume_compare_keys}),
+            "config_json": json.dumps(self.config_dict, sort_keys=True, default=str),
+        }
+        name = ckpt.checkpoint_name(epoch_next, self.global_step)
+        self.last_checkpoint = ckpt.save_training_checkpoint(self.run_dir, name, self.task.models_to_save(),
+                                                             train_state, keep_last=cfg.keep_last)
+        return self.last_checkpoint
+
+    # ---------------------------------------------------------------- training
+    def train_on_batch(self, batch: Any) -> float | None:
+        """One optimisation step on this rank's batch; returns the loss averaged over ranks.
+
+        A non-finite loss on any rank makes every rank skip the step together (no backward, so no
+        gradient all-reduce is left waiting; the schedule still advances) and returns None;
+        FloatingPointError after loop_cfg.max_nonfinite_steps such steps in a row.
+        """
+        ctx = self.ctx
+        batch = move_to_device(batch, ctx.device)
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss, logs = self.ddp_module(batch)
+        finite = torch.isfinite(loss.detach()).float()
+        stats = all_reduce_sum(ctx, torch.stack([torch.nan_to_num(loss.detach().float(), 0.0, 0.0, 0.0),
+                                                 1.0 - finite]).cpu().double())
+        self.optimizer.zero_grad(set_to_none=True)
+        if stats[1].item() > 0:
+            self._skip_nonfinite_step()
+            return None
+        self.nonfinite_run = 0
+        self.scaler.scale(loss).backward()
+        grad_norm = None
+        if self.optim_cfg.grad_clip_norm and self.optim_cfg.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.optim_cfg.grad_clip_norm, foreach=False)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.global_step += 1
+        mean_loss = float(stats[0].item()) / ctx.world_size
+        self.step_losses.append(mean_loss)
+        if (ctx.is_main and self.logger is not None
+                and self.global_step % max(1, self.loop_cfg.log_every_steps) == 0):
+            scalars = {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0]}
+            if grad_norm is not None:
+                scalars["grad_norm"] = float(grad_norm)
+            scalars.update({k: float(v) for k, v in logs.items() if k != "loss"})
+            self.logger.scalars("train", scalars, self.global_step)
+        return mean_loss
+
+    def _skip_nonfinite_step(self) -> None:
+        self.nonfinite_run += 1
+        LOG.warning("non-finite loss at step %d (%d in a row): step skipped", self.global_step, self.nonfinite_run)
+        if self.nonfinite_run >= self.loop_cfg.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"{self.nonfinite_run} consecutive non-finite losses at step {self.global_step}; "
+                "lower optim.lr or check the data (all-invalid depth maps?)")
+        self.scheduler.step()
+        self.global_step += 1
+        self.step_losses.append(float("nan"))
+
+    def train_epoch(self, epoch: int) -> float:
+        """Train epoch `epoch` (0-based) from its first batch, or from the resume position; returns the
+        epoch's mean training loss (steps done before a mid-epoch resume included)."""
+        from tqdm.auto import tqdm
+
+        cfg, batch_size = self.loop_cfg, self.loop_cfg.batch_size
+        self.module.train()
+        self.train_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        first_batch = self.start_batch if epoch == self.start_epoch else 0
+        self.sampler.set_start_index(first_batch * batch_size)
+        loader = DataLoader(self.train_set, batch_size=batch_size, sampler=self.sampler, drop_last=True,
+                            num_workers=cfg.num_workers, pin_memory=self.pin_memory, worker_init_fn=_worker_init,
+                            generator=seeded_generator(cfg.seed, epoch, 0xDA7A), persistent_workers=False)
+        # The epoch's running loss also needs the steps done before a mid-epoch resume.
+        done_before = [v for v in self.step_losses[len(self.step_losses) - first_batch:] if math.isfinite(v)] \
+            if first_batch else []
+        loss_sum, loss_n = float(sum(done_before)), len(done_before)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, initial=first_batch,
+                   total=self.steps_per_epoch, disable=not (self.ctx.is_main and cfg.progress), dynamic_ncols=True)
+        for batch_idx, batch in enumerate(bar, start=first_batch):
+            if batch_idx >= self.steps_per_epoch:
+                break
+            mean_loss = self.train_on_batch(batch)
+            if mean_loss is not None:
+                loss_sum, loss_n = loss_sum + mean_loss, loss_n + 1
+                if self.ctx.is_main:
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if (cfg.save_every_steps > 0 and self.global_step % cfg.save_every_steps == 0
+                        and batch_idx + 1 < self.steps_per_epoch):
+                    self.save_checkpoint(epoch, batch_idx + 1)
+            self._emit("on_step_end", self.global_step)
+        bar.close()
+        return loss_sum / max(1, loss_n)
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics reduced over ranks (see run_validation); leaves the module in train mode."""
+        val = run_validation(self.task, self.val_loader, self.ctx, self.use_amp, progress=self.loop_cfg.progress)
+        self.module.train()
+        return val
+
+    def end_epoch(self, epoch: int, train_loss: float) -> dict[str, Any]:
+        """Validate, log, update RUN_DIR/best and checkpoint after epoch `epoch` (0-based); returns its row."""
+        # DDP syncs buffers (BatchNorm statistics) from rank 0 at the START of each forward, so
+        # after the last step every rank holds its own update; make them rank 0's again so that
+        # validation and the saved weights are the same on every rank.
+        broadcast_buffers(self.ctx, self.module)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "train_loss": train_loss,
+                               "lr": self.scheduler.get_last_lr()[0]}
+        if self.val_loader is not None:
+            self.final_val = self.validate()
+            row.update({f"val_{k}": v for k, v in self.final_val.items()})
+        row["time_s"] = time.perf_counter() - self.t_start
+        self.history.append(row)
+        sel_value = row.get(self.selection_key, float("nan"))
+        improved = math.isfinite(sel_value) and (self.best_value is None or sel_value < self.best_value)
+        if improved:
+            self.best_value, self.best_epoch = float(sel_value), epoch + 1
+        if self.ctx.is_main:
+            self.logger.scalars("epoch", {k: v for k, v in row.items() if k not in ("epoch", "step")},
+                                self.global_step)
+            self.logger.write_csv(self.history)
+            if improved:
+                ckpt.save_best(self.run_dir, self.task.models_to_save(),
+                               {"epoch": epoch + 1, "step": self.global_step, "metric": self.selection_key,
+                                "value": float(sel_value), "row": row})
+        self.save_checkpoint(epoch + 1, 0)
+        return row
+
+    def fit(self, resume: bool = False, on_fresh_start: Callable[[], None] | None = None) -> TrainResult:
+        """Train for loop_cfg.epochs epochs (or the rest of them after a resume).
+
+        Args:
+            resume: continue from RUN_DIR/checkpoints/latest.txt when it exists.
+            on_fresh_start: called once before the first step of a fresh run (e.g. to compute the
+                spectrogram statistics); not called on resume, where the weights carry them.
+        """
+        from tqdm.auto import tqdm
+
+        if self.resume(resume) is None and on_fresh_start is not None:
+            on_fresh_start()
+        self._wrap_ddp()
+        self.logger = RunLogger(self.run_dir, self.ctx, purge_step=self.global_step if self.resumed_from else None)
+        self.logger.write_csv(self.history)
+        self._emit("on_train_start")
+        cfg = self.loop_cfg
+        epoch_bar = tqdm(range(self.start_epoch, cfg.epochs), desc=f"{self.task.name} epochs",
+                         initial=self.start_epoch, total=cfg.epochs,
+                         disable=not (self.ctx.is_main and cfg.progress), dynamic_ncols=True)
+        for epoch in epoch_bar:
+            row = self.end_epoch(epoch, self.train_epoch(epoch))
+            if self.ctx.is_main:
+                epoch_bar.set_postfix({self.selection_key: f"{row.get(self.selection_key, float('nan')):.4f}"})
+            self._emit("on_epoch_end", epoch + 1, row)
+        epoch_bar.close()
+        if self.ctx.is_main:
+            from training.plots import plot_training_curves
+
+            plot_training_curves(self.history, self.step_losses, self.run_dir / "curves.png",
+                                 title=f"{self.task.name} training")
+        self.logger.close()
+        self._emit("on_train_end")
+        return self.result()
+
+    def _wrap_ddp(self) -> None:
+        # DDP after the weights are final (it broadcasts rank 0's parameters and buffers); buffers
+        # (BatchNorm statistics) are synced from rank 0 at every forward (DDP's default).
+        if not self.ctx.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        self.ddp_module = DDP(self.module, device_ids=device_ids,
+                              find_unused_parameters=getattr(self.task, "find_unused_parameters", False))
+
+    def result(self) -> TrainResult:
+        """The run summary so far."""
+        final_val = self.final_val
+        if not final_val and self.history:
+            final_val = {k[4:]: v for k, v in self.history[-1].items() if k.startswith("val_")}
+        best_dir = self.run_dir / "best"
+        return TrainResult(
+            run_dir=str(self.run_dir), epochs=self.loop_cfg.epochs, global_step=self.global_step,
+            best_epoch=self.best_epoch, best_value=self.best_value, selection_metric=self.task.selection_metric,
+            final_val=final_val, last_checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
+            best_dir=str(best_dir) if best_dir.exists() else None, resumed_from=self.resumed_from,
+            train_time_s=time.perf_counter() - self.t_start, world_size=self.ctx.world_size,
+            device=str(self.ctx.device), history=self.history)
+
+
 def run_training(
     task: TrainTask,
     train_set: Dataset,
@@ -381,279 +744,9 @@ def run_training(
     config_dict: Mapping[str, Any],
     on_fresh_start: Callable[[], None] | None = None,
     resume_compare_keys: Sequence[str] = ("model", "data", "optim", "loss"),
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train `task` for loop_cfg.epochs epochs (or the rest of them after a resume).
-
-    Args:
-        task: the stage.
-        train_set: map-style dataset of dict batches (its randomness is made (seed, epoch,
-            index)-deterministic here).
-        val_set: validation dataset (None: no validation; best = lowest train loss).
-        loop_cfg, optim_cfg: see LoopConfig / OptimConfig.
-        ctx: from training.distributed.init_distributed.
-        run_dir: output folder (created by rank 0).
-        resume: continue from RUN_DIR/checkpoints/latest.txt when it exists.
-        config_dict: the full resolved config (saved in the checkpoint; on resume the sections in
-            resume_compare_keys must be unchanged, since the schedule and data depend on them).
-        on_fresh_start: called once before the first step of a fresh run (e.g. to compute the
-            spectrogram statistics); not called on resume, where the weights carry them.
-    """
-    from tqdm.auto import tqdm
-
-    t_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    step_delay_s = float(os.environ.get(ENV_STEP_DELAY, "0") or 0)
-
-    # ---------------------------------------------------------------- data
-    seeded_train = EpochSeededDataset(train_set, seed=loop_cfg.seed)
-    sampler = ResumableDistributedSampler(seeded_train, num_replicas=ctx.world_size, rank=ctx.rank,
-                                          seed=loop_cfg.seed, shuffle=True)
-    batch_size = loop_cfg.batch_size
-    steps_per_epoch = sampler.num_samples // batch_size
-    if steps_per_epoch < 1:
-        raise DatasetError(
-            f"training set too small: {len(train_set)} samples over {ctx.world_size} process(es) give "
-            f"{sampler.num_samples} per process, fewer than batch_size={batch_size}")
-    total_steps = steps_per_epoch * loop_cfg.epochs
-    pin = ctx.device.type == "cuda"
-
-    val_loader = None
-    if val_set is not None and len(val_set) > 0:
-        val_loader = DataLoader(shard_for_rank(val_set, ctx), batch_size=loop_cfg.val_batch_size,
-                                shuffle=False, num_workers=loop_cfg.num_workers, pin_memory=pin,
-                                worker_init_fn=_worker_init,
-                                generator=seeded_generator(loop_cfg.seed, 0x7A1),
-                                persistent_workers=False)
-
-    # ---------------------------------------------------------------- optimisation
-    module = task.train_module.to(ctx.device)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, optim_cfg)
-    scheduler = build_scheduler(optimizer, optim_cfg, total_steps)
-    use_amp = bool(loop_cfg.amp and ctx.device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    # ---------------------------------------------------------------- resume
-    start_epoch, start_batch, global_step = 0, 0, 0
-    history: list[dict] = []
-    step_losses: list[float] = []
-    best_value: float | None = None
-    best_epoch: int | None = None
-    resumed_from: str | None = None
-    fingerprint = {k: config_dict.get(k) for k in resume_compare_keys}
-    latest = check_resume(run_dir, resume, config_dict, resume_compare_keys, loop_cfg)
-    if latest is not None:
-        state = ckpt.load_train_state(latest)
-        for sub, entry in task.models_to_save().items():
-            ckpt.load_checkpoint_weights(latest, sub, entry[0])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch = int(state["epoch"])
-        start_batch = int(state["batch_in_epoch"])
-        global_step = int(state["global_step"])
-        history = list(state["history"])
-        step_losses = state["step_losses"].tolist()
-        best_value = state.get("best_value")
-        best_epoch = state.get("best_epoch")
-        rng_states = state["rng"]
-        if int(state["world_size"]) != ctx.world_size:
-            LOG.warning("resuming a %d-process run with %d processes: data order and RNG streams "
-                        "differ from an uninterrupted run", int(state["world_size"]), ctx.world_size)
-            start_batch = min(start_batch, steps_per_epoch)
-        ckpt.restore_rng_state(rng_states[ctx.rank if ctx.rank < len(rng_states) else 0])
-        resumed_from = str(latest)
-        if ctx.is_main:
-            LOG.info("resumed from %s: epoch %d, batch %d, step %d", latest, start_epoch, start_batch,
-                     global_step)
-    elif on_fresh_start is not None:
-        on_fresh_start()
-
-    # DDP after the weights are final (it broadcasts rank 0's parameters and buffers).
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # Buffers (BatchNorm statistics) are synced from rank 0 at every forward (DDP's default).
-        ddp_module: nn.Module = DDP(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                    else None,
-                                    find_unused_parameters=getattr(task, "find_unused_parameters", False))
-    else:
-        ddp_module = module
-
-    logger = RunLogger(run_dir, ctx, purge_step=global_step if resumed_from else None)
-    logger.write_csv(history)
-
-    def gather_rng() -> list[dict]:
-        mine = ckpt.capture_rng_state()
-        if not ctx.distributed:
-            return [mine]
-        import torch.distributed as dist
-
-        everyone: list = [None] * ctx.world_size
-        dist.all_gather_object(everyone, mine)
-        return everyone
-
-    def save(epoch_next: int, batch_next: int) -> Path | None:
-        rng_all = gather_rng()  # collective: every rank must call save()
-        if not ctx.is_main:
-            return None
-        train_state = {
-            "format": 1,
-            "stage": task.name,
-            "epoch": epoch_next,
-            "batch_in_epoch": batch_next,
-            "global_step": global_step,
-            "epochs_total": loop_cfg.epochs,
-            "batch_size": batch_size,
-            "world_size": ctx.world_size,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {},
-            "rng": rng_all,
-            "sampler": {"seed": loop_cfg.seed, "epoch": epoch_next, "start_index": batch_next * batch_size},
-            "history": history,
-            "step_losses": torch.tensor(step_losses, dtype=torch.float64),
-            "best_value": best_value,
-            "best_epoch": best_epoch,
-            "config_fingerprint": _config_fingerprint(fingerprint),
-            "config_json": json.dumps(config_dict, sort_keys=True, default=str),
-        }
-        name = ckpt.checkpoint_name(epoch_next, global_step)
-        return ckpt.save_training_checkpoint(run_dir, name, task.models_to_save(), train_state,
-                                             keep_last=loop_cfg.keep_last)
-
-    nonfinite_run = 0
-    last_ckpt: Path | None = ckpt.latest_checkpoint(run_dir) if ctx.is_main and run_dir.exists() else None
-    final_val: dict = {}
-    epoch_bar = tqdm(range(start_epoch, loop_cfg.epochs), desc=f"{task.name} epochs", initial=start_epoch,
-                     total=loop_cfg.epochs, disable=not (ctx.is_main and loop_cfg.progress),
-                     dynamic_ncols=True)
-    for epoch in epoch_bar:
-        module.train()
-        seeded_train.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        first_batch = start_batch if epoch == start_epoch else 0
-        sampler.set_start_index(first_batch * batch_size)
-        loader = DataLoader(seeded_train, batch_size=batch_size, sampler=sampler, drop_last=True,
-                            num_workers=loop_cfg.num_workers, pin_memory=pin, worker_init_fn=_worker_init,
-                            generator=seeded_generator(loop_cfg.seed, epoch, 0xDA7A),
-                            persistent_workers=False)
-        epoch_loss_sum, epoch_loss_n = 0.0, 0
-        # The epoch's running loss also needs the steps done before a mid-epoch resume.
-        done_before = ([v for v in step_losses[len(step_losses) - first_batch:] if math.isfinite(v)]
-                       if first_batch else [])
-        epoch_loss_sum += float(sum(done_before))
-        epoch_loss_n += len(done_before)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{loop_cfg.epochs}", leave=False, initial=first_batch,
-                   total=steps_per_epoch, disable=not (ctx.is_main and loop_cfg.progress), dynamic_ncols=True)
-        for batch_idx, batch in enumerate(bar, start=first_batch):
-            if batch_idx >= steps_per_epoch:
-                break
-            batch = move_to_device(batch, ctx.device)
-            with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
-                loss, logs = ddp_module(batch)
-            finite = torch.isfinite(loss.detach()).float()
-            stats = all_reduce_sum(ctx, torch.stack([torch.nan_to_num(loss.detach().float(), 0.0, 0.0, 0.0),
-                                                     1.0 - finite]).cpu().double())
-            optimizer.zero_grad(set_to_none=True)
-            if stats[1].item() > 0:
-                # NaN/inf on some rank: every rank skips this step together (no backward, so no
-                # gradient all-reduce is left waiting); the schedule still advances.
-                nonfinite_run += 1
-                LOG.warning("non-finite loss at step %d (%d in a row): step skipped", global_step,
-                            nonfinite_run)
-                if nonfinite_run >= loop_cfg.max_nonfinite_steps:
-                    raise FloatingPointError(
-                        f"{nonfinite_run} consecutive non-finite losses at step {global_step}; "
-                        "lower optim.lr or check the data (all-invalid depth maps?)")
-                scheduler.step()
-                global_step += 1
-                step_losses.append(float("nan"))
-                continue
-            nonfinite_run = 0
-            scaler.scale(loss).backward()
-            grad_norm = None
-            if optim_cfg.grad_clip_norm and optim_cfg.grad_clip_norm > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip_norm, foreach=False)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            global_step += 1
-            mean_loss = float(stats[0].item()) / ctx.world_size
-            step_losses.append(mean_loss)
-            epoch_loss_sum += mean_loss
-            epoch_loss_n += 1
-            if ctx.is_main:
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                if global_step % max(1, loop_cfg.log_every_steps) == 0:
-                    scalars = {"loss": mean_loss, "lr": scheduler.get_last_lr()[0]}
-                    if grad_norm is not None:
-                        scalars["grad_norm"] = float(grad_norm)
-                    for k, v in logs.items():
-                        if k != "loss":
-                            scalars[k] = float(v)
-                    logger.scalars("train", scalars, global_step)
-            if step_delay_s > 0:
-                time.sleep(step_delay_s)
-            if (loop_cfg.save_every_steps > 0 and global_step % loop_cfg.save_every_steps == 0
-                    and batch_idx + 1 < steps_per_epoch):
-                saved = save(epoch, batch_idx + 1)
-                last_ckpt = saved or last_ckpt
-        bar.close()
-
-        # ------------------------------------------------------------ end of epoch
-        # DDP syncs buffers (BatchNorm statistics) from rank 0 at the START of each forward, so
-        # after the last step every rank holds its own update; make them rank 0's again so that
-        # validation and the saved weights are the same on every rank.
-        broadcast_buffers(ctx, module)
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step,
-                               "train_loss": epoch_loss_sum / max(1, epoch_loss_n),
-                               "lr": scheduler.get_last_lr()[0]}
-        if val_loader is not None:
-            val = run_validation(task, val_loader, ctx, use_amp, progress=loop_cfg.progress)
-            module.train()
-            row.update({f"val_{k}": v for k, v in val.items()})
-            final_val = val
-        row["time_s"] = time.perf_counter() - t_start
-        history.append(row)
-        sel_key = f"val_{task.selection_metric}" if val_loader is not None else "train_loss"
-        sel_value = row.get(sel_key, float("nan"))
-        improved = math.isfinite(sel_value) and (best_value is None or sel_value < best_value)
-        if improved:
-            best_value, best_epoch = float(sel_value), epoch + 1
-        if ctx.is_main:
-            logger.scalars("epoch", {k: v for k, v in row.items() if k not in ("epoch", "step")}, global_step)
-            logger.write_csv(history)
-            if improved:
-                ckpt.save_best(run_dir, task.models_to_save(),
-                               {"epoch": epoch + 1, "step": global_step, "metric": sel_key,
-                                "value": float(sel_value), "row": row})
-            epoch_bar.set_postfix({sel_key: f"{sel_value:.4f}"})
-        saved = save(epoch + 1, 0)
-        last_ckpt = saved or last_ckpt
-    epoch_bar.close()
-
-    if ctx.is_main:
-        from training.plots import plot_training_curves
-
-        plot_training_curves(history, step_losses, run_dir / "curves.png", title=f"{task.name} training")
-    logger.close()
-    hash_dir = os.environ.get(ENV_WEIGHT_HASH_DIR)
-    if hash_dir:
-        Path(hash_dir).mkdir(parents=True, exist_ok=True)
-        digest = "\n".join(f"{sub} {ckpt.state_dict_hash(entry[0])}" for sub, entry in
-                           sorted(task.models_to_save().items()))
-        (Path(hash_dir) / f"rank{ctx.rank}.sha256").write_text(digest + "\n")
-    if not final_val and history:
-        final_val = {k[4:]: v for k, v in history[-1].items() if k.startswith("val_")}
-    return TrainResult(
-        run_dir=str(run_dir), epochs=loop_cfg.epochs, global_step=global_step, best_epoch=best_epoch,
-        best_value=best_value, selection_metric=task.selection_metric, final_val=final_val,
-        last_checkpoint=str(last_ckpt) if last_ckpt else None,
-        best_dir=str(run_dir / "best") if (run_dir / "best").exists() else None,
-        resumed_from=resumed_from, train_time_s=time.perf_counter() - t_start,
-        world_size=ctx.world_size, device=str(ctx.device), history=history)
+    """``Trainer(...).fit(resume, on_fresh_start)``: the call the training CLIs make (arguments as there)."""
+    trainer = Trainer(task, train_set, val_set, loop_cfg, optim_cfg, ctx, run_dir, config_dict,
+                      resume_compare_keys=resume_compare_keys, callbacks=callbacks)
+    return trainer.fit(resume=resume, on_fresh_start=on_fresh_start)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -12,17 +11,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from avsnet_ros.fileio import atomic_open  # noqa: E402
+
 
 _INVALID_GREY = (153, 153, 153)  # no-GT / invalid pixels in the depth panels
 
 
 def _save(fig, path: Path) -> None:
+    """Write the figure atomically in the format of the file suffix (e.g. .png), then close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_training_curves(history: Sequence[Mapping], step_losses: Sequence[float], path: Path,

@@ -43,7 +43,7 @@ class RelativeTrainModule(nn.Module):
 
 
 class RelativeTask:
-    """TrainTask for training.loop.run_training.
+    """TrainTask for training.loop.Trainer.
 
     Validation: the joint loss, and when the centre frames have ground truth, the depth metrics of
     the relative depth scaled by the ground-truth median (the usual protocol for self-supervised

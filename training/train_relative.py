@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
+    """Run the CLI with ``argv`` (default sys.argv[1:]); ``callbacks``: training.loop.Callback objects
+    handed to the Trainer (tests: test/train_with_hooks.py). Returns the exit code."""
     args = build_parser().parse_args(argv)
 
     from avsnet_ros.data.samples import DatasetError
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.is_main:
             write_run_files(run_dir, config_dict, command)
         result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume,
-                              config_dict, resume_compare_keys=RESUME_KEYS)
+                              config_dict, resume_compare_keys=RESUME_KEYS,
+                              callbacks=callbacks)
         if ctx.is_main:
             summary = {
                 "stage": "relative",

@@ -1,6 +1,6 @@
 """Generate synthetic sequences and write them in the BatVision V2 layout (optionally also a rosbag2).
 
-Output of `generate_dataset(out_dir, ...)` (the official BV2 layout, docs/batvision.md):
+Output of `generate_dataset(out_dir, ...)` (the official BV2 layout; README "Data" and the BatVision paper):
 
     out_dir/<location>/audio/audio_<id>.wav     2 ch (left, right), 44100 Hz, 20000 frames, float32
                                                  (or int32/int16 PCM), direct sweep onset at 288 + jitter
@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from avsnet_ros.fileio import atomic_write_bytes
 
 from .scene import PRESETS, Preset, intrinsics_for, sample_layout, sample_sequence_spec
 
@@ -159,9 +161,7 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
 
 
 def _sequence_job(job: dict) -> list:
