@@ -79,7 +79,9 @@ def steady_state_variance(process_var_per_step: float, measurement_var: float) -
 
 @dataclass(frozen=True)
 class ScaleFilterConfig:
-    """Parameters (defaults chosen from the sequence measurements, README "Scale over time").
+    """Parameters. Defaults: the point of the sweep in training/scale_sequences.py (README "Scale over
+    time") that halves the scale jitter on still and moving synthetic sequences with Abs Rel within
+    0.0002 of the raw per-echo scale, with and without odometry.
 
     process_var_log_per_s: variance of log-scale added per second since the previous call.
     process_var_log_per_m: variance of log-scale added per metre travelled (odometry; 0 = ignore).
@@ -93,9 +95,9 @@ class ScaleFilterConfig:
     reset_on_backwards_s: a stamp more than this many seconds older than the newest resets the filter.
     """
 
-    process_var_log_per_s: float = 2.5e-4
-    process_var_log_per_m: float = 2.5e-3
-    measurement_std_log: float = 0.05
+    process_var_log_per_s: float = 0.01
+    process_var_log_per_m: float = 0.005
+    measurement_std_log: float = 0.08
     min_confidence: float = 0.05
     min_confidence_accept: float = 0.0
     gate_sigma: float = 3.0
