@@ -118,3 +118,243 @@ def mean_std_scale(relative, reference_m, valid=None):
     scaled4 = torch.where(valid_depth_mask(r4), a.view(-1, 1, 1, 1) * r4 + b.view(-1, 1, 1, 1), r4)
     scaled, (a, b) = _finish(scaled4, (a, b), r, single, was_numpy)
     return scaled, (a, b)
+
+
+# ----------------------------------------------------------------------------- local scale
+# A smooth, low-resolution scale field between the relative depth R and the reference Mp
+# (``scaling: local``; README "Local scale"). Appended here so the global fits above stay untouched.
+
+import math  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import torch.nn.functional as _F  # noqa: E402
+
+LOCAL_KINDS = ("depth", "disparity")
+#: Default coarse grid (rows, columns) of the local fit: ~16 x 32 px cells at 96 x 256.
+LOCAL_GRID_HW = (6, 8)
+#: Default pull towards the global fit: a cell with valid-pixel fraction f keeps f / (f + 0.05) of
+#: its own correction (fully valid cell: 0.95; 5 % valid: 0.5).
+LOCAL_PRIOR_WEIGHT = 0.05
+#: Cells with fewer valid reference pixels than this fraction use the global fit only.
+LOCAL_MIN_VALID_FRACTION = 0.05
+
+
+@dataclass
+class LocalScaleFit:
+    """A local scale field on a coarse grid; apply with :func:`apply_local_scale`.
+
+    kind "depth": depth = R * scale_field (shift_grid all 0); kind "disparity": 1 / depth =
+    scale_field * D + shift_field. Fields = the grids bilinearly upsampled (align_corners=False;
+    for "depth" in log space), so they are smooth and equal the cell values at cell centres.
+
+    scale_grid, shift_grid: (B, gh, gw) per-cell factors (NaN where the image had no valid pixel).
+    global_scale, global_shift: (B,) the global fit the cells fall back to (depth: median(Mp) /
+        median(R), exactly :func:`median_scale`'s factor; disparity: robust least squares).
+    cell_weight: (B, gh, gw) share of each cell's own fit in [0, 1) (0: global fallback).
+    kind: "depth" or "disparity".
+    """
+
+    scale_grid: torch.Tensor
+    shift_grid: torch.Tensor
+    global_scale: torch.Tensor
+    global_shift: torch.Tensor
+    cell_weight: torch.Tensor
+    kind: str
+
+
+def _cell_edges(n: int, cells: int) -> list[int]:
+    return [int(round(i * n / cells)) for i in range(cells + 1)]
+
+
+def _upsample(grid: torch.Tensor, size_hw) -> torch.Tensor:
+    """(B, gh, gw) -> (B, 1, H, W) bilinear, align_corners=False (cell values at cell centres)."""
+    return _F.interpolate(grid[:, None], size=tuple(size_hw), mode="bilinear", align_corners=False)
+
+
+def _check_local_args(grid_hw, prior_weight, min_valid_fraction, kind, h, w):
+    if kind not in LOCAL_KINDS:
+        raise ValueError(f"kind must be one of {LOCAL_KINDS}, got {kind!r}")
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    if gh < 1 or gw < 1 or gh > h or gw > w:
+        raise ValueError(f"grid_hw {tuple(grid_hw)} must be >= 1 and at most the image size {(h, w)}")
+    if not prior_weight >= 0:  # also rejects NaN; inf = the global fit everywhere
+        raise ValueError(f"prior_weight must be >= 0 (inf allowed), got {prior_weight!r}")
+    if not 0.0 <= min_valid_fraction <= 1.0:
+        raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction!r}")
+    return gh, gw
+
+
+def local_scale(relative, reference_m, valid=None, grid_hw=LOCAL_GRID_HW, prior_weight: float = LOCAL_PRIOR_WEIGHT,
+                min_valid_fraction: float = LOCAL_MIN_VALID_FRACTION, kind: str = "depth"):
+    """Local scaling -> (scaled depth in metres (shape of relative), :class:`LocalScaleFit`).
+
+    Method (kind "depth", R a relative depth): the log-ratio l = log(Mp) - log(R) over the valid
+    mask (as :func:`median_scale`); the global fit g = log(median(Mp) / median(R)); on a coarse
+    grid_hw grid each cell takes the median m_c of l over its valid pixels (robust to outliers and
+    to Mp's own blobs) and is pulled towards the global fit by its valid fraction f_c:
+    l_c = g + f_c / (f_c + prior_weight) * (m_c - g); cells with f_c < min_valid_fraction (Mp
+    unreliable or saturated there) use g. The grid is upsampled bilinearly in log space:
+    depth = R * exp(field). prior_weight = inf gives median scaling exactly.
+
+    kind "disparity" (R an affine-invariant disparity D, e.g. MiDaS/Depth-Anything): fits
+    1/Mp = a D + b, globally and per cell by least squares with Huber weights (3 reweightings), the
+    cells with a ridge penalty prior_weight * cell_pixels * mean over the cell of
+    ((a - a_g) D + (b - b_g))^2, i.e. towards the global prediction; depth = 1 / (a D + b), NaN where
+    a D + b <= 0.
+
+    Args:
+        relative: (B, 1, H, W), (B, H, W) or (H, W) relative depth (or disparity), torch or numpy.
+        reference_m: same shape, metres (Mp resized to R's grid); zeros/NaN/inf ignored.
+        valid: optional bool mask of the same shape (e.g. Mp unsaturated).
+        grid_hw: (rows, columns) of the coarse grid.
+    Returns: (scaled, fit); scaled keeps R's value where R is invalid (kind "depth", like
+        median_scale), all NaN for an image without valid pixels.
+    """
+    r, r4, m4, mask, single, was_numpy = _prepare(relative, reference_m, valid)
+    h, w = r4.shape[-2:]
+    gh, gw = _check_local_args(grid_hw, prior_weight, min_valid_fraction, kind, h, w)
+    if kind == "depth":
+        fit = _fit_local_depth(r4, m4, mask, gh, gw, prior_weight, min_valid_fraction)
+    else:
+        fit = _fit_local_disparity(r4, m4, mask, gh, gw, prior_weight, min_valid_fraction)
+    scaled4 = _apply_local4(r4, fit)
+    scaled = scaled4.reshape(r.shape)
+    if single:
+        fit = LocalScaleFit(*(t[0] for t in (fit.scale_grid, fit.shift_grid, fit.global_scale, fit.global_shift,
+                                            fit.cell_weight)), kind=fit.kind)
+    if was_numpy:
+        scaled = scaled.cpu().numpy()
+    return scaled, fit
+
+
+def _own_weight(frac: torch.Tensor, prior_weight: float) -> torch.Tensor:
+    """Share of a cell's own fit: f / (f + prior_weight) (1 for prior 0, 0 for prior inf)."""
+    if math.isinf(prior_weight):
+        return torch.zeros_like(frac)
+    if prior_weight == 0:
+        return torch.ones_like(frac)
+    return frac / (frac + prior_weight)
+
+
+def _fit_local_depth(r4, m4, mask, gh, gw, prior_weight, min_valid_fraction) -> LocalScaleFit:
+    b = r4.shape[0]
+    nan = torch.full_like(r4, float("nan"))
+    log_ratio = torch.where(mask, torch.log(torch.where(mask, m4, torch.ones_like(m4)))
+                            - torch.log(torch.where(mask, r4, torch.ones_like(r4))), nan)
+    g = torch.log(_masked_median(m4, mask) / _masked_median(r4, mask))  # (B,), NaN without valid pixels
+    grid = torch.empty(b, gh, gw, dtype=r4.dtype, device=r4.device)
+    weight = torch.zeros_like(grid)
+    ys, xs = _cell_edges(r4.shape[-2], gh), _cell_edges(r4.shape[-1], gw)
+    for i in range(gh):
+        for j in range(gw):
+            cell = log_ratio[:, 0, ys[i]:ys[i + 1], xs[j]:xs[j + 1]].reshape(b, -1)
+            frac = (~torch.isnan(cell)).sum(dim=1).to(r4.dtype) / cell.shape[1]
+            med = torch.nanquantile(cell, 0.5, dim=1)
+            wc = _own_weight(frac, prior_weight)
+            wc = torch.where((frac >= max(min_valid_fraction, 1e-12)) & torch.isfinite(med), wc, torch.zeros_like(wc))
+            grid[:, i, j] = g + wc * torch.nan_to_num(med - g, nan=0.0)
+            weight[:, i, j] = wc
+    zeros = torch.zeros_like(g)
+    return LocalScaleFit(torch.exp(grid), torch.zeros_like(grid), torch.exp(g), zeros, weight, "depth")
+
+
+def _weighted_affine(d, t, w, prior=None):
+    """Solve min sum w (a d + b - t)^2 [+ prior (P, theta0)] per row: d, t, w (B, N) -> a, b (B,)."""
+    sdd, sd, s1 = (w * d * d).sum(1), (w * d).sum(1), w.sum(1)
+    sdt, st = (w * d * t).sum(1), (w * t).sum(1)
+    if prior is not None:
+        (p_dd, p_d, p_1), (a0, b0) = prior
+        sdd, sd, s1 = sdd + p_dd, sd + p_d, s1 + p_1
+        sdt, st = sdt + p_dd * a0 + p_d * b0, st + p_d * a0 + p_1 * b0
+    det = sdd * s1 - sd * sd
+    a = (sdt * s1 - sd * st) / det
+    b = (sdd * st - sd * sdt) / det
+    return a, b
+
+
+def _huber_affine(d, t, w0, prior=None, iterations: int = 3):
+    """Least squares a d + b ~ t with Huber weights (threshold 1.345 robust sigmas of the residual),
+    reweighted `iterations` times; w0 (B, N) the base weights (0 = invalid)."""
+    a, b = _weighted_affine(d, t, w0, prior)
+    for _ in range(iterations):
+        res = torch.where(w0 > 0, a[:, None] * d + b[:, None] - t, torch.full_like(t, float("nan")))
+        sigma = 1.4826 * torch.nanquantile(res.abs(), 0.5, dim=1, keepdim=True).nan_to_num(nan=1.0).clamp_min(1e-12)
+        u = (res.abs() / (1.345 * sigma)).nan_to_num(nan=0.0)
+        a, b = _weighted_affine(d, t, w0 * torch.where(u <= 1, torch.ones_like(u), 1.0 / u.clamp_min(1e-12)), prior)
+    return a, b
+
+
+def _fit_local_disparity(r4, m4, mask, gh, gw, prior_weight, min_valid_fraction) -> LocalScaleFit:
+    b = r4.shape[0]
+    d = torch.where(mask, r4, torch.zeros_like(r4)).reshape(b, -1)
+    t = torch.where(mask, 1.0 / torch.where(mask, m4, torch.ones_like(m4)), torch.zeros_like(m4)).reshape(b, -1)
+    w0 = mask.reshape(b, -1).to(r4.dtype)
+    a_g, b_g = _huber_affine(d, t, w0)
+    d_all = torch.where(valid_depth_mask(r4), r4, torch.zeros_like(r4))
+    a_grid = torch.empty(b, gh, gw, dtype=r4.dtype, device=r4.device)
+    b_grid, weight = torch.empty_like(a_grid), torch.zeros_like(a_grid)
+    ys, xs = _cell_edges(r4.shape[-2], gh), _cell_edges(r4.shape[-1], gw)
+    w0_img, d_img, t_img = w0.reshape(r4.shape), d.reshape(r4.shape), t.reshape(r4.shape)
+    m_img = mask
+    for i in range(gh):
+        for j in range(gw):
+            sl = (slice(None), 0, slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1]))
+            wc, dc, tc = w0_img[sl].reshape(b, -1), d_img[sl].reshape(b, -1), t_img[sl].reshape(b, -1)
+            da = d_all[sl].reshape(b, -1)
+            n_px = da.shape[1]
+            frac = m_img[sl].reshape(b, -1).sum(1).to(r4.dtype) / n_px
+            # prior: prior_weight * n_px * mean over the cell of ((a - a_g) D + (b - b_g))^2
+            pw = min(max(prior_weight, 1e-6), 1e12) * n_px
+            prior = ((pw * (da * da).mean(1), pw * da.mean(1), torch.full_like(frac, pw)), (a_g, b_g))
+            a_c, b_c = _huber_affine(dc, tc, wc, prior)
+            own = (frac >= max(min_valid_fraction, 1e-12)) & torch.isfinite(a_c) & torch.isfinite(b_c)
+            own &= not math.isinf(prior_weight)
+            a_grid[:, i, j] = torch.where(own, a_c, a_g)
+            b_grid[:, i, j] = torch.where(own, b_c, b_g)
+            weight[:, i, j] = torch.where(own, _own_weight(frac, prior_weight), torch.zeros_like(frac))
+    return LocalScaleFit(a_grid, b_grid, a_g, b_g, weight, "disparity")
+
+
+def _apply_local4(r4: torch.Tensor, fit: LocalScaleFit) -> torch.Tensor:
+    size = r4.shape[-2:]
+    if fit.kind == "depth":
+        field = torch.exp(_upsample(torch.log(fit.scale_grid.to(r4.dtype)), size))
+        return r4 * field  # invalid R (0, NaN, inf) keeps its value up to the factor, as median_scale
+    disp = _upsample(fit.scale_grid.to(r4.dtype), size) * r4 + _upsample(fit.shift_grid.to(r4.dtype), size)
+    ok = valid_depth_mask(r4) & torch.isfinite(disp) & (disp > 0)
+    return torch.where(ok, 1.0 / torch.where(ok, disp, torch.ones_like(disp)), torch.full_like(disp, float("nan")))
+
+
+def apply_local_scale(relative, fit: LocalScaleFit):
+    """Apply a :class:`LocalScaleFit` to a relative map (the same image, or later frames when the
+    fit is reused between echoes). relative: (B, 1, H, W), (B, H, W) or (H, W) at any size (the grid
+    is upsampled to it); returns metres in the same shape (numpy in -> numpy out)."""
+    was_numpy = not isinstance(relative, torch.Tensor)
+    r = torch.as_tensor(relative)
+    squeeze = r.dim()
+    if r.dim() == 2:
+        r4 = r[None, None]
+        fit = LocalScaleFit(*(t[None] for t in (fit.scale_grid, fit.shift_grid, fit.global_scale, fit.global_shift,
+                                               fit.cell_weight)), kind=fit.kind)
+    elif r.dim() == 3:
+        r4 = r[:, None]
+    elif r.dim() == 4 and r.shape[1] == 1:
+        r4 = r
+    else:
+        raise ValueError(f"expected (B, 1, H, W), (B, H, W) or (H, W), got shape {tuple(r.shape)}")
+    r4 = r4.to(r4.dtype if r4.dtype in (torch.float32, torch.float64) else torch.float32)
+    out = _apply_local4(r4, LocalScaleFit(*(t.to(r4.device) for t in (fit.scale_grid, fit.shift_grid, fit.global_scale,
+                                                                         fit.global_shift, fit.cell_weight)),
+                                          kind=fit.kind))
+    out = out.reshape(r.shape) if squeeze != 4 else out
+    return out.cpu().numpy() if was_numpy else out
+
+
+def unsaturated_mask(depth_m, min_depth_m: float, max_depth_m: float, margin: float = 1e-3):
+    """Pixels of a bounded depth map strictly inside (min (1 + margin), max (1 - margin)): saturated
+    bins of a pseudo-metric map carry no scale information (torch; the local fit's reference mask)."""
+    lo, hi = min_depth_m * (1.0 + margin), max_depth_m * (1.0 - margin)
+    return torch.isfinite(depth_m) & (depth_m > lo) & (depth_m < hi)
+
+
+__all__ += ["LOCAL_KINDS", "LOCAL_GRID_HW", "LocalScaleFit", "local_scale", "apply_local_scale", "unsaturated_mask"]

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("rgb_only", "rgb_echo", "relative_none", "relative_rgb_median", "relative_echo_median",
-        "relative_echo_meanstd", "relative_gt_median")
+        "relative_echo_meanstd", "relative_echo_local", "relative_gt_median")
 KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
 GT_HW = (80, 144)
 
@@ -177,3 +177,22 @@ def test_default_checkpoints_on_the_real_bv2_instance(bv2_tree, tmp_path):
     else:
         assert proc.returncode == 2
         assert "checkpoint" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_relative_echo_local_is_the_local_scale_of_the_saved_maps(evaluated):
+    """relative_echo_local = scaling.local_scale(R, Mp) over Mp's unsaturated pixels, range-masked."""
+    import torch
+
+    from avsnet_ros.scaling import local_scale, unsaturated_mask
+
+    out = evaluated["out"]
+    for f in sorted((out / "predictions" / "test").glob("*.npz")):
+        z = np.load(f)
+        mp = torch.from_numpy(z["rgb_echo"])
+        depth, fit = local_scale(torch.from_numpy(z["relative_none"]), mp, valid=unsaturated_mask(mp, 0.1, 30.0))
+        d = depth.numpy()
+        with np.errstate(invalid="ignore"):
+            expected = np.where((d >= 0.1) & (d <= 30.0), d, np.nan)
+        np.testing.assert_allclose(z["relative_echo_local"], expected, rtol=1e-5, equal_nan=True)
+        # the field is the global median scale where no cell has its own fit, and the ratio is smooth
+        assert fit.scale_grid.shape == (6, 8)

@@ -15,7 +15,7 @@ metrics per image (avsnet_ros.metrics), then the mean over images. Writes to --o
 echo-enhanced, error maps; colour bars in metres) and gradcam/*.png (paper figure 6).
 With --json the last stdout line is one JSON object: {row: {abs_rel, sq_rel, rmse, rmse_log, delta1,
 delta2, delta3, count}} for rows rgb_only, rgb_echo, relative_none, relative_rgb_median,
-relative_echo_median, relative_echo_meanstd, relative_gt_median, plus "zero_shot" (same rows on
+relative_echo_median, relative_echo_meanstd, relative_echo_local, relative_gt_median, plus "zero_shot" (same rows on
 --zero-shot-data) and "meta".
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ Rows (keys of the JSON summary):
 | relative_rgb_median    | 2     | DepthNet                       | median of the RGB-only AVS-Net     |
 | relative_echo_median   | 2     | DepthNet                       | median of the echo AVS-Net (eq. 3) |
 | relative_echo_meanstd  | 2     | DepthNet                       | mean-std of the echo AVS-Net       |
+| relative_echo_local    | 2     | DepthNet                       | local scale field of the echo AVS-Net (scaling.local_scale) |
 | relative_gt_median     | 2     | DepthNet                       | ground-truth median (upper ref.)   |
 
 Protocol (docs/batvision.md): every prediction is produced at (resized to) the ground-truth size;
@@ -53,6 +54,7 @@ ROW_SPECS: tuple[RowSpec, ...] = (
     RowSpec("relative_rgb_median", 2, "DepthNet (self-supervised)", "RGB (median)"),
     RowSpec("relative_echo_median", 2, "DepthNet (self-supervised)", "RGB-Echoes (median)"),
     RowSpec("relative_echo_meanstd", 2, "DepthNet (self-supervised)", "RGB-Echoes (mean-std)"),
+    RowSpec("relative_echo_local", 2, "DepthNet (self-supervised)", "RGB-Echoes (local)"),
     RowSpec("relative_gt_median", 2, "DepthNet (self-supervised)", "GT median (upper reference)"),
 )
 ROW_KEYS = tuple(r.key for r in ROW_SPECS)
@@ -159,6 +161,8 @@ def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, samp
             "relative_rgb_median": _resize_to(_to_numpy_hw(r_rgb.depth_m[b]), size_hw),
             "relative_echo_median": _resize_to(_to_numpy_hw(r_echo.depth_m[b]), size_hw),
             "relative_echo_meanstd": _resize_to(_to_numpy_hw(r_ms.depth_m[b]), size_hw),
+            "relative_echo_local": local_echo_depth(relative, _resize_to(_to_numpy_hw(r_echo.pseudo_depth_m[b]), size_hw),
+                                                    pipes.echo_median.min_depth_m, pipes.echo_median.max_depth_m),
             "relative_gt_median": np.asarray(scaled_gt, dtype=np.float32),
             "scale_echo": float(np.asarray(r_echo.scale)[b]),
             "scale_rgb": float(np.asarray(r_rgb.scale)[b]),
@@ -166,6 +170,20 @@ def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, samp
         }
         out.append(preds)
     return out
+
+
+def local_echo_depth(relative: np.ndarray, pseudo_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
+    """The relative_echo_local row: avsnet_ros.scaling.local_scale of R against the echo AVS-Net's Mp
+    (both (H, W) at the GT size), reference pixels where Mp is unsaturated (as the pipeline's median);
+    NaN outside [min_depth_m, max_depth_m] like the pipeline's depth_m."""
+    from avsnet_ros.scaling import local_scale, unsaturated_mask
+
+    mp = torch.from_numpy(np.ascontiguousarray(pseudo_m, dtype=np.float32))
+    depth, _ = local_scale(torch.from_numpy(np.ascontiguousarray(relative, dtype=np.float32)), mp,
+                           valid=unsaturated_mask(mp, min_depth_m, max_depth_m))
+    d = depth.numpy()
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(d) & (d >= min_depth_m) & (d <= max_depth_m), d, np.nan).astype(np.float32)
 
 
 @dataclass
