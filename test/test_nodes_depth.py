@@ -196,7 +196,11 @@ def test_frames_between_echoes_reuse_the_scale(node, harness, data):
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness, data):
+@pytest.mark.parametrize("scale_filter", ["none", "kalman"])
+def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness, data, scale_filter):
+    """Held scale: without a filter the confidence halves every confidence_half_life_s beyond max_echo_age_s;
+    with the Kalman filter it is exp(-sqrt(P)) with P grown by process_var_log_per_s per second since the echo."""
+    _set(node, scale_filter=scale_filter)
     _recycle(node, harness)
     harness.clear()
     t = harness.now_ns() - 3_000_000_000  # a scene 3 s in the past, so later stamps are not "future"
@@ -210,7 +214,10 @@ def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness,
     _wait_depth(harness, 2)
     assert wait_for(lambda: harness.count("scale") >= 2)
     held = harness.messages("scale")[1].data
-    expected_conf = conf0 * 0.5 ** ((1.01 - 0.5) / 0.5)
+    if scale_filter == "none":
+        expected_conf = conf0 * 0.5 ** ((1.01 - 0.5) / 0.5)
+    else:  # conf0 = exp(-sqrt(P0)) -> P0 = ln(conf0)^2; 1.01 s of process noise 0.01 / s
+        expected_conf = np.exp(-np.sqrt(np.log(conf0) ** 2 + 0.01 * 1.01))
     assert held[0] == harness.messages("scale")[0].data[0]
     assert held[1] == pytest.approx(expected_conf, rel=1e-4)
     assert node.counters()["events"].get("scale_hold", 0) >= 1
@@ -219,6 +226,89 @@ def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness,
     _send_pair(harness, data, t + 2_000_000_000, None)
     assert wait_for(lambda: _drops(node).get("stale_echo", 0) == stale0 + 1)
     assert harness.count("depth") == 2
+    _set(node, scale_filter="kalman")  # the default, for the tests after this one
+
+
+def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints, data):
+    """The node's scale filter over real rclpy: a scripted factor multiplies the real pipeline's
+    per-echo scale (and depth). One outlier (x3) is gated (counted in /diagnostics) and the frame keeps
+    the filtered scale; a lasting step (x2 on every later echo) is followed on its 3rd echo
+    (re-initialised), as policy/scale_filter.py documents."""
+    import dataclasses
+
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32MultiArray
+
+    from avsnet_ros.nodes.common import diagnostic_values
+    from avsnet_ros.nodes.depth_node import DepthNode
+    from avsnet_ros.nodes.depth_support import load_pipelines
+
+    factors = [1.0, 1.0, 1.0, 3.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+    calls = []
+
+    class ScriptedScale:
+        """The real pipeline; its i-th full call's scale and depth are multiplied by factors[i]."""
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def __call__(self, *args, **kwargs):
+            result = self._inner(*args, **kwargs)
+            f = factors[min(len(calls), len(factors) - 1)]
+            calls.append(float(result.scale[0]))
+            return dataclasses.replace(result, scale=result.scale * f, depth_m=result.depth_m * f)
+
+    def factory(values):
+        main, rgb_only = load_pipelines(values)
+        return ScriptedScale(main), rgb_only
+
+    context, executor = ros
+    node = DepthNode("depth_node_filter", context=context, pipeline_factory=factory,
+                     parameter_overrides=_params(checkpoints, scale_filter="kalman"),
+                     cli_args=["--ros-args", "-r", "avsnet/metric_depth:=filter/depth", "-r", "avsnet/scale:=filter/scale"])
+    assert node.startup_error is None, node.startup_error
+    calls.clear()  # the warm-up inference
+    executor.add_node(node)
+    harness = Harness(context, executor, name="filter_harness")
+    harness.received.update(filtered=[], filtered_depth=[])
+    harness.listen("filtered", Float32MultiArray, "filter/scale")
+    harness.listen("filtered_depth", Image, "filter/depth")
+    try:
+        assert wait_for(lambda: harness.pub_echo.get_subscription_count() > 0 and harness.pub_image.get_subscription_count() > 0, 20.0)
+        time.sleep(0.3)
+        t = harness.now_ns() - 5_000_000_000
+        for i in range(len(factors)):  # one fresh echo per frame, 0.25 s apart
+            _send_pair(harness, data, t + i * 250_000_000, t + i * 250_000_000 - 10_000_000)
+            assert wait_for(lambda: harness.count("filtered") >= i + 1, 30.0), node.counters()
+        published = [m.data[0] for m in harness.messages("filtered")]
+        raw = np.array(calls) * np.array(factors[:len(calls)])
+        base = raw[0]
+        # steady echoes: the filtered scale stays at the (nearly identical) raw scale
+        assert published[2] == pytest.approx(base, rel=0.02)
+        # the x3 outlier is gated: its frame keeps the filtered scale
+        assert published[3] == pytest.approx(published[2], rel=0.02) and raw[3] == pytest.approx(3 * base, rel=0.02)
+        # the x2 step: gated twice, then re-initialised on the 3rd echo of the new level
+        assert published[5] == pytest.approx(published[4], rel=0.05)
+        assert published[7] == pytest.approx(2 * base, rel=0.05) and published[8] == pytest.approx(2 * base, rel=0.05)
+        # the published depth follows the published scale
+        d3 = harness.messages("filtered_depth")[3]
+        depth3 = np.frombuffer(bytes(d3.data), dtype="<f4")
+        assert np.nanmedian(depth3) < 2.0 * np.nanmedian(np.frombuffer(bytes(harness.messages("filtered_depth")[2].data), "<f4"))
+        harness.received["diagnostics"].clear()
+        assert wait_for(lambda: any(diagnostic_values(m, "depth_node_filter") for m in harness.messages("diagnostics")), 10.0)
+        values = [diagnostic_values(m, "depth_node_filter") for m in harness.messages("diagnostics")]
+        values = [v for v in values if v][-1]
+        # gated: the outlier and the 3 step echoes (the 3rd of which re-initialises)
+        assert int(values["scale_filter.gated"]) == 4 and int(values["scale_filter.reinitialised"]) == 1
+    finally:
+        executor.remove_node(node)
+        node.close()
+        node.destroy_node()
+        executor.remove_node(harness.node)
+        harness.node.destroy_node()
 
 
 def test_missing_echo_counts_no_echo(node, harness, data):

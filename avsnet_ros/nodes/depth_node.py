@@ -39,7 +39,7 @@ from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, Dr
                                      declare_parameters, diagnostic_array, diagnostic_status, guarded,
                                      read_parameters, resident_memory_mb, run_node_main)
 from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
-                                            diagnostic_values, prepare_models, scale_policy, warm_up)
+                                            diagnostic_values, make_scale_filter, prepare_models, scale_policy, warm_up)
 from avsnet_ros.nodes.worker import LatestSlot
 from avsnet_ros.policy import ScaleMode, StampGapMeter
 from avsnet_ros.visualization import colorize_depth
@@ -110,6 +110,7 @@ class DepthNode(LifecycleNode):
             read_parameters(self, PARAMS, self.values)
             v = self.values
             self.pipeline, self.rgb_only_pipeline, self._echo_checker = prepare_models(v, self._pipeline_factory)
+            self.echo_state.scale_filter = make_scale_filter(v)
         except Exception as exc:  # noqa: BLE001 - report any load error, stay unconfigured
             self.startup_error = f"depth_node configure failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
@@ -129,7 +130,8 @@ class DepthNode(LifecycleNode):
         self.get_logger().info(
             f"configured: {self.pipeline.describe()}"
             f"; echo >= {self._echo_checker.window_samples} samples at {v['sample_rate_hz']} Hz, max age "
-            f"{v['max_echo_age_s']} s, fallback {v['echo_fallback']}; inputs SensorDataQoS")
+            f"{v['max_echo_age_s']} s, fallback {v['echo_fallback']}, scale filter {v['scale_filter']}"
+            f"{' with odometry ' + v['odom_topic'] if v['odom_topic'] else ''}; inputs SensorDataQoS")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -153,6 +155,11 @@ class DepthNode(LifecycleNode):
                                      callback_group=self._echo_group),
             self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS, callback_group=self._echo_group),
         ]
+        if self.values["odom_topic"]:
+            from nav_msgs.msg import Odometry
+
+            self._subs.append(self.create_subscription(Odometry, self.values["odom_topic"], self._on_odometry,
+                                                       SENSOR_QOS, callback_group=self._echo_group))
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -238,6 +245,11 @@ class DepthNode(LifecycleNode):
         out_of_order = self.echo_state.add_echo(stamp_ns, echo)
         if out_of_order is not None:
             self.echo_drops.count("echo_out_of_order", out_of_order)
+
+    @guarded("echo_drops", "odometry_callback_exception")
+    def _on_odometry(self, msg) -> None:
+        p = msg.pose.pose.position
+        self.echo_state.add_odometry(conv.stamp_to_ns(msg.header.stamp), p.x, p.y, p.z)
 
     @guarded("echo_drops", "camera_info_callback_exception")
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -335,7 +347,7 @@ class DepthNode(LifecycleNode):
         out_hw = (v["output_height_px"] or h, v["output_width_px"] or w)  # 0 = the camera's size
         t0 = time.perf_counter()
         out = self.echo_state.infer(decision, echo, self.pipeline, self.rgb_only_pipeline, frame.rgb,
-                                    v["sample_rate_hz"], out_hw)
+                                    v["sample_rate_hz"], out_hw, frame.stamp_ns)
         self._inference_ms.append(1e3 * (time.perf_counter() - t0))
         self.events.count(f"scale_{decision.mode.value}")
         self._last_mode, self._last_confidence = decision.mode.value, out.confidence
@@ -386,6 +398,7 @@ class DepthNode(LifecycleNode):
             "scale_mode": self._last_mode,
             "echo_age_s": (self._now_ns() - newest_echo_ns) / 1e9 if newest_echo_ns is not None else nan,
             "resident_memory_mb": resident_memory_mb(),
+            **self.echo_state.filter_values(),
         })
         level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)

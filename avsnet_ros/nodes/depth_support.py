@@ -13,6 +13,8 @@ from avsnet_ros.audio.align import ECHO_ONSET_SAMPLE
 from avsnet_ros.audio.echo_checks import EchoCheckConfig, EchoProblem, check_echo, onset_templates
 from avsnet_ros.nodes.common import ERROR, OK, WARN, ParamSpec, keep_freed_memory
 from avsnet_ros.nodes.worker import in_passing_thread
+from avsnet_ros.policy.scale_filter import SCALE_FILTER_MODES, OdometryDistance, ScaleFilter, ScaleFilterConfig
+from avsnet_ros.scaling import rescale_depth
 from avsnet_ros.policy import (DEFAULT_CONFIDENCE_HALF_LIFE_S, DEFAULT_MAX_ECHO_AGE_S, DEFAULT_SCALE_HOLD_S,
                                FALLBACKS, CachedScale, DropReason, Fallback, ScaleDecision, ScaleMode, ScalePolicy,
                                decide_scale)
@@ -28,6 +30,19 @@ PARAMS = (
               "empty = shipped assets/checkpoints/avsnet_tiny_rgb"),
     ParamSpec("scaling", "median", "how the echo pseudo-metric depth scales the relative depth",
               choices=("median", "mean_std", "none")),
+    ParamSpec("scale_filter", "kalman", "filter the echo scale across echoes (policy/scale_filter.py: Kalman "
+              "filter on log-scale with outlier gating; confidence from its variance) or use each echo's own",
+              choices=SCALE_FILTER_MODES),
+    ParamSpec("scale_filter_process_var_log_per_s", ScaleFilterConfig.process_var_log_per_s,
+              "log-scale variance added per second between echoes", 0.0, 100.0),
+    ParamSpec("scale_filter_process_var_log_per_m", ScaleFilterConfig.process_var_log_per_m,
+              "log-scale variance added per metre travelled (odometry)", 0.0, 100.0),
+    ParamSpec("scale_filter_measurement_std_log", ScaleFilterConfig.measurement_std_log,
+              "std of one echo's log-scale at confidence 1", 1e-6, 100.0),
+    ParamSpec("scale_filter_gate_sigma", ScaleFilterConfig.gate_sigma, "echo scales beyond this many standard "
+              "deviations of the innovation are gated (counted); 3 such in a row re-initialise", 0.1, 1000.0),
+    ParamSpec("odom_topic", "", "nav_msgs/Odometry topic: the scale filter's variance grows with the distance "
+              "travelled ('' = off)"),
     ParamSpec("amp", False, "automatic mixed precision (CUDA only)"),
     ParamSpec("torch_threads", 0, "torch intra-op threads (0 = torch default)", 0, 256),
     ParamSpec("malloc_keep_freed_mb", 64, "glibc malloc keeps up to this much freed memory for the next "
@@ -137,6 +152,17 @@ class StoredScale:
     echo: StoredEcho  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
 
 
+def make_scale_filter(values: dict) -> "Optional[ScaleFilter]":
+    """The node's ScaleFilter for the scale_filter* parameters (None for scale_filter 'none')."""
+    if values["scale_filter"] == "none":
+        return None
+    return ScaleFilter(ScaleFilterConfig(
+        process_var_log_per_s=values["scale_filter_process_var_log_per_s"],
+        process_var_log_per_m=values["scale_filter_process_var_log_per_m"],
+        measurement_std_log=values["scale_filter_measurement_std_log"],
+        gate_sigma=values["scale_filter_gate_sigma"]))
+
+
 @dataclass
 class FrameDepth:
     """infer()'s answer: (H, W) float32 metres (NaN invalid), the scale and its confidence in [0, 1]."""
@@ -154,6 +180,9 @@ class EchoScaleState:
     """
 
     def __init__(self, max_echoes: int = 16) -> None:
+        self.scale_filter: Optional[ScaleFilter] = None  # set at configure (make_scale_filter)
+        self.odometry = OdometryDistance()
+        self.filter_status: dict[str, int] = {}  # ScaleUpdate.status -> count
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._echoes: deque[StoredEcho] = deque(maxlen=max_echoes)
@@ -187,6 +216,21 @@ class EchoScaleState:
         with self._lock:
             self._echoes.clear()
             self.scale = None
+            if self.scale_filter is not None:
+                self.scale_filter.reset()
+
+    def add_odometry(self, stamp_ns: int, x_m: float, y_m: float, z_m: float) -> None:
+        """One odometry position (metres): its distance feeds the scale filter's process noise."""
+        with self._lock:
+            self.odometry.add(stamp_ns, x_m, y_m, z_m)
+
+    def filter_values(self) -> dict:
+        """Diagnostics of the scale filter and odometry: scale_filter.<counter>, odometry.<counter>."""
+        with self._lock:
+            out = {f"scale_filter.{k}": n for k, n in (self.scale_filter.counters if self.scale_filter else {}).items()}
+            out.update({f"odometry.{k}": n for k, n in self.odometry.counters.items()})
+            out["odometry.total_m"] = self.odometry.total_m
+        return out
 
     def decide(self, frame_stamp_ns: int, policy: ScalePolicy) -> "tuple[ScaleDecision, Optional[StoredEcho]]":
         """policy.decide_scale on the echoes stored so far -> (decision, paired echo or None)."""
@@ -203,30 +247,46 @@ class EchoScaleState:
             return waited and (self.scale is None or self._serial != self.scale.echo.serial)
 
     def infer(self, decision: ScaleDecision, echo: Optional[StoredEcho], pipeline, rgb_only_pipeline, rgb: np.ndarray,
-              sample_rate_hz: int, output_size_hw: "tuple[int, int]") -> FrameDepth:
+              sample_rate_hz: int, output_size_hw: "tuple[int, int]", frame_stamp_ns: int = 0) -> FrameDepth:
         """Metric depth of one frame for a FRESH, REUSE, HOLD or RGB_ONLY decision (DROP: ValueError).
 
-        FRESH runs the full pipeline and caches its scale; REUSE/HOLD apply the cached scale to the
-        frame's relative depth (confidence x decision.confidence_factor); RGB_ONLY runs the RGB-only model.
+        FRESH runs the full pipeline; with a scale filter its scale is one measurement of the filter
+        (an outlier is gated: the frame gets the filtered scale) and the depth is rescaled to the
+        filtered scale; the result is cached. REUSE/HOLD apply the cached scale to the frame's
+        relative depth, with the filter's confidence at the frame's stamp (its variance grows with
+        time and distance) or, without a filter, the cached confidence x decision.confidence_factor.
+        RGB_ONLY runs the RGB-only model.
         """
         kw = dict(sample_rate_hz=sample_rate_hz, output_size_hw=output_size_hw, depth_only=True)
         mode = decision.mode
+        filt = None if pipeline.pseudo_metric_only else self.scale_filter  # no relative map to rescale
         if mode is ScaleMode.FRESH:
             # depth_only: the node publishes no pseudo-metric or relative map, so they are not resized
             result = pipeline(rgb, echo.echo, **kw)
-            scale = StoredScale(float(result.scale[0]), float(result.shift[0]), float(result.confidence[0]), echo)
+            raw, shift, confidence = float(result.scale[0]), float(result.shift[0]), float(result.confidence[0])
+            depth_m, scale = result.depth_m[0], raw
+            if filt is not None:
+                with self._lock:
+                    update = filt.update(echo.stamp_ns, raw, confidence, travelled_m=self.odometry.take_m())
+                    self.filter_status[update.status] = self.filter_status.get(update.status, 0) + 1
+                if update.has_estimate:
+                    scale, confidence = update.scale, update.confidence
+                    depth_m = rescale_depth(depth_m, shift, raw, scale)
             with self._lock:
-                self.scale = scale
-            return FrameDepth(result.depth_m[0], scale.scale, scale.confidence)
+                self.scale = StoredScale(scale, shift, confidence, echo)
+            return FrameDepth(depth_m, scale, confidence)
         if mode in (ScaleMode.REUSE, ScaleMode.HOLD):
             with self._lock:
                 cached = self.scale
+                state = filt.predict(frame_stamp_ns, travelled_m=self.odometry.take_m()) \
+                    if filt is not None and filt.has_estimate else None
             if pipeline.pseudo_metric_only:
                 # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
                 depth_m = pipeline(rgb, cached.echo.echo, **kw).depth_m[0]
             else:
                 depth_m = pipeline.depth_from_scale(rgb, cached.scale, cached.shift, output_size_hw=output_size_hw)
-            return FrameDepth(depth_m, cached.scale, cached.confidence * decision.confidence_factor)
+            confidence = state.confidence if state is not None else cached.confidence * decision.confidence_factor
+            return FrameDepth(depth_m, cached.scale, confidence)
         if mode is ScaleMode.RGB_ONLY:
             return FrameDepth(rgb_only_pipeline(rgb, None, **kw).depth_m[0], float("nan"), 0.0)
         raise ValueError(f"no depth for a {mode} decision")
