@@ -370,3 +370,74 @@ def rescale_depth(depth_m, shift_m: float, from_scale: float, to_scale: float):
     if not (from_scale > 0 and to_scale > 0):
         raise ValueError(f"scales must be > 0, got {from_scale!r} -> {to_scale!r}")
     return (depth_m - shift_m) * (to_scale / from_scale) + shift_m
+
+
+# ----------------------------------------------------------------------------- disparity alignment
+# Affine-invariant inverse depth (Depth Anything relative, DPT/MiDaS): scale AND shift in inverse
+# depth (``scaling: affine``; README "Scaling"). A median ratio cannot align such a map: with a shift
+# b, 1/D is not proportional to depth.
+
+#: Huber reweightings of the global inverse-depth fit (each one a weighted least-squares solve).
+AFFINE_IRLS_ITERATIONS = 5
+
+
+def disparity_affine_scale(relative_disp, reference_m, valid=None, iterations: int = AFFINE_IRLS_ITERATIONS):
+    """Robust scale-and-shift fit in inverse depth -> (depth_m (shape of relative), (a, b)).
+
+    Fits 1/Mp = a D + b over the valid pixels (given ``valid`` AND finite, > 0 D AND finite, > 0
+    reference, as every fit here) by least squares, then ``iterations`` Huber reweightings
+    (threshold 1.345 robust sigmas of the residual; :func:`_huber_affine`, the local fit's global
+    step), in float64. depth = 1 / (a D + b) on every pixel with a finite D (D <= 0 included: sky
+    at zero disparity gets 1 / b), NaN where a D + b <= 0 (no depth exists there, REP 117) or D
+    is not finite. An image without valid pixels, with constant D, or whose fit has a <= 0
+    (inverse depth falling as disparity rises: no alignment) gets a = b = NaN and all-NaN depth.
+
+    Args:
+        relative_disp: (B, 1, H, W), (B, H, W) or (H, W) disparity (relative units), torch or numpy.
+        reference_m: same shape, metres (zeros/NaN/inf ignored).
+        valid: optional bool mask of the same shape.
+    Returns: (depth_m, (a, b)); a, b (B,) or 0-d for one (H, W) image (numpy in -> numpy out).
+    """
+    r, r4, m4, mask, single, was_numpy = _prepare(relative_disp, reference_m, valid)
+    bsz = r4.shape[0]
+    d = torch.where(mask, r4, torch.zeros_like(r4)).reshape(bsz, -1).double()
+    t = torch.where(mask, 1.0 / torch.where(mask, m4, torch.ones_like(m4)), torch.zeros_like(m4)).reshape(bsz, -1).double()
+    w0 = mask.reshape(bsz, -1).double()
+    # centre D (per image, over the valid pixels) so the 2x2 normal equations stay well conditioned
+    n = w0.sum(1)
+    centre = torch.where(n > 0, (w0 * d).sum(1) / n.clamp_min(1.0), torch.zeros_like(n))
+    a, b_c = _huber_affine(d - centre[:, None], t, w0, iterations=int(iterations))
+    b = b_c - a * centre
+    ok = torch.isfinite(a) & torch.isfinite(b) & (a > 0) & (n >= 2)
+    nan = torch.full_like(a, float("nan"))
+    a, b = torch.where(ok, a, nan).to(r4.dtype), torch.where(ok, b, nan).to(r4.dtype)
+    depth4 = disparity_to_depth(r4, a, b)
+    scaled, (a, b) = _finish(depth4, (a, b), r, single, was_numpy)
+    return scaled, (a, b)
+
+
+def disparity_to_depth(disparity: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """depth = 1 / (scale * D + shift) for (B, 1, H, W) disparity and (B,) factors (a fit of
+    :func:`disparity_affine_scale`, fresh or reused); NaN where scale * D + shift <= 0 or D is not
+    finite. The same dtype and device as ``disparity``; a new tensor."""
+    bsz = disparity.shape[0]
+    inv = torch.addcmul(shift.to(disparity).view(bsz, 1, 1, 1).expand_as(disparity), disparity,
+                        scale.to(disparity).view(bsz, 1, 1, 1))
+    ok = torch.isfinite(inv) & (inv > 0)
+    return torch.where(ok, 1.0 / torch.where(ok, inv, torch.ones_like(inv)), torch.full_like(inv, float("nan")))
+
+
+def rescale_disparity_depth(depth_m, shift: float, from_scale: float, to_scale: float):
+    """Depth made with ``1 / (from_scale * D + shift)`` -> the same disparity D at ``to_scale``:
+    ``1 / ((1 / depth_m - shift) * to_scale / from_scale + shift)``, NaN where that is <= 0
+    (numpy or torch; NaN stays NaN). :func:`rescale_depth`'s counterpart for ``scaling: affine``."""
+    if not (from_scale > 0 and to_scale > 0):
+        raise ValueError(f"scales must be > 0, got {from_scale!r} -> {to_scale!r}")
+    inv = (1.0 / depth_m - shift) * (to_scale / from_scale) + shift
+    if isinstance(inv, torch.Tensor):
+        return torch.where(inv > 0, 1.0 / inv, torch.full_like(inv, float("nan")))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inv > 0, 1.0 / inv, np.nan).astype(np.asarray(depth_m).dtype, copy=False)
+
+
+__all__ += ["AFFINE_IRLS_ITERATIONS", "disparity_affine_scale", "disparity_to_depth", "rescale_disparity_depth"]

@@ -272,13 +272,18 @@ class DepthRelative(nn.Module):
 def as_relative_model(model, output: str = "depth", image_size_hw=None) -> nn.Module:
     """Turn ``model`` into a :class:`RelativeDepthModel` module.
 
-    A :class:`DepthNet` becomes :class:`DepthNetRelative`; otherwise ``output`` says whether the
+    A :class:`DepthNet` becomes :class:`DepthNetRelative`; a module with ``output_type``
+    "disparity" or "metric" (:class:`~avsnet_ros.models.hf_depth.TransformersDepthModel`) is kept
+    as it is (the pipeline's scaling reads ``output_type``); otherwise ``output`` says whether the
     callable returns "depth" or "disparity". ``image_size_hw`` is the input size the pipeline
     should feed it (None: the AVS-Net input size).
     """
     if isinstance(model, DepthNet):
         return DepthNetRelative(model)
     if isinstance(model, (DepthNetRelative, DisparityRelative, DepthRelative)):
+        return model
+    if getattr(model, "output_type", None) in ("disparity", "metric"):
+        # e.g. models.hf_depth.TransformersDepthModel: its raw output is what the scaling aligns
         return model
     if output == "disparity":
         return DisparityRelative(model, image_size_hw=image_size_hw)

@@ -1,0 +1,306 @@
+"""Any transformers ``*ForDepthEstimation`` folder as the relative / zero-shot depth model.
+
+A folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``, optionally
+``preprocessor_config.json``) of Depth Anything (relative or metric), DPT/MiDaS, ZoeDepth, Depth Pro
+or GLPN is loaded with ``local_files_only=True``: nothing is ever downloaded. The same path
+parameter also takes the project's own DepthNet checkpoints; :func:`relative_checkpoint_kind`
+tells them apart from ``config.json`` (transformers: a ``model_type`` key; the project: ``kind``).
+
+:class:`TransformersDepthModel` is a :class:`~avsnet_ros.models.relative.RelativeDepthModel`
+module: ``rgb (B, 3, H, W) float in [0, 1] -> (B, 1, H, W) float32`` on the model's device, with
+the image processor's resize (keep-aspect, multiple-of rule of the DPT processors) and
+normalisation done in torch on that device, and the prediction resized back to (H, W). Its
+``output_type`` says what the values are:
+
+| output_type  | models                                             | values                          |
+| "disparity"  | Depth Anything (relative), DPT / MiDaS             | affine-invariant inverse depth  |
+| "metric"     | ZoeDepth, Depth Anything (metric), Depth Pro, GLPN | metres                          |
+
+(the project's DepthNet is "depth": positive depth up to scale). The pipeline's ``scaling="auto"``
+picks the alignment from it (README "Scaling").
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, CheckpointError
+
+LOG = logging.getLogger(__name__)
+
+PREPROCESSOR_NAME = "preprocessor_config.json"
+#: What a relative model's output means (see the module docstring).
+OUTPUT_TYPES = ("depth", "disparity", "metric")
+#: transformers model_type -> output type (Depth Anything: by its depth_estimation_type).
+HF_OUTPUT_TYPES = {
+    "depth_anything": "disparity",  # "metric" when config.depth_estimation_type == "metric"
+    "dpt": "disparity",
+    "zoedepth": "metric",
+    "depth_pro": "metric",
+    "glpn": "metric",
+}
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class ImageProcessing:
+    """The image processor's resize and normalisation, as torch ops.
+
+    size_hw: target (height, width) px; keep_aspect_ratio: scale both sides by the factor closer
+    to 1 (DPT processors); ensure_multiple_of: round each side to a multiple of this (px);
+    mean/std: per-channel normalisation of [0, 1] RGB (None: no normalisation); resample:
+    "bicubic" or "bilinear" (torch interpolate, antialiased).
+    """
+
+    size_hw: tuple[int, int]
+    keep_aspect_ratio: bool
+    ensure_multiple_of: int
+    mean: Optional[tuple[float, float, float]]
+    std: Optional[tuple[float, float, float]]
+    resample: str = "bicubic"
+
+    def output_size_hw(self, input_hw) -> tuple[int, int]:
+        """The network input size for an image of ``input_hw`` (transformers' DPT rule)."""
+        in_h, in_w = int(input_hw[0]), int(input_hw[1])
+        scale_h, scale_w = self.size_hw[0] / in_h, self.size_hw[1] / in_w
+        if self.keep_aspect_ratio:  # scale as little as possible
+            if abs(1 - scale_w) < abs(1 - scale_h):
+                scale_h = scale_w
+            else:
+                scale_w = scale_h
+        m = max(1, int(self.ensure_multiple_of))
+
+        def constrain(val: float) -> int:
+            x = round(val / m) * m
+            return int(x if x >= m else math.ceil(val / m) * m)
+
+        return constrain(scale_h * in_h), constrain(scale_w * in_w)
+
+
+# Defaults of each processor class when a folder has no preprocessor_config.json.
+_DEFAULT_PROCESSING = {
+    "depth_anything": ImageProcessing((518, 518), True, 14, _IMAGENET_MEAN, _IMAGENET_STD),
+    "dpt": ImageProcessing((384, 384), False, 1, _HALF, _HALF),
+    "zoedepth": ImageProcessing((384, 512), True, 32, _HALF, _HALF, "bilinear"),
+    "depth_pro": ImageProcessing((1536, 1536), False, 1, _HALF, _HALF, "bilinear"),
+    "glpn": ImageProcessing((480, 640), False, 32, None, None, "bilinear"),
+}
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL codes in processor configs; others -> bilinear
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} ({what}) is not readable JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path} ({what}) must hold a JSON object")
+    return doc
+
+
+def relative_checkpoint_kind(path: Union[str, os.PathLike]) -> str:
+    """"transformers" or "avsnet_ros" for a relative-model folder, from its ``config.json``.
+
+    Raises :class:`CheckpointError` naming the path for a missing folder, a missing/unreadable
+    ``config.json``, a missing ``model.safetensors`` (pickle weights are refused), or a config of
+    neither kind.
+    """
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise CheckpointError(f"relative checkpoint {p} is not a directory (expected config.json + model.safetensors)")
+    if not (p / CONFIG_NAME).is_file():
+        raise CheckpointError(f"relative checkpoint {p} has no {CONFIG_NAME}")
+    doc = _read_json(p / CONFIG_NAME, "model config")
+    if not (p / WEIGHTS_NAME).is_file():
+        pickles = sorted(q.name for q in p.iterdir() if q.suffix in PICKLE_SUFFIXES)
+        extra = f" (found {pickles}: pickle weights are not loaded; re-save with safe_serialization)" if pickles else ""
+        raise CheckpointError(f"relative checkpoint {p} has no {WEIGHTS_NAME}{extra}")
+    if "model_type" in doc:
+        return "transformers"
+    if "kind" in doc:
+        return "avsnet_ros"
+    raise CheckpointError(f"{p / CONFIG_NAME} has neither 'model_type' (transformers) nor 'kind' (avsnet_ros DepthNet)")
+
+
+def hf_output_type(config) -> str:
+    """"disparity" or "metric" for a transformers depth config (ValueError for unknown model types)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type == "depth_anything" and getattr(config, "depth_estimation_type", "relative") == "metric":
+        return "metric"
+    if model_type not in HF_OUTPUT_TYPES:
+        raise ValueError(f"transformers model_type {model_type!r}: output type unknown (supported: "
+                         f"{sorted(HF_OUTPUT_TYPES)})")
+    return HF_OUTPUT_TYPES[model_type]
+
+
+def read_image_processing(path: Union[str, os.PathLike], model_type: str) -> ImageProcessing:
+    """The folder's ``preprocessor_config.json`` (if any) over the processor defaults of ``model_type``.
+
+    Read as plain JSON (no processor class, no hub). ``do_rescale`` is implied (the pipeline gives
+    [0, 1] RGB); ``do_normalize: false`` drops mean/std; ``size`` may be {"height", "width"},
+    {"shortest_edge"} or an int.
+    """
+    base = _DEFAULT_PROCESSING.get(model_type, ImageProcessing((384, 384), False, 1, _HALF, _HALF))
+    f = Path(path) / PREPROCESSOR_NAME
+    if not f.is_file():
+        return base
+    doc = _read_json(f, "image processor config")
+    try:
+        size = doc.get("size", None)
+        if size is None:
+            size_hw = base.size_hw
+        elif isinstance(size, int):
+            size_hw = (size, size)
+        elif "height" in size and "width" in size:
+            size_hw = (int(size["height"]), int(size["width"]))
+        elif "shortest_edge" in size:
+            size_hw = (int(size["shortest_edge"]),) * 2
+        else:
+            raise ValueError(f"size {size!r}")
+        if min(size_hw) < 1:
+            raise ValueError(f"size {size_hw}")
+        multiple = int(doc.get("ensure_multiple_of", doc.get("size_divisor", base.ensure_multiple_of)) or 1)
+        keep = bool(doc.get("keep_aspect_ratio", base.keep_aspect_ratio))
+        mean, std = base.mean, base.std
+        if "image_mean" in doc:
+            mean = tuple(float(v) for v in doc["image_mean"])
+        if "image_std" in doc:
+            std = tuple(float(v) for v in doc["image_std"])
+        if doc.get("do_normalize", mean is not None) is False:
+            mean = std = None
+        if mean is not None and (len(mean) != 3 or len(std) != 3 or min(std) <= 0):
+            raise ValueError(f"image_mean {mean} / image_std {std}")
+        resample = _RESAMPLE.get(doc.get("resample"), base.resample) if "resample" in doc else base.resample
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{f}: unsupported image processor settings: {exc}") from None
+    return ImageProcessing(size_hw, keep, max(1, multiple), mean, std, resample)
+
+
+class TransformersDepthModel(nn.Module):
+    """A transformers depth model as a relative model: rgb (B, 3, H, W) in [0, 1] -> (B, 1, H, W) float32.
+
+    Values: disparity (relative units) or metres, as ``output_type`` says; resized back to (H, W)
+    bilinearly. Depth Pro's canonical inverse depth is turned into metres with its predicted
+    field of view (transformers' post-processing). ``image_size_hw``: the input size the
+    pipeline should stage (set by :meth:`set_reference_size`; None = any).
+    """
+
+    def __init__(self, model: nn.Module, processing: ImageProcessing, output_type: str, name: str = ""):
+        super().__init__()
+        if output_type not in ("disparity", "metric"):
+            raise ValueError(f"output_type must be 'disparity' or 'metric', got {output_type!r}")
+        self.model = model
+        self.processing = processing
+        self.output_type = output_type
+        self.model_type = str(getattr(model.config, "model_type", ""))
+        self.name = name or self.model_type
+        self.image_size_hw: Optional[tuple[int, int]] = None
+        mean = processing.mean or (0.0, 0.0, 0.0)
+        std = processing.std or (1.0, 1.0, 1.0)
+        self.register_buffer("rgb_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def set_reference_size(self, reference_hw) -> tuple[int, int]:
+        """Stage images at the processor's size for the aspect of ``reference_hw`` (the camera / AVS-Net
+        input): the in-graph resize is then the identity. Returns and stores ``image_size_hw``."""
+        self.image_size_hw = self.processing.output_size_hw(reference_hw)
+        return self.image_size_hw
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        if rgb.dim() != 4 or rgb.shape[1] != 3:
+            raise ValueError(f"rgb must be (B, 3, H, W) in [0, 1], got {tuple(rgb.shape)}")
+        in_hw = tuple(int(v) for v in rgb.shape[-2:])
+        net_hw = self.processing.output_size_hw(in_hw)
+        x = rgb.float()
+        if net_hw != in_hw:
+            x = F.interpolate(x, size=net_hw, mode=self.processing.resample, align_corners=False, antialias=True)
+            x = x.clamp(0.0, 1.0)  # bicubic overshoot; the processors resize uint8 images
+        x = (x - self.rgb_mean) / self.rgb_std
+        out = self.model(pixel_values=x)
+        pred = out.predicted_depth.float()
+        if pred.dim() == 3:
+            pred = pred[:, None]  # (B, H', W') -> (B, 1, H', W')
+        if self.model_type == "depth_pro":
+            pred = self._depth_pro_metres(pred, getattr(out, "field_of_view", None))
+        if tuple(pred.shape[-2:]) != in_hw:
+            pred = F.interpolate(pred, size=in_hw, mode="bilinear", align_corners=False)
+        return pred
+
+    @staticmethod
+    def _depth_pro_metres(inverse: torch.Tensor, fov_deg: Optional[torch.Tensor]) -> torch.Tensor:
+        # transformers' DepthPro post-processing: depth = 1 / clamp(inv * W / f), f = W / (2 tan(fov / 2))
+        if fov_deg is not None:
+            inverse = inverse * (2.0 * torch.tan(0.5 * torch.deg2rad(fov_deg.float()))).view(-1, 1, 1, 1)
+        return 1.0 / inverse.clamp(1e-4, 1e4)
+
+
+def load_transformers_depth(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> TransformersDepthModel:
+    """Load a ``save_pretrained`` folder of a ``*ForDepthEstimation`` model (local files only, eval mode).
+
+    Raises :class:`CheckpointError` for a missing/unreadable folder, a model type without a known
+    output type, or weights that do not load.
+    """
+    p = Path(path).expanduser()
+    if relative_checkpoint_kind(p) != "transformers":
+        raise CheckpointError(f"{p} is not a transformers model folder (config.json has no model_type)")
+    try:
+        from transformers import AutoConfig, AutoModelForDepthEstimation
+
+        config = AutoConfig.from_pretrained(str(p), local_files_only=True)
+        output_type = hf_output_type(config)
+        model = AutoModelForDepthEstimation.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # ValueError (unknown type), OSError, safetensors errors, ...
+        raise CheckpointError(f"cannot load transformers depth model from {p}: {type(exc).__name__}: {exc}") from None
+    processing = read_image_processing(p, config.model_type)
+    wrapped = TransformersDepthModel(model, processing, output_type, name=p.name)
+    return wrapped.to(device).eval()
+
+
+def load_relative_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"):
+    """A relative model from a folder of either kind -> (module in eval mode on device, output_type).
+
+    avsnet_ros DepthNet checkpoints give (DepthNet, "depth"); transformers folders give
+    (:class:`TransformersDepthModel`, "disparity" | "metric"). Raises :class:`CheckpointError` /
+    ValueError (a project checkpoint that is not a DepthNet) with the path in the message.
+    """
+    if relative_checkpoint_kind(path) == "transformers":
+        model = load_transformers_depth(path, device)
+        return model, model.output_type
+    from .checkpoint import load_model
+
+    model, cfg = load_model(path, device)
+    if cfg.kind != "depthnet":
+        raise ValueError(f"{path} holds a {cfg.kind!r} model, expected a DepthNet ('depthnet') or a transformers depth model")
+    return model, "depth"
+
+
+def relative_output_type(model) -> str:
+    """"depth" | "disparity" | "metric" of a relative model (its ``output_type``, else "depth")."""
+    return str(getattr(model, "output_type", "depth"))
+
+
+__all__ = [
+    "OUTPUT_TYPES",
+    "HF_OUTPUT_TYPES",
+    "ImageProcessing",
+    "TransformersDepthModel",
+    "relative_checkpoint_kind",
+    "hf_output_type",
+    "read_image_processing",
+    "load_transformers_depth",
+    "load_relative_model",
+    "relative_output_type",
+]
