@@ -114,8 +114,8 @@ def test_rescale_disparity_depth_matches_a_fresh_application():
     rng = np.random.default_rng(5)
     d = torch.from_numpy(rng.uniform(-0.1, 2.0, size=(1, 1, 6, 7)))
     a0, a1, b = 0.4, 0.55, 0.05
-    before = disparity_to_depth(d, torch.tensor([a0]), torch.tensor([b]))
-    expected = disparity_to_depth(d, torch.tensor([a1]), torch.tensor([b]))
+    before = disparity_to_depth(d, torch.tensor([a0], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))
+    expected = disparity_to_depth(d, torch.tensor([a1], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))
     from avsnet_ros.scaling import rescale_disparity_depth
 
     got = rescale_disparity_depth(before.numpy(), b, a0, a1)
