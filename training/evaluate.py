@@ -2,7 +2,7 @@
 """Evaluate AVS-Net and the echo-scaled relative depth: the paper's Tables 1 and 2.
 
     python training/evaluate.py --data ROOT_OR_BAG --split test [--json] [--out DIR]
-        [--avs-checkpoint DIR --rgb-checkpoint DIR --relative-checkpoint DIR]
+        [--avs-checkpoint DIR --rgb-checkpoint DIR --relative-checkpoint DIR [DIR ...]]
         [--zero-shot-data ROOT2] [--max-depth-m M] [--device auto|cpu|cuda]
     python training/evaluate.py --bag BAG ...   (replay the bag through the real ROS nodes:
                                                  delegated to training/replay_eval.py)
@@ -17,6 +17,12 @@ With --json the last stdout line is one JSON object: {row: {abs_rel, sq_rel, rms
 delta2, delta3, count}} for rows rgb_only, rgb_echo, relative_none, relative_rgb_median,
 relative_echo_median, relative_echo_meanstd, relative_echo_local, relative_gt_median, plus "zero_shot" (same rows on
 --zero-shot-data) and "meta".
+
+Several relative models: --relative-checkpoint takes DepthNet checkpoints and transformers
+*ForDepthEstimation folders (save_pretrained: config.json + model.safetensors [+ preprocessor_config.json];
+loaded offline), e.g. `--relative-checkpoint assets/checkpoints/depthnet_tiny ~/models/depth-anything-v2-small`;
+each adds a block of Table 2 rows (No / RGB / RGB-Echoes / GT reference), keys relative_<folder name>_*
+after the first model's relative_* (training/evaluation.py docstring).
 """
 from __future__ import annotations
 
@@ -48,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("checkpoints (default: the shipped ones under assets/checkpoints)")
     m.add_argument("--avs-checkpoint", default=None, help="AVS-Net with echoes (checkpoint dir)")
     m.add_argument("--rgb-checkpoint", default=None, help="RGB-only AVS-Net baseline (checkpoint dir)")
-    m.add_argument("--relative-checkpoint", default=None, help="DepthNet (checkpoint dir)")
+    m.add_argument("--relative-checkpoint", nargs="+", action="extend", default=None, metavar="DIR",
+                   help="relative / zero-shot models, one Table 2 block each: DepthNet checkpoint dirs or "
+                        "transformers *ForDepthEstimation folders (save_pretrained; never downloaded)")
     o = p.add_argument_group("run and output")
     o.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     o.add_argument("--batch-size", type=int, default=8)
@@ -100,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from avsnet_ros.models.checkpoint import CheckpointError
     from training.cli_common import print_json
     from training.datasets import open_split
-    from training.evaluation import (ROW_KEYS, build_pipelines, evaluate_split, panel_indices_for, summary_rows,
-                                     write_reports)
+    from training.evaluation import build_pipelines, evaluate_split, panel_indices_for, summary_rows, write_reports
 
     t0 = time.perf_counter()
     out_dir = Path(args.out)
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     files = write_reports(out_dir, results, summary, {k: meta[k] for k in ("data", "split", "max_depth_m", "command")})
     summary["meta"]["outputs"] = files
     print((out_dir / "results.md").read_text(), file=sys.stderr)
-    for key in ROW_KEYS:
+    for key in (r.key for r in results[0].row_specs):
         s = summary[key]
         LOG.info("%-22s abs_rel %.4f  delta1 %.4f  (%d images)", key, s["abs_rel"], s["delta1"], s["count"])
     if args.json:

@@ -12,6 +12,17 @@ Rows (keys of the JSON summary):
 | relative_echo_local    | 2     | DepthNet                       | local scale field of the echo AVS-Net (scaling.local_scale) |
 | relative_gt_median     | 2     | DepthNet                       | ground-truth median (upper ref.)   |
 
+Several relative models (``build_pipelines(relative_checkpoint=[DIR, ...])``, evaluate.py
+``--relative-checkpoint DIR [DIR ...]``): each gets its own block of Table 2 rows (:func:`model_row_specs`).
+The first model's keys start with ``relative``, the others' with ``relative_<folder name>``; a
+model's alignment ``m`` is ``affine`` (robust scale and shift in inverse depth) for disparity
+models (Depth Anything relative, DPT/MiDaS) and ``median`` otherwise (DepthNet; metric zero-shot
+models such as ZoeDepth: the paper's scale correction). Block: ``<p>_none`` (R as metres; 1/D for
+disparity, NaN where D <= 0), ``<p>_rgb_<m>``, ``<p>_echo_<m>``, ``<p>_echo_meanstd`` (depth-like
+models only), ``<p>_echo_local`` (scaling.local_scale of that kind), ``<p>_gt_<m>`` (the same
+alignment with the ground truth as the reference: the upper reference). For one DepthNet these
+are exactly the rows above.
+
 Protocol (docs/batvision.md): every prediction is produced at (resized to) the ground-truth size;
 metrics per image with avsnet_ros.metrics.compute_depth_metrics on valid pixels (finite, > 0,
 strictly below the max depth: the paper's footnote 5), then the mean over images. Ground-truth
@@ -25,6 +36,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -58,6 +70,42 @@ ROW_SPECS: tuple[RowSpec, ...] = (
     RowSpec("relative_gt_median", 2, "DepthNet (self-supervised)", "GT median (upper reference)"),
 )
 ROW_KEYS = tuple(r.key for r in ROW_SPECS)
+DEPTHNET_LABEL = "DepthNet (self-supervised)"
+
+
+def model_row_specs(prefix: str, label: str, output_type: str) -> tuple[RowSpec, ...]:
+    """Table 2 rows of one relative model (module docstring); output_type "depth" | "disparity" | "metric"."""
+    m = "affine" if output_type == "disparity" else "median"
+    rows = [RowSpec(f"{prefix}_none", 2, label, "No"),
+            RowSpec(f"{prefix}_rgb_{m}", 2, label, f"RGB ({m})"),
+            RowSpec(f"{prefix}_echo_{m}", 2, label, f"RGB-Echoes ({m})")]
+    if m == "median":
+        rows.append(RowSpec(f"{prefix}_echo_meanstd", 2, label, "RGB-Echoes (mean-std)"))
+    rows += [RowSpec(f"{prefix}_echo_local", 2, label, "RGB-Echoes (local)"),
+             RowSpec(f"{prefix}_gt_{m}", 2, label, f"GT {m} (upper reference)")]
+    return tuple(rows)
+
+
+@dataclass
+class RelativeModelRows:
+    """One relative model's pipelines and rows: echo (echo AVS-Net, scaling auto), rgb (RGB-only
+    AVS-Net, auto), echo_meanstd (mean-std; None for disparity models)."""
+
+    prefix: str
+    label: str
+    output_type: str
+    checkpoint: str
+    echo: Any
+    rgb: Any
+    echo_meanstd: Any = None
+
+    @property
+    def alignment(self) -> str:
+        return "affine" if self.output_type == "disparity" else "median"
+
+    @property
+    def specs(self) -> tuple[RowSpec, ...]:
+        return model_row_specs(self.prefix, self.label, self.output_type)
 COLUMN_TITLES = {
     "abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
     "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑",
@@ -78,18 +126,41 @@ class EvalPipelines:
     echo_meanstd: Any
     rgb_median: Any
     checkpoints: dict = field(default_factory=dict)
+    models: list = field(default_factory=list)  # RelativeModelRows, one per relative checkpoint
+
+    @property
+    def row_specs(self) -> tuple[RowSpec, ...]:
+        """Table 1 rows, then each relative model's block (ROW_SPECS for one DepthNet)."""
+        if not self.models:
+            return ROW_SPECS
+        return tuple(r for r in ROW_SPECS if r.table == 1) + tuple(s for m in self.models for s in m.specs)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "model"
 
 
 def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoint=None,
                     device: str = "auto") -> EvalPipelines:
-    """DepthPipelines from checkpoint dirs; None = the shipped ones (assets/checkpoints/...)."""
+    """DepthPipelines from checkpoint dirs; None = the shipped ones (assets/checkpoints/...).
+
+    relative_checkpoint: one folder or a sequence of folders, each a DepthNet checkpoint or a
+    transformers ``*ForDepthEstimation`` folder (avsnet_ros.models.hf_depth; the kind is read from
+    its config.json); each becomes one block of Table 2 rows.
+    """
+    from avsnet_ros.models.hf_depth import load_relative_model
     from avsnet_ros.paths import asset_path
     from avsnet_ros.pipeline import DepthPipeline
 
     avs = Path(avs_checkpoint) if avs_checkpoint else asset_path("checkpoints", "avsnet_tiny")
     rgb = Path(rgb_checkpoint) if rgb_checkpoint else asset_path("checkpoints", "avsnet_tiny_rgb")
-    rel = Path(relative_checkpoint) if relative_checkpoint else asset_path("checkpoints", "depthnet_tiny")
-    for what, p in (("--avs-checkpoint", avs), ("--rgb-checkpoint", rgb), ("--relative-checkpoint", rel)):
+    if relative_checkpoint is None or (not isinstance(relative_checkpoint, (str, os.PathLike)) and not relative_checkpoint):
+        rels = [asset_path("checkpoints", "depthnet_tiny")]
+    elif isinstance(relative_checkpoint, (str, os.PathLike)):
+        rels = [Path(relative_checkpoint)]
+    else:
+        rels = [Path(r) for r in relative_checkpoint]
+    for what, p in (("--avs-checkpoint", avs), ("--rgb-checkpoint", rgb), *(("--relative-checkpoint", r) for r in rels)):
         if not p.exists():
             raise FileNotFoundError(f"{what}: checkpoint {p} does not exist")
     from avsnet_ros.models.checkpoint import load_model
@@ -98,21 +169,40 @@ def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoin
     dev = select_device(device)
     avs_model, avs_cfg = load_model(avs, dev)
     rgb_model, rgb_cfg = load_model(rgb, dev)
-    rel_model, rel_cfg = load_model(rel, dev)
-    for what, p, cfg, kind in (("--avs-checkpoint", avs, avs_cfg, "avsnet"), ("--rgb-checkpoint", rgb, rgb_cfg, "avsnet"),
-                               ("--relative-checkpoint", rel, rel_cfg, "depthnet")):
+    for what, p, cfg, kind in (("--avs-checkpoint", avs, avs_cfg, "avsnet"), ("--rgb-checkpoint", rgb, rgb_cfg, "avsnet")):
         if cfg.kind != kind:
             raise ValueError(f"{what} {p} holds a {cfg.kind!r} model, expected {kind!r}")
     if not avs_cfg.use_audio:
         LOG.warning("--avs-checkpoint %s is an RGB-only model: the rgb_echo row will not use echoes", avs)
     if rgb_cfg.use_audio:
         LOG.warning("--rgb-checkpoint %s uses echoes: the rgb_only row is not an RGB-only baseline", rgb)
-    # One copy of each network; the three pipelines differ only in the AVS-Net and the scaling.
-    echo_median = DepthPipeline(avs_model, rel_model, device=dev, scaling="median")
-    echo_meanstd = DepthPipeline(avs_model, rel_model, device=dev, scaling="mean_std")
-    rgb_median = DepthPipeline(rgb_model, rel_model, device=dev, scaling="median")
-    return EvalPipelines(echo_median, echo_meanstd, rgb_median,
-                         {"avs_echo": str(avs), "avs_rgb": str(rgb), "relative": str(rel)})
+    # One copy of each network; the pipelines differ only in the AVS-Net and the scaling.
+    models: list[RelativeModelRows] = []
+    checkpoints = {"avs_echo": str(avs), "avs_rgb": str(rgb)}
+    used: set[str] = set()
+    for i, rel in enumerate(rels):
+        try:
+            rel_model, output_type = load_relative_model(rel, dev)
+        except ValueError as exc:  # CheckpointError included: name the flag
+            raise type(exc)(f"--relative-checkpoint: {exc}") from None
+        if i == 0:
+            prefix = "relative"
+        else:
+            prefix = f"relative_{_slug(rel.name)}"
+            while prefix in used or prefix == "relative":
+                prefix += "_"
+        used.add(prefix)
+        label = DEPTHNET_LABEL if output_type == "depth" else (
+            f"{rel.name} ({getattr(rel_model, 'model_type', '?')}, zero-shot {output_type})")
+        models.append(RelativeModelRows(
+            prefix, label, output_type, str(rel),
+            echo=DepthPipeline(avs_model, rel_model, device=dev, scaling="auto"),
+            rgb=DepthPipeline(rgb_model, rel_model, device=dev, scaling="auto"),
+            echo_meanstd=None if output_type == "disparity" else DepthPipeline(avs_model, rel_model, device=dev,
+                                                                                 scaling="mean_std")))
+        checkpoints["relative" if i == 0 else prefix] = str(rel)
+    first = models[0]
+    return EvalPipelines(first.echo, first.echo_meanstd, first.rgb, checkpoints, models)
 
 
 def _to_numpy_hw(x) -> np.ndarray:
@@ -141,46 +231,63 @@ def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, samp
                  max_depth_m: float) -> list[dict[str, np.ndarray]]:
     """Every row's prediction (H, W) float32 metres at the GT size for a batch of one GT size.
 
-    Returns one dict per sample: {row key: prediction} plus "scale_echo", "scale_rgb" (median
-    factors from the pipelines) and "scale_gt".
+    Returns one dict per sample: {row key: prediction} plus "scale:<row key>" (the multiplicative
+    factor of the echo, RGB and GT rows of each model: median ratio, or the affine fit's a).
     """
+    from avsnet_ros.scaling import disparity_affine_scale, disparity_to_depth
+
     size_hw = tuple(gts[0].shape)
-    r_echo = pipes.echo_median(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
-    r_ms = pipes.echo_meanstd(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
-    r_rgb = pipes.rgb_median(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
-    out = []
-    for b, gt in enumerate(gts):
-        relative = _resize_to(_to_numpy_hw(r_echo.relative_depth[b]), size_hw)
-        valid = gt_valid_mask(gt, max_depth_m)
-        scaled_gt, scale_gt = median_scale(relative.astype(np.float64), np.nan_to_num(gt, nan=0.0).astype(np.float64),
-                                           valid=valid)
-        preds = {
-            "rgb_only": _resize_to(_to_numpy_hw(r_rgb.pseudo_depth_m[b]), size_hw),
-            "rgb_echo": _resize_to(_to_numpy_hw(r_echo.pseudo_depth_m[b]), size_hw),
-            "relative_none": relative,
-            "relative_rgb_median": _resize_to(_to_numpy_hw(r_rgb.depth_m[b]), size_hw),
-            "relative_echo_median": _resize_to(_to_numpy_hw(r_echo.depth_m[b]), size_hw),
-            "relative_echo_meanstd": _resize_to(_to_numpy_hw(r_ms.depth_m[b]), size_hw),
-            "relative_echo_local": local_echo_depth(relative, _resize_to(_to_numpy_hw(r_echo.pseudo_depth_m[b]), size_hw),
-                                                    pipes.echo_median.min_depth_m, pipes.echo_median.max_depth_m),
-            "relative_gt_median": np.asarray(scaled_gt, dtype=np.float32),
-            "scale_echo": float(np.asarray(r_echo.scale)[b]),
-            "scale_rgb": float(np.asarray(r_rgb.scale)[b]),
-            "scale_gt": float(scale_gt),
-        }
-        out.append(preds)
+    models = pipes.models or [RelativeModelRows("relative", DEPTHNET_LABEL, "depth", "", pipes.echo_median,
+                                                pipes.rgb_median, pipes.echo_meanstd)]
+    out: list[dict] = [{} for _ in gts]
+    for k, mod in enumerate(models):
+        r_echo = mod.echo(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
+        r_rgb = mod.rgb(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
+        r_ms = mod.echo_meanstd(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw) \
+            if mod.echo_meanstd is not None else None
+        p, m, disparity = mod.prefix, mod.alignment, mod.output_type == "disparity"
+        for b, gt in enumerate(gts):
+            preds = out[b]
+            relative = _resize_to(_to_numpy_hw(r_echo.relative_depth[b]), size_hw)
+            valid = gt_valid_mask(gt, max_depth_m)
+            gt0 = np.nan_to_num(gt, nan=0.0).astype(np.float64)
+            if disparity:
+                scaled_gt, (scale_gt, _) = disparity_affine_scale(relative.astype(np.float64), gt0, valid=valid)
+                as_depth = disparity_to_depth(torch.from_numpy(relative)[None, None], torch.ones(1),
+                                              torch.zeros(1))[0, 0].numpy()
+            else:
+                scaled_gt, scale_gt = median_scale(relative.astype(np.float64), gt0, valid=valid)
+                as_depth = relative
+            pseudo_echo = _resize_to(_to_numpy_hw(r_echo.pseudo_depth_m[b]), size_hw)
+            if k == 0:
+                preds["rgb_only"] = _resize_to(_to_numpy_hw(r_rgb.pseudo_depth_m[b]), size_hw)
+                preds["rgb_echo"] = pseudo_echo
+            preds[f"{p}_none"] = as_depth
+            preds[f"{p}_rgb_{m}"] = _resize_to(_to_numpy_hw(r_rgb.depth_m[b]), size_hw)
+            preds[f"{p}_echo_{m}"] = _resize_to(_to_numpy_hw(r_echo.depth_m[b]), size_hw)
+            if r_ms is not None:
+                preds[f"{p}_echo_meanstd"] = _resize_to(_to_numpy_hw(r_ms.depth_m[b]), size_hw)
+            preds[f"{p}_echo_local"] = local_echo_depth(relative, pseudo_echo, mod.echo.min_depth_m,
+                                                        mod.echo.max_depth_m,
+                                                        kind="disparity" if disparity else "depth")
+            preds[f"{p}_gt_{m}"] = np.asarray(scaled_gt, dtype=np.float32)
+            preds[f"scale:{p}_echo_{m}"] = float(np.asarray(r_echo.scale)[b])
+            preds[f"scale:{p}_rgb_{m}"] = float(np.asarray(r_rgb.scale)[b])
+            preds[f"scale:{p}_gt_{m}"] = float(scale_gt)
     return out
 
 
-def local_echo_depth(relative: np.ndarray, pseudo_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:
+def local_echo_depth(relative: np.ndarray, pseudo_m: np.ndarray, min_depth_m: float, max_depth_m: float,
+                     kind: str = "depth") -> np.ndarray:
     """The relative_echo_local row: avsnet_ros.scaling.local_scale of R against the echo AVS-Net's Mp
-    (both (H, W) at the GT size), reference pixels where Mp is unsaturated (as the pipeline's median);
+    (both (H, W) at the GT size; kind "disparity" for disparity models), reference pixels where Mp is
+    unsaturated (as the pipeline's median);
     NaN outside [min_depth_m, max_depth_m] like the pipeline's depth_m."""
     from avsnet_ros.scaling import local_scale, unsaturated_mask
 
     mp = torch.from_numpy(np.ascontiguousarray(pseudo_m, dtype=np.float32))
     depth, _ = local_scale(torch.from_numpy(np.ascontiguousarray(relative, dtype=np.float32)), mp,
-                           valid=unsaturated_mask(mp, min_depth_m, max_depth_m))
+                           valid=unsaturated_mask(mp, min_depth_m, max_depth_m), kind=kind)
     d = depth.numpy()
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(d) & (d >= min_depth_m) & (d <= max_depth_m), d, np.nan).astype(np.float32)
@@ -198,6 +305,7 @@ class SplitResult:
     n_samples: int
     n_without_gt: int
     skipped_rows: int
+    row_specs: tuple = ROW_SPECS  # the rows evaluated (EvalPipelines.row_specs)
 
 
 def _batches(n: int, batch_size: int) -> Iterable[list[int]]:
@@ -219,7 +327,9 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
     """
     from tqdm.auto import tqdm
 
-    accs = {key: DepthMetricAccumulator(max_depth_m, strict_max=True, invalid_pred="exclude") for key in ROW_KEYS}
+    specs = pipes.row_specs
+    row_keys = tuple(r.key for r in specs)
+    accs = {key: DepthMetricAccumulator(max_depth_m, strict_max=True, invalid_pred="exclude") for key in row_keys}
     per_image: list[dict] = []
     n = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
     n_without_gt = 0
@@ -240,22 +350,21 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
             gts = [np.asarray(s.depth_m, dtype=np.float32) for _, s in group]
             preds = predict_rows(pipes, [s.rgb for _, s in group], [s.echo for _, s in group], gts, sr, max_depth_m)
             for (i, s), gt, p in zip(group, gts, preds):
-                for key in ROW_KEYS:
+                for key in row_keys:
                     m = accs[key].update(p[key], gt, name=s.source)
                     row = {"dataset": name, "row": key, "index": i, "source": s.source,
                            "sequence_id": s.sequence_id, "frame_index": s.frame_index}
                     row.update({k: m[k] for k in METRIC_KEYS})
                     row["valid_pixels"] = m["valid_pixels"]
                     row["excluded_pred_pixels"] = m["excluded_pred_pixels"]
-                    row["scale"] = {"relative_echo_median": p["scale_echo"], "relative_rgb_median": p["scale_rgb"],
-                                    "relative_gt_median": p["scale_gt"]}.get(key, "")
+                    row["scale"] = p.get(f"scale:{key}", "")
                     per_image.append(row)
                 if pred_dir is not None:
-                    arrays = {key: p[key].astype(np.float32) for key in ROW_KEYS}
+                    arrays = {key: p[key].astype(np.float32) for key in row_keys}
                     np.savez_compressed(pred_dir / f"{i:06d}.npz", gt_m=gt, max_depth_m=np.float64(max_depth_m),
                                         **arrays)
                 if out_dir is not None and i in panel_set:
-                    _write_panel(out_dir, name, i, s, gt, p, max_depth_m)
+                    _write_panel(out_dir, name, i, s, gt, p, max_depth_m, specs)
                     if gradcam:
                         try:
                             _write_gradcam(out_dir, name, i, s, pipes, p)
@@ -263,16 +372,17 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
                             LOG.warning("Grad-CAM for %s #%d failed: %s", name, i, exc)
     bar.close()
     summaries = {}
-    for key in ROW_KEYS:
+    for key in row_keys:
         s = accs[key].summary()
         s["excluded_pred_pixels"] = int(sum(m.get("excluded_pred_pixels", 0) for m in accs[key].per_image))
         summaries[key] = s
     skipped = int(getattr(dataset, "skipped", 0) or 0)
-    return SplitResult(name, str(data_path), float(max_depth_m), summaries, per_image, n, n_without_gt, skipped)
+    return SplitResult(name, str(data_path), float(max_depth_m), summaries, per_image, n, n_without_gt, skipped, specs)
 
 
 # ----------------------------------------------------------------------------- figures
-def _write_panel(out_dir: Path, name: str, index: int, sample, gt: np.ndarray, preds: Mapping, max_depth_m: float):
+def _write_panel(out_dir: Path, name: str, index: int, sample, gt: np.ndarray, preds: Mapping, max_depth_m: float,
+                 specs: Sequence[RowSpec] = ROW_SPECS):
     from training.plots import plot_depth_panel
 
     rgb = sample.rgb
@@ -283,7 +393,9 @@ def _write_panel(out_dir: Path, name: str, index: int, sample, gt: np.ndarray, p
     plot_depth_panel(
         rgb, gt,
         {"RGB-only": preds["rgb_only"], "echo-enhanced": preds["rgb_echo"],
-         "DepthNet x echo median": preds["relative_echo_median"]},
+         **{f"{spec.model.split(' (')[0]} x echo {spec.key.rsplit('_', 1)[-1]}": preds[spec.key]
+            for spec in specs if spec.key.startswith("relative") and "_echo_" in spec.key
+            and spec.key.rsplit("_", 1)[-1] in ("median", "affine")}},
         out_dir / "panels" / f"{name}_{index:06d}.png", max_depth_m=max_depth_m,
         title=f"{name} #{index}: {sample.source}")
 
@@ -345,7 +457,7 @@ def markdown_tables(results: Sequence[SplitResult], meta: Mapping[str, Any]) -> 
                   f"| Dataset | Model |{' Scaling |' if with_scaling else ''} {cols} | images |",
                   f"| --- | --- |{' --- |' if with_scaling else ''} {sep} | --- |"]
         for res in results:
-            for spec in ROW_SPECS:
+            for spec in res.row_specs:
                 if spec.table != table:
                     continue
                 s = res.summaries[spec.key]
@@ -372,7 +484,7 @@ def write_reports(out_dir: Path, results: Sequence[SplitResult], summary: Mappin
         w.writerow(["dataset", "row", "table", "model", "scaling", *METRIC_KEYS, "count", "skipped",
                     "excluded_pred_pixels"])
         for res in results:
-            for spec in ROW_SPECS:
+            for spec in res.row_specs:
                 s = res.summaries[spec.key]
                 w.writerow([res.name, spec.key, spec.table, spec.model, spec.scaling, *[s[k] for k in METRIC_KEYS],
                             s["count"], s["skipped"], s["excluded_pred_pixels"]])
@@ -395,7 +507,7 @@ def write_reports(out_dir: Path, results: Sequence[SplitResult], summary: Mappin
 def summary_rows(res: SplitResult) -> dict:
     """{row key: {metric: value, count}} for the JSON summary."""
     out = {}
-    for key in ROW_KEYS:
+    for key in (r.key for r in res.row_specs):
         s = res.summaries[key]
         out[key] = {k: s[k] for k in METRIC_KEYS}
         out[key]["count"] = int(s["count"])

@@ -192,8 +192,8 @@ class TransformersDepthModel(nn.Module):
 
     Values: disparity (relative units) or metres, as ``output_type`` says; resized back to (H, W)
     bilinearly. Depth Pro's canonical inverse depth is turned into metres with its predicted
-    field of view (transformers' post-processing). ``image_size_hw``: the input size the
-    pipeline should stage (set by :meth:`set_reference_size`; None = any).
+    field of view (transformers' post-processing). ``image_size_hw`` is None (any input size):
+    the pipeline stages frames at :meth:`input_size_for` its AVS-Net input size.
     """
 
     def __init__(self, model: nn.Module, processing: ImageProcessing, output_type: str, name: str = ""):
@@ -211,11 +211,10 @@ class TransformersDepthModel(nn.Module):
         self.register_buffer("rgb_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    def set_reference_size(self, reference_hw) -> tuple[int, int]:
-        """Stage images at the processor's size for the aspect of ``reference_hw`` (the camera / AVS-Net
-        input): the in-graph resize is then the identity. Returns and stores ``image_size_hw``."""
-        self.image_size_hw = self.processing.output_size_hw(reference_hw)
-        return self.image_size_hw
+    def input_size_for(self, reference_hw) -> tuple[int, int]:
+        """The processor's network input size for images of ``reference_hw`` (h, w): the size the
+        pipeline stages frames at (for the AVS-Net input aspect), so the in-graph resize is the identity."""
+        return self.processing.output_size_hw(reference_hw)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         if rgb.dim() != 4 or rgb.shape[1] != 3:
