@@ -5,7 +5,6 @@ Audio layout everywhere: float32 (channels=2, samples), row 0 = left, row 1 = ri
 """
 from .align import (
     ECHO_ONSET_SAMPLE,
-    SPEED_OF_SOUND_M_S,
     OnsetResult,
     align_to_onset,
     crop_echo,
@@ -15,11 +14,13 @@ from .align import (
 )
 from .io import AudioError, read_bv1_npy, read_wav, to_float32
 from .spectrogram import HOP_LENGTH, N_FFT, WIN_LENGTH, batvision_stft, echo_to_spectrogram, resize_spectrogram
-from .sweep import BATVISION_SWEEP, DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep, sweep_samples
+from .sweep import (BATVISION_SWEEP, BATVISION_WINDOW_SPEED_M_S, DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP,
+                    SPEED_OF_SOUND_M_S, make_sweep, sweep_samples)
 
 __all__ = [
     "AudioError",
     "BATVISION_SWEEP",
+    "BATVISION_WINDOW_SPEED_M_S",
     "DEFAULT_SAMPLE_RATE_HZ",
     "DEFAULT_SWEEP",
     "ECHO_ONSET_SAMPLE",

@@ -39,11 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .io import AudioError
-from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep
+from .sweep import BATVISION_WINDOW_SPEED_M_S, DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep
 
 __all__ = [
     "ECHO_ONSET_SAMPLE",
-    "SPEED_OF_SOUND_M_S",
     "OnsetResult",
     "echo_window_samples",
     "matched_filter",
@@ -54,9 +53,6 @@ __all__ = [
 
 #: Sample index of the direct-path sweep onset in every echo buffer (as in the real BV2 files).
 ECHO_ONSET_SAMPLE = 288
-
-#: Speed of sound used by the BatVision preprocessing for the echo window.
-SPEED_OF_SOUND_M_S = 340.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,8 @@ class OnsetResult:
 
 
 def echo_window_samples(
-    max_depth_m: float, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S
+    max_depth_m: float, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
+    speed_of_sound_m_s: float = BATVISION_WINDOW_SPEED_M_S,
 ) -> int:
     """Samples of the round trip to max_depth_m: int(2 d / c * fs) (BatVision; 7782 for 30 m, 3112 for 12 m)."""
     if not max_depth_m > 0:

@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import ECHO_ONSET_SAMPLE, align_to_onset, echo_window_samples, find_onset
 from .io import AudioError
-from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep
+from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, SPEED_OF_SOUND_M_S, make_sweep
 
 __all__ = [
     "AudioDeviceError",
@@ -42,12 +42,8 @@ __all__ = [
     "WallReflector",
     "simulate_wall_echo",
     "list_audio_devices",
-    "SPEED_OF_SOUND_AIR_M_S",
 ]
 
-#: Speed of sound in air at about 20 degC, for the simulated arrivals (the BatVision echo window uses
-#: 340 m/s; geometry uses the physical value).
-SPEED_OF_SOUND_AIR_M_S = 343.0
 
 
 class AudioDeviceError(RuntimeError):
@@ -579,7 +575,7 @@ def simulate_wall_echo(sweep: np.ndarray, walls: Sequence[WallReflector], sample
                        mic_spacing_m: float = 0.2, speaker_forward_m: float = 0.02,
                        onset_at: int = ECHO_ONSET_SAMPLE, noise_std: float = 0.0,
                        rng: np.random.Generator | None = None,
-                       speed_of_sound_m_s: float = SPEED_OF_SOUND_AIR_M_S) -> np.ndarray:
+                       speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> np.ndarray:
     """First-order image-source echoes of planar walls at two microphones -> (2, length) float32.
 
     Geometry (plan view, metres): speaker at (speaker_forward_m, 0) (x forward, y left, REP 103),

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_sweep", "DEFAULT_SWEEP", "BATVISION_SWEEP", "DEFAULT_SAMPLE_RATE_HZ", "sweep_samples"]
+__all__ = ["make_sweep", "DEFAULT_SWEEP", "BATVISION_SWEEP", "DEFAULT_SAMPLE_RATE_HZ", "SPEED_OF_SOUND_M_S",
+           "BATVISION_WINDOW_SPEED_M_S", "sweep_samples"]
 
+#: The echo contract's sample rate (BatVision V2's recordings, the models, the echo message).
 DEFAULT_SAMPLE_RATE_HZ = 44100
+
+#: Speed of sound in air at about 20 degC: physical geometry (simulated arrivals, the emitter's timing).
+SPEED_OF_SOUND_M_S = 343.0
+
+#: Not a physical value: the BatVision loader sizes its echo window as int((2 d / 340) * fs) (7782
+#: samples for 30 m); audio.align.echo_window_samples keeps 340 so the windows match the dataset's.
+BATVISION_WINDOW_SPEED_M_S = 340.0
 
 #: Best matched-filter template for the sweep in the real BatVision V2 recordings (a 20 Hz - 20 kHz
 #: chirp of undocumented length). Measured on assets/batvision_v2_sample/audio_47.wav, see

@@ -29,7 +29,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
-from avsnet_ros.audio.sweep import DEFAULT_SWEEP
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP
 from avsnet_ros.audio.backends import (AudioDeviceError, EchoBackend, ReplayBackend, SimBackend,
                                        SoundDeviceBackend, SweepSettings, WallReflector)
 from avsnet_ros.nodes import conversions as conv
@@ -49,7 +49,7 @@ PARAMS = (
     ParamSpec("output_channels", 2, "device output channels (the sweep plays on all)", 1, 64),
     ParamSpec("stream_latency_s", 0.0, "PortAudio suggested latency (0 = PortAudio's 'high', robust with a "
               "Python callback; the echo alignment removes any latency)", 0.0, 1.0),
-    ParamSpec("sample_rate_hz", 44100, "audio sample rate (the echo contract and the models: 44100 Hz)",
+    ParamSpec("sample_rate_hz", DEFAULT_SAMPLE_RATE_HZ, "audio sample rate (the echo contract and the models: 44100 Hz)",
               8000, 192000),
     ParamSpec("gain", 0.5, "sweep peak amplitude (full scale 1.0)", 0.0, 1.0),
     ParamSpec("sweep_method", DEFAULT_SWEEP["method"], "sweep phase law (default: DEFAULT_SWEEP, the sweep "

@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 
 from avsnet_ros.audio.align import ECHO_ONSET_SAMPLE
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
 from avsnet_ros.audio.echo_checks import EchoCheckConfig, EchoProblem, check_echo, onset_templates
 from avsnet_ros.nodes.common import ERROR, OK, WARN, ParamSpec, keep_freed_memory
 from avsnet_ros.nodes.worker import in_passing_thread
@@ -48,7 +49,7 @@ PARAMS = (
     ParamSpec("malloc_keep_freed_mb", 64, "glibc malloc keeps up to this much freed memory for the next "
               "frame instead of returning it to the kernel (process-wide; avoids ~5000 page faults per "
               "inference in the worker thread; 0 = leave the allocator alone)", 0, 2047),
-    ParamSpec("sample_rate_hz", 44100, "echo sample rate (the echo contract: 44100 Hz; must match the "
+    ParamSpec("sample_rate_hz", DEFAULT_SAMPLE_RATE_HZ, "echo sample rate (the echo contract: 44100 Hz; must match the "
               "models)", 8000, 192000),
     ParamSpec("max_echo_age_s", DEFAULT_MAX_ECHO_AGE_S, "a frame pairs with the newest echo stamped at most this long "
               "before it (never after it)", 0.0, 60.0, live=True),

@@ -31,7 +31,7 @@ import pyroomacoustics as pra
 from pyroomacoustics.room import wall_factory
 from scipy.signal import fftconvolve
 
-from avsnet_ros.audio import DEFAULT_SWEEP, ECHO_ONSET_SAMPLE, make_sweep
+from avsnet_ros.audio import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, ECHO_ONSET_SAMPLE, make_sweep
 
 from .scene import SequenceSpec, n_surfaces, rig_positions_m, rotation_world_body
 
@@ -51,8 +51,9 @@ __all__ = [
     "default_sweep",
 ]
 
-SAMPLE_RATE_HZ = 44100
-#: pyroomacoustics' speed of sound (its default constant "c"); all geometry <-> time uses it.
+SAMPLE_RATE_HZ = DEFAULT_SAMPLE_RATE_HZ
+#: pyroomacoustics' speed of sound (its default constant "c", 343 m/s like avsnet_ros.audio's physical
+#: value); all geometry <-> time here uses the simulator's own constant so its delays and ours agree.
 SPEED_OF_SOUND_M_S = float(pra.constants.get("c"))
 #: Length of every echo buffer, as the real BatVision V2 wav files.
 BUFFER_SAMPLES = 20000
