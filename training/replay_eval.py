@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bag", required=True, help="rosbag2 (directory or .mcap/.db3) in the avsnet_ros topic layout")
     m = p.add_argument_group("models (default: the shipped checkpoints)")
     m.add_argument("--avs-checkpoint", default=None, help="AVS-Net (RGB + echo) checkpoint dir")
-    m.add_argument("--relative-checkpoint", default=None, help="DepthNet checkpoint dir")
+    m.add_argument("--relative-checkpoint", default=None,
+                   help="relative model: DepthNet checkpoint dir or transformers *ForDepthEstimation folder "
+                        "(the depth node's relative_checkpoint)")
     m.add_argument("--rgb-checkpoint", default=None, help="RGB-only AVS-Net for depth_node echo_fallback=rgb_only")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     r = p.add_argument_group("replay")
