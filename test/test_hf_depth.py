@@ -230,7 +230,7 @@ def test_evaluate_prints_one_table2_block_per_model(folders, checkpoints, tmp_pa
            "--avs-checkpoint", str(checkpoints["avs"]), "--rgb-checkpoint", str(checkpoints["rgb"]),
            "--relative-checkpoint", str(checkpoints["rel"]), str(folders["dpt"]),
            "--relative-checkpoint", str(folders["zoedepth"]),
-           "--out", str(out), "--save-predictions", "--panels", "0", "--no-gradcam", "--device", "cpu", "--json",
+           "--out", str(out), "--save-predictions", "--panels", "1", "--no-gradcam", "--device", "cpu", "--json",
            "--no-progress"]
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=300)
@@ -256,6 +256,7 @@ def test_evaluate_prints_one_table2_block_per_model(folders, checkpoints, tmp_pa
     table = (out / "results.md").read_text()
     assert "dpt (dpt, zero-shot disparity)" in table and "zoedepth (zoedepth, zero-shot metric)" in table
     assert "RGB-Echoes (affine)" in table and "GT affine (upper reference)" in table
+    assert len(list((out / "panels").glob("test_*.png"))) == 1  # one panel with every model's echo row
     # the reported numbers are the metrics of the saved predictions (numpy recomputation)
     npz = sorted((out / "predictions" / "test").glob("*.npz"))
     assert npz

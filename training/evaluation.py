@@ -106,6 +106,16 @@ class RelativeModelRows:
     @property
     def specs(self) -> tuple[RowSpec, ...]:
         return model_row_specs(self.prefix, self.label, self.output_type)
+
+    @property
+    def echo_key(self) -> str:
+        """The row of this model scaled by the echo AVS-Net (median or affine)."""
+        return f"{self.prefix}_echo_{self.alignment}"
+
+    @property
+    def panel_label(self) -> str:
+        name = "DepthNet" if self.output_type == "depth" else Path(self.checkpoint).name
+        return f"{name} x echo {self.alignment}"
 COLUMN_TITLES = {
     "abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
     "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑",
@@ -134,6 +144,13 @@ class EvalPipelines:
         if not self.models:
             return ROW_SPECS
         return tuple(r for r in ROW_SPECS if r.table == 1) + tuple(s for m in self.models for s in m.specs)
+
+    @property
+    def panel_rows(self) -> dict[str, str]:
+        """{panel label: row key} of the echo-scaled rows shown in the qualitative panels."""
+        if not self.models:
+            return {"DepthNet x echo median": "relative_echo_median"}
+        return {m.panel_label: m.echo_key for m in self.models}
 
 
 def _slug(name: str) -> str:
@@ -364,7 +381,7 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
                     np.savez_compressed(pred_dir / f"{i:06d}.npz", gt_m=gt, max_depth_m=np.float64(max_depth_m),
                                         **arrays)
                 if out_dir is not None and i in panel_set:
-                    _write_panel(out_dir, name, i, s, gt, p, max_depth_m, specs)
+                    _write_panel(out_dir, name, i, s, gt, p, max_depth_m, pipes.panel_rows)
                     if gradcam:
                         try:
                             _write_gradcam(out_dir, name, i, s, pipes, p)
@@ -382,7 +399,7 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
 
 # ----------------------------------------------------------------------------- figures
 def _write_panel(out_dir: Path, name: str, index: int, sample, gt: np.ndarray, preds: Mapping, max_depth_m: float,
-                 specs: Sequence[RowSpec] = ROW_SPECS):
+                 panel_rows: Mapping[str, str]):
     from training.plots import plot_depth_panel
 
     rgb = sample.rgb
@@ -393,9 +410,7 @@ def _write_panel(out_dir: Path, name: str, index: int, sample, gt: np.ndarray, p
     plot_depth_panel(
         rgb, gt,
         {"RGB-only": preds["rgb_only"], "echo-enhanced": preds["rgb_echo"],
-         **{f"{spec.model.split(' (')[0]} x echo {spec.key.rsplit('_', 1)[-1]}": preds[spec.key]
-            for spec in specs if spec.key.startswith("relative") and "_echo_" in spec.key
-            and spec.key.rsplit("_", 1)[-1] in ("median", "affine")}},
+         **{label: preds[key] for label, key in panel_rows.items()}},
         out_dir / "panels" / f"{name}_{index:06d}.png", max_depth_m=max_depth_m,
         title=f"{name} #{index}: {sample.source}")
 
