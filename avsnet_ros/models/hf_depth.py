@@ -149,7 +149,8 @@ def read_image_processing(path: Union[str, os.PathLike], model_type: str) -> Ima
 
     Read as plain JSON (no processor class, no hub). ``do_rescale`` is implied (the pipeline gives
     [0, 1] RGB); ``do_normalize: false`` drops mean/std; ``size`` may be {"height", "width"},
-    {"shortest_edge"} or an int.
+    {"shortest_edge"} or an int. Not applied: ZoeDepth's ``do_pad`` (reflect padding against border
+    artefacts, removed again by its post-processing) and test-time flip averaging.
     """
     base = _DEFAULT_PROCESSING.get(model_type, ImageProcessing((384, 384), False, 1, _HALF, _HALF))
     f = Path(path) / PREPROCESSOR_NAME
