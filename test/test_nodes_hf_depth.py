@@ -111,7 +111,7 @@ def test_missing_or_broken_transformers_folder_fails_at_configure(ros, checkpoin
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "dpt", ')  # truncated JSON
     (broken / "model.safetensors").write_bytes(b"")
-    for path, reason in ((tmp_path / "missing_hf", "not a directory"), (broken, "config.json")):
+    for path, reason in ((tmp_path / "missing_hf", "does not exist"), (broken, "config.json")):
         node = DepthNode("depth_node_bad_hf", context=context,
                          parameter_overrides=_params(checkpoints, str(path), autostart=False))
         try:

@@ -110,27 +110,26 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def relative_checkpoint_kind(path: Union[str, os.PathLike]) -> str:
-    """"transformers" or "avsnet_ros" for a relative-model folder, from its ``config.json``.
+    """"transformers" or "avsnet_ros" for a relative-model path, from its ``config.json``.
 
-    Raises :class:`CheckpointError` naming the path for a missing folder, a missing/unreadable
-    ``config.json``, a missing ``model.safetensors`` (pickle weights are refused), or a config of
-    neither kind.
+    "transformers": a directory whose ``config.json`` has a ``model_type`` key (it must also hold
+    ``model.safetensors``: pickle weights are refused). Everything else is "avsnet_ros", whose loader
+    (``checkpoint.load_model``) reports missing directories, pickle files and bad configs itself.
+    Raises :class:`CheckpointError` naming the path for an unreadable ``config.json`` or a
+    transformers folder without ``model.safetensors``.
     """
     p = Path(path).expanduser()
-    if not p.is_dir():
-        raise CheckpointError(f"relative checkpoint {p} is not a directory (expected config.json + model.safetensors)")
-    if not (p / CONFIG_NAME).is_file():
-        raise CheckpointError(f"relative checkpoint {p} has no {CONFIG_NAME}")
+    if not (p.is_dir() and (p / CONFIG_NAME).is_file()):
+        return "avsnet_ros"
     doc = _read_json(p / CONFIG_NAME, "model config")
+    if "model_type" not in doc:
+        return "avsnet_ros"
     if not (p / WEIGHTS_NAME).is_file():
         pickles = sorted(q.name for q in p.iterdir() if q.suffix in PICKLE_SUFFIXES)
-        extra = f" (found {pickles}: pickle weights are not loaded; re-save with safe_serialization)" if pickles else ""
-        raise CheckpointError(f"relative checkpoint {p} has no {WEIGHTS_NAME}{extra}")
-    if "model_type" in doc:
-        return "transformers"
-    if "kind" in doc:
-        return "avsnet_ros"
-    raise CheckpointError(f"{p / CONFIG_NAME} has neither 'model_type' (transformers) nor 'kind' (avsnet_ros DepthNet)")
+        extra = (f": refusing the pickle weights {pickles} (nothing in them was run); re-save the model with "
+                 "save_pretrained (safetensors)") if pickles else ""
+        raise CheckpointError(f"transformers model folder {p} has no {WEIGHTS_NAME}{extra}")
+    return "transformers"
 
 
 def hf_output_type(config) -> str:
