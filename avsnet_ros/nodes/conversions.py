@@ -20,6 +20,8 @@ stable key that the nodes count in their diagnostics (e.g. "image_encoding", "im
 """
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -49,6 +51,14 @@ def make_header(stamp_ns: int, frame_id: str) -> Header:
     return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
 
 
+def _uint8_array(data: np.ndarray) -> array.array:
+    """A contiguous array's bytes as the array.array('B') rclpy keeps in uint8[] fields: one copy
+    (msg.data = ndarray.tobytes() costs two: tobytes, then rclpy's array.array('B', bytes))."""
+    out = array.array("B")
+    out.frombytes(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # images
 def array_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
@@ -62,7 +72,7 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = step
-    msg.data = data.tobytes()
+    msg.data = _uint8_array(data)
     return msg
 
 
@@ -146,7 +156,7 @@ def depth_to_pointcloud2(depth_m: np.ndarray, intrinsics: np.ndarray, header: He
     msg.point_step = 12
     msg.row_step = 12 * width
     msg.is_dense = bool(np.isfinite(depth).all())
-    msg.data = xyz.astype("<f4", copy=False).tobytes()
+    msg.data = _uint8_array(xyz.astype("<f4", copy=False))
     return msg
 
 
