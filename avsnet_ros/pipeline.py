@@ -8,7 +8,8 @@
     scaling (median, paper eq. 3 | mean_std | none) over the valid pixels of Mp -> M = s R (+ b)
         (avsnet_ros.scaling.scale_relative, on the device)
     M resized to output_size_hw (default: the input image size) on the device; NaN outside
-    [min_depth_m, max_depth_m]; one device -> host copy of the maps (none on the CPU)
+    [min_depth_m, max_depth_m] (scaling.resize_masked_depth); one device -> host copy of the maps
+    (none on the CPU)
 
 Scale statistics use the pixels where Mp is strictly inside (min_depth_m, max_depth_m) (saturated
 bins carry no scale information) and R is finite and > 0, on the relative model's grid (Mp is
@@ -43,7 +44,7 @@ from torch import nn
 
 from avsnet_ros.audio import echo_to_spectrogram, echo_window_samples
 from avsnet_ros.preprocessing import FrameStager, as_image_list, crop_echoes
-from avsnet_ros.scaling import SCALING_MODES, mask_depth_range, scale_relative
+from avsnet_ros.scaling import SCALING_MODES, resize_masked_depth, scale_relative, scaled_output_depth
 
 LOG = logging.getLogger(__name__)
 
@@ -297,20 +298,31 @@ class DepthPipeline:
         )
         out_hw = self._output_size(output_size_hw, batch)
         keep_relative = relative is not None and not depth_only
-        # depth and relative share the relative model's grid: one resize for both channels
-        grid = torch.cat([depth, relative], dim=1) if keep_relative else depth
-        maps = [self._resize(grid, out_hw)]
-        if maps[0] is grid:
-            maps[0] = grid.clone()  # output size = model size: mask a copy, not the model's output
-        mask_depth_range(maps[0][:, :1], self.min_depth_m, self.max_depth_m, inplace=True)
-        if not depth_only:
+        if relative is not None and self.scaling == "mean_std":
+            # mean_std leaves invalid R pixels unscaled (not affine): resize the scaled depth itself
+            grid = torch.cat([depth, relative], dim=1) if keep_relative else depth
+            maps = [resize_masked_depth(grid, out_hw, self.min_depth_m, self.max_depth_m)]
+            names = ["depth", "relative"] if keep_relative else ["depth"]
+        else:
+            # median: depth = scale * R; pseudo-metric-only: depth = Mp (scale 1, shift 0). Bilinear
+            # resizing is linear: one resize of the source serves the depth and its own map.
+            source = relative if relative is not None else pseudo
+            source_out = self._resize(source, out_hw)
+            maps = [scaled_output_depth(source_out, scale, shift, depth, self.min_depth_m, self.max_depth_m)]
+            names = ["depth"]
+            if not depth_only:
+                maps.append(source_out)
+                names.append("relative" if relative is not None else "pseudo")
+        if not depth_only and "pseudo" not in names:
             maps.append(self._resize(pseudo, out_hw))
+            names.append("pseudo")
         host = self._to_host(maps)
+        out = dict(zip(names, (m[:, c] for m in host for c in range(m.shape[1]))))
         small = torch.stack([scale, conf, shift]).cpu().numpy()
         return PipelineResult(
-            depth_m=np.ascontiguousarray(host[0][:, 0]),
-            pseudo_depth_m=None if depth_only else np.ascontiguousarray(host[1][:, 0]),
-            relative_depth=np.ascontiguousarray(host[0][:, 1]) if keep_relative else None,
+            depth_m=np.ascontiguousarray(out["depth"]),
+            pseudo_depth_m=np.ascontiguousarray(out["pseudo"]) if "pseudo" in out else None,
+            relative_depth=np.ascontiguousarray(out["relative"]) if "relative" in out else None,
             scale=small[0].astype(np.float32),
             confidence=small[1].astype(np.float32),
             shift=small[2].astype(np.float32),
@@ -366,8 +378,9 @@ class DepthPipeline:
         b = rel.shape[0]
         s = torch.as_tensor(np.asarray(scale, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
         t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
-        depth = self._resize(rel * s + t, self._output_size(output_size_hw, batch))
-        mask_depth_range(depth, self.min_depth_m, self.max_depth_m, inplace=True)
+        # as the full call computes a median-scaled depth: resize R, then scale (bilinear is linear)
+        rel_out = self._resize(rel, self._output_size(output_size_hw, batch))
+        depth = scaled_output_depth(rel_out, s.view(b), t.view(b), rel * s + t, self.min_depth_m, self.max_depth_m)
         out = self._to_host([depth])[0][:, 0]
         return np.ascontiguousarray(out[0] if batch.single else out)
 

@@ -17,9 +17,8 @@ back). Factors: shape (B,) for batched input, 0-d for a single (H, W) image.
 The inference scaling (``scale_relative``: pseudo-metric depth Mp of the echo model -> scale for the
 relative depth R, with the confidence of paper-eq.-3 scaling) and the output range mask
 (``mask_depth_range``) live here too: the pipeline and the exported graph both call them.
-Medians: per image selection (torch.kthvalue over the valid values, O(n)) in eager mode; a
-sort-based torch.nanquantile while tracing or exporting (fixed shapes, no data-dependent indexing).
-Both give the interpolated median.
+Medians: per image selection (torch.kthvalue, O(n)) in eager mode; a sort-based torch.nanquantile
+while tracing or exporting (fixed shapes, no data-dependent counts). Both give the interpolated median.
 """
 from __future__ import annotations
 
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 
 from avsnet_ros.data.samples import valid_depth
 
-__all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "scale_relative", "mask_depth_range"]
+__all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "scale_relative", "mask_depth_range",
+           "resize_masked_depth", "scaled_output_depth"]
 
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
 SCALING_MODES = ("median", "mean_std", "none")
@@ -78,26 +78,33 @@ def _prepare(relative, reference_m, valid):
 
 def _masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-image interpolated median over mask: (B, ...) -> (B,), NaN where the mask is empty."""
+    mask = mask & ~torch.isnan(x)
+    flat = torch.where(mask, x, torch.full_like(x, float("nan"))).reshape(x.shape[0], -1)
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        # graph capture (models/export.py): no data-dependent shapes
-        flat = torch.where(mask, x, torch.full_like(x, float("nan"))).reshape(x.shape[0], -1)
+        # graph capture (models/export.py): no data-dependent shapes or Python-side counts
         if flat.numel() <= _NANQUANTILE_MAX:
             return torch.nanquantile(flat, 0.5, dim=1)
-        return torch.stack([_select_median(row[~torch.isnan(row)]) for row in flat])
-    flat_x, flat_m = x.reshape(x.shape[0], -1), mask.reshape(x.shape[0], -1)
-    return torch.stack([_select_median(row[m]) for row, m in zip(flat_x, flat_m)])
+    counts = mask.reshape(x.shape[0], -1).sum(dim=1).tolist()
+    return torch.stack([_select_median(row, n) for row, n in zip(flat, counts)])
 
 
-def _select_median(vals: torch.Tensor) -> torch.Tensor:
-    """Interpolated median of a 1-d tensor by selection (kthvalue, O(n); a sort is 5-10x slower on
-    CPU for the 30k pixels of a relative depth map); NaN when empty."""
-    n = vals.numel()
+def _select_median(row: torch.Tensor, n: int) -> torch.Tensor:
+    """Interpolated median of the n non-NaN values of a 1-d tensor, NaN when n = 0.
+
+    By selection: torch.kthvalue (O(n); NaN orders after every number, so the k-th smallest of the
+    whole row is the k-th smallest valid value); a sort (nanquantile) is 5-10x slower on the CPU for
+    the 30k pixels of a relative depth map, and boolean indexing of the valid values costs more
+    than the selection itself.
+    """
     if n == 0:
-        return torch.tensor(float("nan"), dtype=vals.dtype, device=vals.device)
-    lo = torch.kthvalue(vals, (n + 1) // 2).values
+        return torch.tensor(float("nan"), dtype=row.dtype, device=row.device)
+    lo = torch.kthvalue(row, (n + 1) // 2).values
     if n % 2:
         return lo
-    hi = torch.kthvalue(vals, n // 2 + 1).values
+    # the (n/2 + 1)-th smallest without a second selection: lo itself when more than n/2 values
+    # are <= lo, else the smallest value above lo (NaN compares false: never counted, never picked)
+    above = torch.where(row > lo, row, torch.full_like(row, float("inf"))).min()
+    hi = torch.where((row <= lo).sum() > n // 2, lo, above)
     return torch.lerp(lo, hi, 0.5)  # nanquantile's interpolation: lo + 0.5 (hi - lo)
 
 
@@ -129,6 +136,48 @@ def mask_depth_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: flo
     if inplace:
         return depth_m.masked_fill_(outside, float("nan"))
     return depth_m.masked_fill(outside, float("nan"))
+
+
+def _inside_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float) -> bool:
+    """True when every value is inside [min, max] by a relative margin of 1e-5: then any bilinear
+    resize of it (convex combinations; float rounding ~1e-7) stays inside [min, max] too."""
+    margin = 1e-5
+    return bool(((depth_m >= min_depth_m * (1.0 + margin)) & (depth_m <= max_depth_m * (1.0 - margin))).all())
+
+
+def resize_masked_depth(depth_m: torch.Tensor, size_hw: "tuple[int, int]", min_depth_m: float,
+                        max_depth_m: float) -> torch.Tensor:
+    """(B, C, h, w) depth -> bilinear resize (align_corners=False) to size_hw, then
+    ``mask_depth_range`` on channel 0: the published depth map (further channels are resized only).
+
+    Always a new tensor. The full-resolution mask is skipped when channel 0 is inside the range
+    already at the model's resolution (``_inside_range``): same result, ~2 ms less per 1280x720
+    map on the CPU.
+    """
+    if tuple(depth_m.shape[-2:]) == tuple(size_hw):
+        out = depth_m.clone()
+    else:
+        out = F.interpolate(depth_m, size=tuple(size_hw), mode="bilinear", align_corners=False)
+    if not _inside_range(depth_m[:, :1], min_depth_m, max_depth_m):
+        mask_depth_range(out[:, :1], min_depth_m, max_depth_m, inplace=True)
+    return out
+
+
+def scaled_output_depth(relative_out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                        depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
+    """Published depth from the relative depth already resized to the output size:
+    scale * relative_out + shift (a new tensor), NaN outside [min_depth_m, max_depth_m].
+
+    Bilinear resizing is linear, so this is the resized scaled depth (up to float rounding) for
+    an affine scaling of every pixel (median, or a reused scale); one resize then serves both the
+    depth and the relative map. relative_out (B, 1, H, W); scale, shift (B,); depth_m (B, 1, h, w)
+    the scaled depth at the model's resolution (decides whether the mask can be skipped).
+    """
+    b = relative_out.shape[0]
+    out = torch.addcmul(shift.view(b, 1, 1, 1), relative_out, scale.view(b, 1, 1, 1))
+    if not _inside_range(depth_m, min_depth_m, max_depth_m):
+        mask_depth_range(out, min_depth_m, max_depth_m, inplace=True)
+    return out
 
 
 def scale_relative(
