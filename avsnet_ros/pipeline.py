@@ -308,7 +308,9 @@ class DepthPipeline:
             # resizing is linear: one resize of the source serves the depth and its own map.
             source = relative if relative is not None else pseudo
             source_out = self._resize(source, out_hw)
-            maps = [scaled_output_depth(source_out, scale, shift, depth, self.min_depth_m, self.max_depth_m)]
+            # depth_only: the resized source is not returned, so the depth is written over it
+            maps = [scaled_output_depth(source_out, scale, shift, depth, self.min_depth_m, self.max_depth_m,
+                                        inplace=depth_only)]
             names = ["depth"]
             if not depth_only:
                 maps.append(source_out)
@@ -380,7 +382,8 @@ class DepthPipeline:
         t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
         # as the full call computes a median-scaled depth: resize R, then scale (bilinear is linear)
         rel_out = self._resize(rel, self._output_size(output_size_hw, batch))
-        depth = scaled_output_depth(rel_out, s.view(b), t.view(b), rel * s + t, self.min_depth_m, self.max_depth_m)
+        depth = scaled_output_depth(rel_out, s.view(b), t.view(b), rel * s + t, self.min_depth_m, self.max_depth_m,
+                                    inplace=True)
         out = self._to_host([depth])[0][:, 0]
         return np.ascontiguousarray(out[0] if batch.single else out)
 

@@ -79,32 +79,32 @@ def _prepare(relative, reference_m, valid):
 def _masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-image interpolated median over mask: (B, ...) -> (B,), NaN where the mask is empty."""
     mask = mask & ~torch.isnan(x)
-    flat = torch.where(mask, x, torch.full_like(x, float("nan"))).reshape(x.shape[0], -1)
+    flat = torch.where(mask, x, float("nan")).reshape(x.shape[0], -1)
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         # graph capture (models/export.py): no data-dependent shapes or Python-side counts
         if flat.numel() <= _NANQUANTILE_MAX:
             return torch.nanquantile(flat, 0.5, dim=1)
     counts = mask.reshape(x.shape[0], -1).sum(dim=1).tolist()
-    return torch.stack([_select_median(row, n) for row, n in zip(flat, counts)])
+    if len(set(counts)) == 1:  # one selection for all rows (e.g. Mp and R under one mask)
+        return _select_median(flat, counts[0])
+    return torch.stack([_select_median(flat[i], n) for i, n in enumerate(counts)])
 
 
-def _select_median(row: torch.Tensor, n: int) -> torch.Tensor:
-    """Interpolated median of the n non-NaN values of a 1-d tensor, NaN when n = 0.
+def _select_median(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Interpolated median of the n non-NaN values of each row of rows (R, N) (or of a 1-d tensor),
+    NaN when n = 0.
 
-    By selection: torch.kthvalue (O(n); NaN orders after every number, so the k-th smallest of the
+    By selection: torch.kthvalue (O(N); NaN orders after every number, so the k-th smallest of the
     whole row is the k-th smallest valid value); a sort (nanquantile) is 5-10x slower on the CPU for
     the 30k pixels of a relative depth map, and boolean indexing of the valid values costs more
     than the selection itself.
     """
     if n == 0:
-        return torch.tensor(float("nan"), dtype=row.dtype, device=row.device)
-    lo = torch.kthvalue(row, (n + 1) // 2).values
+        return torch.full(rows.shape[:-1], float("nan"), dtype=rows.dtype, device=rows.device)
+    lo = torch.kthvalue(rows, (n + 1) // 2, dim=-1).values
     if n % 2:
         return lo
-    # the (n/2 + 1)-th smallest without a second selection: lo itself when more than n/2 values
-    # are <= lo, else the smallest value above lo (NaN compares false: never counted, never picked)
-    above = torch.where(row > lo, row, torch.full_like(row, float("inf"))).min()
-    hi = torch.where((row <= lo).sum() > n // 2, lo, above)
+    hi = torch.kthvalue(rows, n // 2 + 1, dim=-1).values
     return torch.lerp(lo, hi, 0.5)  # nanquantile's interpolation: lo + 0.5 (hi - lo)
 
 
@@ -164,7 +164,8 @@ def resize_masked_depth(depth_m: torch.Tensor, size_hw: "tuple[int, int]", min_d
 
 
 def scaled_output_depth(relative_out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                        depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
+                        depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float,
+                        inplace: bool = False) -> torch.Tensor:
     """Published depth from the relative depth already resized to the output size:
     scale * relative_out + shift (a new tensor), NaN outside [min_depth_m, max_depth_m].
 
@@ -172,9 +173,12 @@ def scaled_output_depth(relative_out: torch.Tensor, scale: torch.Tensor, shift: 
     an affine scaling of every pixel (median, or a reused scale); one resize then serves both the
     depth and the relative map. relative_out (B, 1, H, W); scale, shift (B,); depth_m (B, 1, h, w)
     the scaled depth at the model's resolution (decides whether the mask can be skipped).
+    inplace=True writes into relative_out (a caller that does not keep it: no second full-size
+    buffer); the values are the same bit for bit.
     """
     b = relative_out.shape[0]
-    out = torch.addcmul(shift.view(b, 1, 1, 1), relative_out, scale.view(b, 1, 1, 1))
+    out = torch.addcmul(shift.view(b, 1, 1, 1), relative_out, scale.view(b, 1, 1, 1),
+                        out=relative_out if inplace else None)
     if not _inside_range(depth_m, min_depth_m, max_depth_m):
         mask_depth_range(out, min_depth_m, max_depth_m, inplace=True)
     return out
@@ -229,7 +233,9 @@ def scale_relative(
 def median_scale(relative, reference_m, valid=None):
     """Median scaling -> (scaled (shape of relative), scale (B,) or 0-d), scale = median(Mp)/median(R)."""
     r, r4, m4, mask, single, was_numpy = _prepare(relative, reference_m, valid)
-    scale = _masked_median(m4, mask) / _masked_median(r4, mask)
+    b = r4.shape[0]
+    medians = _masked_median(torch.cat([m4, r4]), torch.cat([mask, mask]))  # (2B,): Mp's, then R's
+    scale = medians[:b] / medians[b:]
     scaled4 = r4 * scale.view(-1, 1, 1, 1)
     scaled, (scale,) = _finish(scaled4, (scale,), r, single, was_numpy)
     return scaled, scale
