@@ -1,12 +1,15 @@
 """The one inference API: RGB frame(s) + binaural echo -> metric depth (paper section 3.2.2).
 
-    rgb uint8 (H, W, 3) ──resize (cv2 INTER_AREA, as training)──> AVS-Net input  ─┐
-    echo (2, N) float32 ──crop echo window ("file": first echo_window_samples) ─>  │ one host->device copy
-                           ──> magnitude STFT + resize (avsnet_ros.audio, on device)│
+    rgb uint8 (H, W, 3) ──resize (cv2 INTER_AREA, as training)──> AVS-Net input  ─┐ written into one host
+    echo (2, N) float32 ──crop echo window ("file": first echo_window_samples) ─>  │ buffer, one host->device
+                           ──> magnitude STFT + resize (avsnet_ros.audio, on device)│ copy (avsnet_ros.preprocessing)
     AVS-Net(rgb, spectrogram) -> pseudo-dense metric depth Mp
     relative model(rgb)       -> relative depth R
     scaling (median, paper eq. 3 | mean_std | none) over the valid pixels of Mp -> M = s R (+ b)
-    M resized to output_size_hw (default: the input image size); NaN outside [min_depth_m, max_depth_m]
+        (avsnet_ros.scaling.scale_relative, on the device)
+    M resized to output_size_hw (default: the input image size) on the device; NaN outside
+    [min_depth_m, max_depth_m] (scaling.resize_masked_depth); one device -> host copy of the maps
+    (none on the CPU)
 
 Scale statistics use the pixels where Mp is strictly inside (min_depth_m, max_depth_m) (saturated
 bins carry no scale information) and R is finite and > 0, on the relative model's grid (Mp is
@@ -30,7 +33,6 @@ follow.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union
@@ -40,16 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avsnet_ros.audio import AudioError, crop_echo, echo_to_spectrogram, echo_window_samples
-from avsnet_ros.scaling import mean_std_scale, median_scale
+from avsnet_ros.audio import echo_to_spectrogram, echo_window_samples
+from avsnet_ros.preprocessing import FrameStager, as_image_list, crop_echoes
+from avsnet_ros.scaling import SCALING_MODES, resize_masked_depth, scale_relative, scaled_output_depth
 
 LOG = logging.getLogger(__name__)
-
-SCALING_MODES = ("median", "mean_std", "none")
-# MAD -> standard deviation for a normal distribution.
-_MAD_TO_STD = 1.4826
-# Mp values within this relative margin of min/max depth count as saturated.
-_SATURATION_MARGIN = 1e-3
 
 
 def select_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -101,61 +98,6 @@ class ScaleEstimate(NamedTuple):
     shift: np.ndarray
 
 
-def scale_relative(
-    pseudo_m: torch.Tensor,
-    relative: Optional[torch.Tensor],
-    min_depth_m: float,
-    max_depth_m: float,
-    scaling: str = "median",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scale relative depth with the pseudo-metric depth (torch; the pipeline's and export's one implementation).
-
-    pseudo_m (B, 1, h, w) metres; relative (B, 1, H, W) or None (pseudo-metric-only).
-    Returns (depth (B, 1, H, W) metres, unmasked; scale (B,); shift (B,); confidence (B,)).
-    """
-    if scaling not in SCALING_MODES:
-        raise ValueError(f"scaling must be one of {SCALING_MODES}, got {scaling!r}")
-    pseudo_m = pseudo_m.float()
-    if relative is None or scaling == "none":
-        ref = pseudo_m
-        depth = pseudo_m
-        scale = torch.ones(pseudo_m.shape[0], dtype=torch.float32, device=pseudo_m.device)
-        shift = torch.zeros_like(scale)
-        valid = _unsaturated(ref, min_depth_m, max_depth_m)
-    else:
-        relative = relative.float()
-        ref = pseudo_m
-        if ref.shape[-2:] != relative.shape[-2:]:
-            ref = F.interpolate(ref, size=relative.shape[-2:], mode="bilinear", align_corners=False)
-        valid = _unsaturated(ref, min_depth_m, max_depth_m) & torch.isfinite(relative) & (relative > 0)
-        if scaling == "median":
-            depth, scale = median_scale(relative, ref, valid)
-            shift = torch.zeros_like(scale)
-        else:
-            depth, (scale, shift) = mean_std_scale(relative, ref, valid)
-    valid = valid & torch.isfinite(depth) & (depth > 0)
-    n = valid.flatten(1).sum(dim=1)
-    frac = n.float() / float(valid[0].numel())
-    resid = torch.log(ref.clamp_min(1e-6)) - torch.log(depth.clamp_min(1e-6))
-    resid = torch.where(valid, resid, torch.full_like(resid, float("nan"))).flatten(1)
-    med = torch.nanquantile(resid, 0.5, dim=1, keepdim=True)
-    mad = torch.nanquantile((resid - med).abs(), 0.5, dim=1)
-    conf = frac * torch.exp(-_MAD_TO_STD * mad)
-    conf = torch.where(n > 0, conf, torch.zeros_like(conf)).clamp(0.0, 1.0)
-    return depth, scale.float(), shift.float(), conf
-
-
-def _unsaturated(depth: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
-    lo = min_depth_m * (1.0 + _SATURATION_MARGIN)
-    hi = max_depth_m * (1.0 - _SATURATION_MARGIN)
-    return torch.isfinite(depth) & (depth > lo) & (depth < hi)
-
-
-def _mask_range(depth: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
-    ok = torch.isfinite(depth) & (depth >= min_depth_m) & (depth <= max_depth_m)
-    return torch.where(ok, depth, torch.full_like(depth, float("nan")))
-
-
 @dataclass
 class PreparedBatch:
     """Device tensors of one batch: rgb_avs (B,3,Ha,Wa) [0,1], spectrogram (B,2,Ha,Wa) or None,
@@ -200,6 +142,7 @@ class DepthPipeline:
         if cfg is None or getattr(cfg, "kind", None) != "avsnet":
             raise TypeError("avs_model must be an AVSNet (with .config of kind 'avsnet')")
         self.device = select_device(device)
+        self._stager = FrameStager(self.device)
         self.avs_config = cfg
         self.avs_model = avs_model.to(self.device).eval()
         self.scaling = scaling
@@ -282,7 +225,7 @@ class DepthPipeline:
 
     def input_size_hw(self) -> tuple[int, int]:
         """AVS-Net input size (h, w)."""
-        return tuple(int(v) for v in self.avs_config.image_size_hw)
+        return (int(self.avs_config.image_size_hw[0]), int(self.avs_config.image_size_hw[1]))
 
     def min_echo_samples(self) -> int:
         """Shortest echo buffer accepted ("file" crop: the echo window for max_depth_m; "onset" needs more)."""
@@ -299,76 +242,25 @@ class DepthPipeline:
     def preprocess(self, rgb, echo=None, sample_rate_hz: int = 44100, need_avs: bool = True, need_relative: bool = True) -> PreparedBatch:
         """uint8 RGB (H, W, 3) / (B, H, W, 3) / list, echo (2, N) / (B, 2, N) / list -> device tensors.
 
-        RGB is resized on the host like the training data (``prepare_rgb``: INTER_AREA when
-        shrinking); echoes are cropped to the echo window (config ``audio_crop``); everything is
-        packed into one float32 buffer and copied to the device once; the STFT runs on the device.
+        RGB is resized on the host like the training data (avsnet_ros.preprocessing.prepare_rgb:
+        INTER_AREA when shrinking) straight into one float32 buffer, together with the echoes cut to
+        the echo window (config ``audio_crop``); that buffer goes to the device in one copy (none on
+        the CPU) and the STFT runs there.
         """
-        from avsnet_ros.data.torch_dataset import prepare_rgb_sizes
-
-        images, single = _as_image_list(rgb)
+        images, single = as_image_list(rgb)
         size = images[0].shape[:2]
-        parts: list[np.ndarray] = []
-        shapes: list[tuple] = []
         use_rel = need_relative and self.relative_model is not None
-        # prepare_rgb at both model sizes, converting each full-resolution frame to float once
-        # (speed: bench/bench_pipeline.py; identical to prepare_rgb up to float rounding)
-        sizes = ([self.input_size_hw()] if need_avs else []) + ([self.relative_size_hw] if use_rel else [])
-        prepared = [prepare_rgb_sizes(im, sizes) for im in images] if sizes else []
-        if need_avs:
-            avs = np.stack([p[0].numpy() for p in prepared])
-            parts.append(avs)
-            shapes.append(avs.shape)
-        if use_rel:
-            rel = np.stack([p[-1].numpy() for p in prepared])
-            parts.append(rel)
-            shapes.append(rel.shape)
         use_echo = need_avs and self.use_audio
+        sizes = ([self.input_size_hw()] if need_avs else []) + ([self.relative_size_hw] if use_rel else [])
+        echoes = None
         if use_echo:
-            waves = self._crop_echoes(echo, len(images), sample_rate_hz)
-            parts.append(waves)
-            shapes.append(waves.shape)
-        flat = np.concatenate([p.reshape(-1) for p in parts]) if parts else np.zeros(0, np.float32)
-        host = torch.from_numpy(flat)
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        dev = host.to(self.device, non_blocking=True)  # the one host -> device copy
-        tensors, offset = [], 0
-        for shape in shapes:
-            n = int(np.prod(shape))
-            tensors.append(dev[offset : offset + n].view(shape))
-            offset += n
-        it = iter(tensors)
-        rgb_avs = next(it) if need_avs else None
-        rgb_rel = next(it) if use_rel else None
-        spec = None
-        if use_echo:
-            spec = echo_to_spectrogram(next(it), self.input_size_hw())
+            echoes = crop_echoes(echo, len(images), sample_rate_hz, self.sample_rate_hz, self.max_depth_m,
+                                 self.avs_config.audio_crop)
+        staged = self._stager.stage(images, list(dict.fromkeys(sizes)), echoes)
+        rgb_avs = staged.rgb[self.input_size_hw()] if need_avs else None
+        rgb_rel = staged.rgb[self.relative_size_hw] if use_rel else None
+        spec = echo_to_spectrogram(staged.echo, self.input_size_hw()) if use_echo else None
         return PreparedBatch(rgb_avs, spec, rgb_rel, (int(size[0]), int(size[1])), single)
-
-    def _crop_echoes(self, echo, batch: int, sample_rate_hz: int) -> np.ndarray:
-        if echo is None:
-            raise AudioError("this AVS-Net uses echoes: an echo buffer (2, N) per image is required")
-        if int(sample_rate_hz) != self.sample_rate_hz:
-            raise AudioError(
-                f"echo sample rate {sample_rate_hz} Hz differs from the model's {self.sample_rate_hz} Hz (resample first)"
-            )
-        if isinstance(echo, np.ndarray) and echo.ndim == 3:
-            echoes = list(echo)
-        elif isinstance(echo, (list, tuple)):
-            echoes = list(echo)
-        else:
-            echoes = [echo]
-        if len(echoes) != batch:
-            raise ValueError(f"got {batch} images but {len(echoes)} echo buffers")
-        out = []
-        for i, e in enumerate(echoes):
-            e = np.asarray(e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e)
-            if e.ndim != 2 or e.shape[0] != 2:
-                raise AudioError(f"echo {i} must be (2, N) (row 0 left, row 1 right), got shape {e.shape}")
-            if not np.all(np.isfinite(e)):
-                raise AudioError(f"echo {i} holds non-finite samples")
-            out.append(crop_echo(e.astype(np.float32, copy=False), self.max_depth_m, self.sample_rate_hz, start=self.avs_config.audio_crop))
-        return np.stack(out)
 
     # ------------------------------------------------------------------ inference
     def _autocast(self):
@@ -395,31 +287,63 @@ class DepthPipeline:
         """RGB + echo -> :class:`PipelineResult` (batched; B = 1 for a single image).
 
         depth_only: skip resizing and copying pseudo_depth_m and relative_depth to the output size
-        (both None in the result), for callers that publish only the depth (the depth node: at
-        1280x720 the two extra maps cost about as much as the whole preprocessing, bench/bench_pipeline.py).
+        (both None in the result), for callers that publish only the depth (the depth node).
+        Scaling, resizing and masking run on the model's device; the maps reach the host in one
+        copy (on the CPU the result arrays are the tensors' own memory).
         """
         batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
         pseudo, relative = self._forward(batch)
         depth, scale, shift, conf = scale_relative(
             pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
         )
-        out_hw = tuple(int(v) for v in (output_size_hw or batch.input_size_hw))
-        maps = [_mask_range(self._resize(depth, out_hw), self.min_depth_m, self.max_depth_m)]
-        if not depth_only:
+        out_hw = self._output_size(output_size_hw, batch)
+        keep_relative = relative is not None and not depth_only
+        if relative is not None and self.scaling == "mean_std":
+            # mean_std leaves invalid R pixels unscaled (not affine): resize the scaled depth itself
+            grid = torch.cat([depth, relative], dim=1) if keep_relative else depth
+            maps = [resize_masked_depth(grid, out_hw, self.min_depth_m, self.max_depth_m)]
+            names = ["depth", "relative"] if keep_relative else ["depth"]
+        else:
+            # median: depth = scale * R; pseudo-metric-only: depth = Mp (scale 1, shift 0). Bilinear
+            # resizing is linear: one resize of the source serves the depth and its own map.
+            source = relative if relative is not None else pseudo
+            source_out = self._resize(source, out_hw)
+            # depth_only: the resized source is not returned, so the depth is written over it
+            maps = [scaled_output_depth(source_out, scale, shift, depth, self.min_depth_m, self.max_depth_m,
+                                        inplace=depth_only)]
+            names = ["depth"]
+            if not depth_only:
+                maps.append(source_out)
+                names.append("relative" if relative is not None else "pseudo")
+        if not depth_only and "pseudo" not in names:
             maps.append(self._resize(pseudo, out_hw))
-            if relative is not None:
-                maps.append(self._resize(relative, out_hw))
-        # one device -> host copy of the maps
-        host = (torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]).cpu().numpy()
+            names.append("pseudo")
+        host = self._to_host(maps)
+        out = dict(zip(names, (m[:, c] for m in host for c in range(m.shape[1]))))
         small = torch.stack([scale, conf, shift]).cpu().numpy()
         return PipelineResult(
-            depth_m=np.ascontiguousarray(host[:, 0]),
-            pseudo_depth_m=None if depth_only else np.ascontiguousarray(host[:, 1]),
-            relative_depth=np.ascontiguousarray(host[:, 2]) if relative is not None and not depth_only else None,
+            depth_m=np.ascontiguousarray(out["depth"]),
+            pseudo_depth_m=np.ascontiguousarray(out["pseudo"]) if "pseudo" in out else None,
+            relative_depth=np.ascontiguousarray(out["relative"]) if "relative" in out else None,
             scale=small[0].astype(np.float32),
             confidence=small[1].astype(np.float32),
             shift=small[2].astype(np.float32),
         )
+
+    def _output_size(self, output_size_hw, batch: PreparedBatch) -> tuple[int, int]:
+        size = output_size_hw or batch.input_size_hw
+        return (int(size[0]), int(size[1]))
+
+    def _to_host(self, maps: "list[torch.Tensor]") -> "list[np.ndarray]":
+        """Device maps (B, C_i, H, W) -> numpy: on the CPU their own memory; on a GPU one copy of all."""
+        if self.device.type == "cpu":
+            return [m.numpy() for m in maps]
+        host = torch.cat(maps, dim=1).cpu().numpy()  # the one device -> host copy
+        out, c = [], 0
+        for m in maps:
+            out.append(host[:, c: c + m.shape[1]])
+            c += m.shape[1]
+        return out
 
     @torch.inference_mode()
     def scale_only(self, rgb, echo=None, sample_rate_hz: int = 44100) -> ScaleEstimate:
@@ -429,9 +353,8 @@ class DepthPipeline:
         _, scale, shift, conf = scale_relative(
             pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
         )
-        return ScaleEstimate(
-            scale=scale.cpu().numpy(), confidence=conf.cpu().numpy(), pseudo_depth_m=pseudo[:, 0].cpu().numpy(), shift=shift.cpu().numpy()
-        )
+        small = torch.stack([scale, conf, shift]).cpu().numpy()
+        return ScaleEstimate(scale=small[0], confidence=small[1], pseudo_depth_m=pseudo[:, 0].cpu().numpy(), shift=small[2])
 
     @torch.inference_mode()
     def relative(self, rgb) -> np.ndarray:
@@ -455,31 +378,14 @@ class DepthPipeline:
         with self._autocast():
             rel = self.relative_model(batch.rgb_rel).float()
         b = rel.shape[0]
-        s = torch.as_tensor(np.asarray(scale, dtype=np.float32).reshape(-1), device=rel.device).expand(b).view(b, 1, 1, 1)
-        t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1), device=rel.device).expand(b).view(b, 1, 1, 1)
-        out_hw = tuple(int(v) for v in (output_size_hw or batch.input_size_hw))
-        depth = _mask_range(self._resize(rel * s + t, out_hw), self.min_depth_m, self.max_depth_m)[:, 0].cpu().numpy()
-        return depth[0] if batch.single else depth
-
-
-def _as_image_list(rgb) -> tuple[list[np.ndarray], bool]:
-    if isinstance(rgb, np.ndarray) and rgb.ndim == 4:
-        images, single = list(rgb), False
-    elif isinstance(rgb, (list, tuple)):
-        images, single = list(rgb), False
-    else:
-        images, single = [rgb], True
-    if not images:
-        raise ValueError("no image given")
-    out = []
-    for i, im in enumerate(images):
-        a = np.asarray(im)
-        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or a.shape[0] == 0 or a.shape[1] == 0:
-            raise ValueError(f"image {i} must be (H, W, 3) uint8 RGB, got shape {a.shape} dtype {a.dtype}")
-        out.append(a)
-    if any(a.shape != out[0].shape for a in out):
-        raise ValueError(f"all images of a batch must have the same size, got {[a.shape for a in out]}")
-    return out, single
+        s = torch.as_tensor(np.asarray(scale, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
+        t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
+        # as the full call computes a median-scaled depth: resize R, then scale (bilinear is linear)
+        rel_out = self._resize(rel, self._output_size(output_size_hw, batch))
+        depth = scaled_output_depth(rel_out, s.view(b), t.view(b), rel * s + t, self.min_depth_m, self.max_depth_m,
+                                    inplace=True)
+        out = self._to_host([depth])[0][:, 0]
+        return np.ascontiguousarray(out[0] if batch.single else out)
 
 
 __all__ = [
@@ -488,6 +394,5 @@ __all__ = [
     "PipelineResult",
     "ScaleEstimate",
     "PreparedBatch",
-    "scale_relative",
     "SCALING_MODES",
 ]

@@ -132,7 +132,7 @@ def test_encodings_padding_and_depth_variants(tmp_path):
                                                 width=5, encoding="bgr8", is_bigendian=0, step=18,
                                                 data=padded.reshape(-1))
     img_rgb = array_to_image_msg(rgb, "rgb8", s + 100_000_000, "c")
-    img_mono = array_to_image_msg(np.zeros((4, 5), np.uint16), "16UC1", s + 200_000_000, "c")  # wrong encoding
+    img_mono = array_to_image_msg(np.zeros((4, 5), np.uint16), "16UC1", s + 200_000_000, "c")  # depth encoding
     depth_mm = np.array([[0, 1000, 2500, 65535, 7]] * 4, np.uint16)
     d16 = array_to_image_msg(depth_mm, "16UC1", s, "c")
     d32_values = np.array([[np.nan, np.inf, 0.0, -1.0, 3.25]] * 4, np.float32)
@@ -145,7 +145,7 @@ def test_encodings_padding_and_depth_variants(tmp_path):
     _write_raw_bag(tmp_path / "bag", [(s, img_bgr), (s + 100_000_000, img_rgb), (s + 200_000_000, img_mono)], echoes,
                    depths=[(s, d16), (s + 100_000_000, d32), (s + 200_000_000, d_wrong)])
     samples, report = read_bag_samples(tmp_path / "bag")
-    assert len(samples) == 2 and report.rejected == {"image_encoding": 1}
+    assert len(samples) == 2 and report.rejected == {"image_depth_encoding": 1}
     assert np.array_equal(samples[0].rgb, rgb) and np.array_equal(samples[1].rgb, rgb)
     np.testing.assert_array_equal(samples[0].depth_m[0], np.array([np.nan, 1.0, 2.5, 65.535, 0.007], np.float32))
     np.testing.assert_array_equal(samples[1].depth_m[0], np.array([np.nan, np.nan, np.nan, np.nan, 3.25], np.float32))

@@ -174,8 +174,9 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
     float_rgb = rgb.astype(np.float32)
     float_rgb[0, 0, 0], float_rgb[1, 1, 1] = np.nan, np.inf
     frames = [
-        (_raw_image(h, w, "rgba8", 4 * w, bytes(4 * w * h), t + 1), "image_encoding"),
-        (_raw_image(h, w, "mono16", 2 * w, bytes(2 * w * h), t + 2), "image_encoding"),
+        # depth maps on the camera topic (rgba8/mono16 are camera encodings: converted, test_data_codec.py)
+        (_raw_image(h, w, "16UC1", 2 * w, bytes(2 * w * h), t + 1), "image_depth_encoding"),
+        (_raw_image(h, w, "32FC1", 4 * w, bytes(4 * w * h), t + 2), "image_depth_encoding"),
         (_raw_image(h, w, "yuv422", 2 * w, bytes(2 * w * h), t + 3), "image_encoding"),
         # NaN/inf pixels: a float image (rgb8/bgr8 cannot hold NaN) is refused by its encoding
         (_raw_image(h, w, "32FC3", 12 * w, float_rgb.tobytes(), t + 4), "image_encoding"),

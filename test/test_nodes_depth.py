@@ -337,10 +337,10 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
     t = harness.now_ns()
     frame_drops0, echo_drops0 = _drops(node), _echo_drops(node)
     harness.send_info(k, rgb.shape[1], rgb.shape[0], t)
-    # frames: wrong encoding (rgba8 through a raw message), size differing from camera_info, future stamp
-    rgba = conv.array_to_image(rgb[:, :, 0], "mono8", conv.make_header(t, CAMERA_FRAME))
-    rgba.encoding, rgba.step = "rgba8", rgb.shape[1]  # claims rgba8
-    harness.pub_image.publish(rgba)
+    # frames: wrong encoding (yuv422 through a raw message), size differing from camera_info, future stamp
+    yuv = conv.array_to_image(rgb[:, :, 0], "mono8", conv.make_header(t, CAMERA_FRAME))
+    yuv.encoding = "yuv422"  # claims yuv422: not a camera encoding (rgba8 and mono8 are, test_data_codec.py)
+    harness.pub_image.publish(yuv)
     harness.send_image(rgb[:360, :640].copy(), t + 1)
     harness.send_image(rgb, t + 3_600_000_000_000)
     truncated = conv.array_to_image(rgb, "rgb8", conv.make_header(t + 2, CAMERA_FRAME))

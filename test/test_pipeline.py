@@ -178,3 +178,22 @@ def test_depth_only_gives_the_same_depth_without_the_extra_maps(checkpoints, pip
             np.testing.assert_array_equal(lean.depth_m, full.depth_m)
             for key in ("scale", "shift", "confidence"):
                 np.testing.assert_array_equal(getattr(lean, key), getattr(full, key))
+
+
+def test_staged_batch_matches_training_path_per_image_and_is_not_overwritten(pipe, fixture_inputs):
+    """The frame path writes every image and echo of a batch into one buffer: each slot equals the
+    training preprocessing of its own image, and a later call does not overwrite an earlier batch."""
+    from avsnet_ros.preprocessing import echo_spectrogram, prepare_rgb
+
+    rgb, echo, rate = fixture_inputs
+    flipped = np.ascontiguousarray(rgb[:, ::-1])
+    swapped = echo[::-1].copy()
+    batch = pipe.preprocess([rgb, flipped], [echo, swapped], rate)
+    kept = [t.clone() for t in (batch.rgb_avs, batch.rgb_rel, batch.spectrogram)]
+    for i, (im, e) in enumerate(((rgb, echo), (flipped, swapped))):
+        torch.testing.assert_close(batch.rgb_avs[i], prepare_rgb(im, (128, 256)), rtol=0, atol=0)
+        torch.testing.assert_close(batch.rgb_rel[i], prepare_rgb(im, (96, 320)), rtol=0, atol=0)
+        torch.testing.assert_close(batch.spectrogram[i], echo_spectrogram(e, (128, 256), 30.0, rate, "file"))
+    pipe.preprocess([flipped, rgb], [swapped, echo], rate)  # a second call with other content
+    for before, now in zip(kept, (batch.rgb_avs, batch.rgb_rel, batch.spectrogram)):
+        torch.testing.assert_close(now, before, rtol=0, atol=0)

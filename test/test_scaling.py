@@ -124,3 +124,50 @@ def test_numpy_in_numpy_out_and_mask_helper():
     assert valid_depth_mask(d.numpy()).tolist() == [False, False, False, False, True, True, True]
     with pytest.raises(ValueError):
         median_scale(torch.ones(2, 2), torch.ones(3, 3))
+
+
+@pytest.mark.parametrize("n_valid", [1, 2, 7, 8, 1001])
+def test_median_by_selection_equals_numpy_median(n_valid):
+    """The eager path selects the median (kthvalue); numpy's interpolated median is the reference,
+    for odd and even counts, with NaN/0/inf and masked-out pixels around the valid ones."""
+    gen = np.random.default_rng(n_valid)
+    r = gen.uniform(0.5, 5.0, size=(2, 1, 40, 50)).astype(np.float32)
+    m = gen.uniform(1.0, 20.0, size=r.shape).astype(np.float32)
+    valid = np.zeros(r.shape, bool)
+    for b in range(2):
+        valid.reshape(2, -1)[b, gen.choice(2000, n_valid + b, replace=False)] = True
+    r[~valid & (gen.random(r.shape) < 0.3)] = np.nan
+    m[~valid & (gen.random(r.shape) < 0.3)] = 0.0
+    _, scale = median_scale(torch.from_numpy(r), torch.from_numpy(m), torch.from_numpy(valid))
+    for b in range(2):
+        v = valid[b]
+        expected = np.median(m[b][v].astype(np.float64)) / np.median(r[b][v].astype(np.float64))
+        assert float(scale[b]) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["inside", "outside", "at_bounds"])
+def test_output_depth_equals_resize_then_mask(case):
+    """resize_masked_depth / scaled_output_depth (the pipeline's output maps) against the plain
+    reference: torch bilinear resize, then NaN outside [min, max]; the mask is skipped only when the
+    model-resolution depth is strictly inside, which must not change the result."""
+    from avsnet_ros.scaling import resize_masked_depth, scaled_output_depth
+
+    gen = torch.Generator().manual_seed(3)
+    lo, hi = 0.1, 30.0
+    rel = torch.rand(2, 1, 12, 20, generator=gen) + 0.5
+    scale = torch.tensor([2.0, 7.0])
+    if case == "outside":
+        rel[0, 0, 3, 4], rel[1, 0, 5, 6], rel[1, 0, 0, 0] = 100.0, float("nan"), 0.0
+    if case == "at_bounds":
+        rel[:, :, :6] = hi / scale.view(2, 1, 1, 1)  # exactly max_depth_m after scaling
+    depth = rel * scale.view(2, 1, 1, 1)
+    up = torch.nn.functional.interpolate(depth, size=(45, 80), mode="bilinear", align_corners=False).numpy()
+    expected = np.where((up >= lo) & (up <= hi), up, np.nan)
+    got = resize_masked_depth(depth, (45, 80), lo, hi).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, equal_nan=True)
+    rel_up = torch.nn.functional.interpolate(rel, size=(45, 80), mode="bilinear", align_corners=False)
+    got = scaled_output_depth(rel_up, scale, torch.zeros(2), depth, lo, hi).numpy()
+    ref = rel_up.numpy() * scale.numpy().reshape(2, 1, 1, 1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(np.where((ref >= lo) & (ref <= hi), ref, np.nan)))
+    np.testing.assert_allclose(got, np.where((ref >= lo) & (ref <= hi), ref, np.nan), rtol=1e-6, equal_nan=True)
+    assert (case == "inside") == bool(np.isfinite(got).all())

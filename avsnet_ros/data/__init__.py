@@ -58,6 +58,10 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name in ("prepare_rgb", "echo_spectrogram"):
+        from avsnet_ros import preprocessing
+
+        return getattr(preprocessing, name)
     if name in _TORCH_NAMES:
         from avsnet_ros.data import torch_dataset
 

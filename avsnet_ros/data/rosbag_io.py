@@ -2,7 +2,7 @@
 
 Topic layout (docs/ARCHITECTURE.md; node topics are relative, so in a bag recorded from the root
 namespace they carry a leading slash):
-    /camera/image_raw    sensor_msgs/msg/Image rgb8 (bgr8 accepted)      camera frame
+    /camera/image_raw    sensor_msgs/msg/Image rgb8 (read: any camera encoding of data.codec)
     /camera/camera_info  sensor_msgs/msg/CameraInfo (K in pixels of the image)
     /avsnet/echo         sensor_msgs/msg/Image 32FC1, height 2 (row 0 left, row 1 right),
                          width = samples at 44100 Hz, step = 4 * width; header.stamp = time of the
@@ -36,7 +36,6 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-import struct
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -45,9 +44,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics, valid_depth
+from avsnet_ros.data.codec import (IMAGE_ENCODINGS, MessageError, depth_from_image_msg, echo_from_image_msg,
+                                   header_stamp_ns, image_msg_to_array, image_payload,
+                                   intrinsics_from_camera_info_msg, pinhole_camera_info_arrays, rgb_from_image_msg,
+                                   stamp_ns_to_sec_nanosec, time_to_ns)
+from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics
 from avsnet_ros.policy.pairing import DEFAULT_MAX_ECHO_AGE_S, DropReason, match_echo
 
+# The message codec (MessageError, IMAGE_ENCODINGS, *_from_image_msg, ...) lives in
+# avsnet_ros.data.codec; its names are re-exported here for bag users.
 __all__ = [
     "BagTopics",
     "DEFAULT_TOPICS",
@@ -109,14 +114,6 @@ class BagTopics:
 DEFAULT_TOPICS = BagTopics()
 
 
-class MessageError(ValueError):
-    """A malformed message; `reason` is a short key counted in BagReadReport.rejected."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-
-
 @lru_cache(maxsize=1)
 def typestore():
     """The ROS 2 Kilted rosbags typestore (message classes and CDR (de)serialisation)."""
@@ -126,32 +123,7 @@ def typestore():
 
 
 # ------------------------------------------------------------------------------------------------
-# numpy <-> rosbags messages (duck-typed decoding: works on rclpy messages as well)
-# encoding -> (numpy dtype (little-endian), channels): the one table for encoding and decoding
-# (rosbags and rclpy messages alike; avsnet_ros.nodes.conversions uses it too)
-IMAGE_ENCODINGS = {
-    "rgb8": (np.dtype("u1"), 3),
-    "bgr8": (np.dtype("u1"), 3),
-    "mono8": (np.dtype("u1"), 1),
-    "16UC1": (np.dtype("<u2"), 1),
-    "mono16": (np.dtype("<u2"), 1),
-    "32FC1": (np.dtype("<f4"), 1),
-}
-
-
-def stamp_ns_to_sec_nanosec(stamp_ns: int) -> "tuple[int, int]":
-    """Integer nanoseconds (>= 0) -> (sec, nanosec) of builtin_interfaces/Time; ValueError if negative."""
-    stamp_ns = int(stamp_ns)
-    if stamp_ns < 0:
-        raise ValueError(f"negative stamp {stamp_ns} ns")
-    return stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000
-
-
-def time_to_ns(stamp) -> int:
-    """builtin_interfaces/Time (rosbags or rclpy) -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
+# numpy -> rosbags messages (the bag writer's builders; decoding: avsnet_ros.data.codec)
 def make_header(stamp_ns: int, frame_id: str):
     ts = typestore()
     sec, nanosec = stamp_ns_to_sec_nanosec(stamp_ns)
@@ -161,25 +133,6 @@ def make_header(stamp_ns: int, frame_id: str):
 
 def _stamp_of(msg) -> int:
     return time_to_ns(msg.header.stamp)
-
-
-def image_payload(array: np.ndarray, encoding: str, cast: bool = False) -> "tuple[np.ndarray, int]":
-    """Checked pixel data of an Image message: (H, W[, C]) array -> (contiguous little-endian array, step).
-
-    The one encoder behind array_to_image_msg (rosbags) and nodes.conversions.array_to_image (rclpy).
-    ValueError for an unknown encoding or a wrong shape; a dtype other than the encoding's is
-    converted with ``cast=True`` and refused otherwise.
-    """
-    if encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r}")
-    dtype, channels = IMAGE_ENCODINGS[encoding]
-    a = np.asarray(array)
-    if a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
-        raise ValueError(f"{encoding} needs {f'(H, W, {channels})' if channels > 1 else '(H, W)'}, got {a.shape}")
-    if not cast and a.dtype != dtype.newbyteorder("=") and a.dtype != dtype:
-        raise ValueError(f"{encoding} needs dtype {dtype}, got {a.dtype}")
-    data = np.ascontiguousarray(a, dtype=dtype)
-    return data, int(data.shape[1] * channels * dtype.itemsize)
 
 
 def array_to_image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
@@ -196,87 +149,12 @@ def array_to_image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id
     )
 
 
-def image_msg_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image (rosbags or rclpy) -> (H, W) / (H, W, C) native-endian array.
-
-    Honours step (row padding) and is_bigendian. Raises MessageError("encoding"|"size"|"truncated").
-    """
-    enc = str(msg.encoding)
-    if enc not in IMAGE_ENCODINGS:
-        raise MessageError("encoding", f"unsupported encoding {enc!r} (supported: {', '.join(IMAGE_ENCODINGS)})")
-    dtype, channels = IMAGE_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise MessageError("size", f"empty image {w}x{h}")
-    row_bytes = w * channels * dtype.itemsize
-    if step < row_bytes:
-        raise MessageError("size", f"step {step} < {row_bytes} bytes per row")
-    raw = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    if raw.size < step * (h - 1) + row_bytes:
-        raise MessageError("truncated", f"{raw.size} bytes for {enc} {w}x{h} with step {step}")
-    rows = np.lib.stride_tricks.as_strided(raw, shape=(h, row_bytes), strides=(step, 1), writeable=False)
-    pixels = np.ascontiguousarray(rows)
-    src = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
-    out = pixels.view(src).reshape((h, w, channels) if channels > 1 else (h, w))
-    return out.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else out
-
-
-def rgb_from_image_msg(msg) -> np.ndarray:
-    """rgb8/bgr8 Image -> (H, W, 3) uint8 RGB."""
-    if msg.encoding not in ("rgb8", "bgr8"):
-        raise MessageError("image_encoding", f"camera image must be rgb8 or bgr8, got {msg.encoding!r}")
-    a = image_msg_to_array(msg)
-    return np.ascontiguousarray(a[:, :, ::-1] if msg.encoding == "bgr8" else a)
-
-
-def depth_from_image_msg(msg) -> np.ndarray:
-    """Depth Image (32FC1 metres or 16UC1/mono16 millimetres, REP 118) -> (H, W) float32 m, NaN
-    invalid. Millimetres use samples.depth_mm_to_m, so 16UC1 bags and uint16 .npy files agree."""
-    from avsnet_ros.data.samples import depth_mm_to_m
-
-    if msg.encoding == "32FC1":
-        d = image_msg_to_array(msg).astype(np.float32, copy=True)
-        d[~valid_depth(d, np.inf)] = np.nan
-        return d
-    if msg.encoding in ("16UC1", "mono16"):
-        return depth_mm_to_m(image_msg_to_array(msg))
-    raise MessageError("depth_encoding", f"depth must be 32FC1 (m) or 16UC1/mono16 (mm), got {msg.encoding!r}")
-
-
 def echo_to_image_msg(echo: np.ndarray, stamp_ns: int, frame_id: str = ECHO_FRAME_ID):
     """(2, N) float32 echo -> 32FC1 Image with height 2 (row 0 left, row 1 right), width N."""
     e = np.asarray(echo)
     if e.ndim != 2 or e.shape[0] != 2 or e.shape[1] == 0 or e.dtype != np.float32:
         raise ValueError(f"echo must be (2, N) float32, got {e.shape} {e.dtype}")
     return array_to_image_msg(e, "32FC1", stamp_ns, frame_id)
-
-
-def echo_from_image_msg(msg, min_samples: int = 1) -> np.ndarray:
-    """Echo Image -> (2, N) float32. MessageError: echo_encoding, echo_channels, echo_length,
-    echo_truncated/echo_size, echo_non_finite."""
-    if msg.encoding != "32FC1":
-        raise MessageError("echo_encoding", f"echo must be 32FC1, got {msg.encoding!r}")
-    if int(msg.height) != 2:
-        raise MessageError("echo_channels", f"echo must have height 2 (left, right), got {msg.height}")
-    if int(msg.width) < min_samples:
-        raise MessageError("echo_length", f"echo has {msg.width} samples, need at least {min_samples}")
-    try:
-        e = image_msg_to_array(msg)
-    except MessageError as exc:
-        raise MessageError("echo_" + exc.reason, str(exc)) from None
-    if not np.isfinite(e).all():
-        raise MessageError("echo_non_finite", "echo holds NaN or inf samples")
-    return np.ascontiguousarray(e, dtype=np.float32)
-
-
-def pinhole_camera_info_arrays(intrinsics: np.ndarray) -> "dict[str, np.ndarray]":
-    """d, k, r, p (flat float64) of an undistorted pinhole CameraInfo (plumb_bob, zero distortion,
-    R = I, P = [K | 0]) for 3x3 ``intrinsics``: shared by the rosbags and rclpy builders."""
-    k = np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
-    p = np.zeros((3, 4), dtype=np.float64)
-    p[:, :3] = k
-    return {"d": np.zeros(5, dtype=np.float64), "k": k.reshape(-1).copy(),
-            "r": np.eye(3, dtype=np.float64).reshape(-1), "p": p.reshape(-1)}
 
 
 def camera_info_msg(intrinsics: np.ndarray, width: int, height: int, stamp_ns: int,
@@ -288,28 +166,6 @@ def camera_info_msg(intrinsics: np.ndarray, width: int, height: int, stamp_ns: i
         header=make_header(stamp_ns, frame_id), height=int(height), width=int(width),
         distortion_model="plumb_bob", **pinhole_camera_info_arrays(intrinsics), binning_x=0, binning_y=0, roi=roi,
     )
-
-
-def intrinsics_from_camera_info_msg(msg) -> np.ndarray:
-    """(3, 3) float64 K; MessageError("camera_info") when unset (fx or fy <= 0) or non-finite."""
-    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
-        raise MessageError("camera_info", "K is unset or invalid")
-    return k
-
-
-def header_stamp_ns(raw: bytes) -> "int | None":
-    """header.stamp (ns) of a CDR-serialised message that starts with std_msgs/Header, read from the
-    first bytes without deserialising the image payload; None for an unknown encapsulation."""
-    if len(raw) < 12 or raw[0] != 0:
-        return None
-    if raw[1] == 1:
-        sec, nsec = struct.unpack_from("<iI", raw, 4)
-    elif raw[1] == 0:
-        sec, nsec = struct.unpack_from(">iI", raw, 4)
-    else:
-        return None
-    return int(sec) * 1_000_000_000 + int(nsec)
 
 
 # ------------------------------------------------------------------------------------------------

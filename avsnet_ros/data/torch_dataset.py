@@ -18,7 +18,8 @@ DataLoader workers and resumable; call set_epoch(epoch) each epoch to draw new f
 Resizing: RGB with OpenCV INTER_AREA when shrinking (anti-aliased) and INTER_LINEAR otherwise, in
 float32; depth with INTER_NEAREST_EXACT (pixel centres, no mixing of depths across edges). Sizes
 used by the models: 256x512 (AVS-Net paper), 192x640 (DepthNet paper), 128x256 / 96x320 (tiny).
-`prepare_rgb` is the one RGB preprocessing: the inference pipeline should call it too.
+RGB and echo preprocessing (prepare_rgb, echo_spectrogram) are avsnet_ros.preprocessing's, the
+module the inference pipeline uses too (re-exported here).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from avsnet_ros.data.samples import DatasetError, Sample, flip_intrinsics, scale_intrinsics, valid_depth
+from avsnet_ros.preprocessing import checked_size_hw, echo_spectrogram, prepare_rgb, prepare_rgb_sizes  # noqa: F401
 
 __all__ = [
     "TorchSampleDataset",
@@ -39,85 +41,15 @@ __all__ = [
 ]
 
 
-def _size(size_hw: Sequence[int]) -> "tuple[int, int]":
-    h, w = int(size_hw[0]), int(size_hw[1])
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image_size_hw must be positive, got {size_hw}")
-    return h, w
-
-
-def prepare_rgb(rgb: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, h, w) float32 tensor in [0, 1] at size_hw."""
-    return prepare_rgb_sizes(rgb, [size_hw])[0]
-
-
-def prepare_rgb_sizes(rgb: np.ndarray, sizes_hw: Sequence[Sequence[int]]) -> "list[torch.Tensor]":
-    """`prepare_rgb` of one image at several sizes (the pipeline's two models), converting it once.
-
-    Speed (bench/bench_pipeline.py): the 1/255 scaling comes after the resize, on the small image.
-    Both resamplers are linear, so this equals scaling first up to float rounding (< 1e-6), with
-    one full-resolution pass per image instead of two per size.
-    """
-    import cv2
-
-    x = np.asarray(rgb)
-    if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
-        raise ValueError(f"rgb must be (H, W, 3) uint8, got {x.shape} {x.dtype}")
-    full = x.astype(np.float32)
-    out = []
-    for size_hw in sizes_hw:
-        h, w = _size(size_hw)
-        if full.shape[:2] != (h, w):
-            shrink = h <= full.shape[0] and w <= full.shape[1]
-            y = _resize_area(full, h, w) if shrink else cv2.resize(full, (w, h), interpolation=cv2.INTER_LINEAR)
-        else:
-            y = full.copy()
-        y *= np.float32(1.0 / 255.0)
-        np.clip(y, 0.0, 1.0, out=y)
-        out.append(torch.from_numpy(np.ascontiguousarray(y.transpose(2, 0, 1))))
-    return out
-
-
-def _resize_area(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """cv2 INTER_AREA of (H, W, C) float32 to (h, w).
-
-    When the width shrinks by an integer factor (1280 -> 256 or 320 for 1280x720 cameras), the
-    width is resized first (OpenCV's fast integer-factor path), then the height. INTER_AREA is
-    separable, so this equals the one-step resize up to float rounding (< 1e-6 of full scale,
-    test_hardening_data.py) at ~70 % of its cost (bench/bench_pipeline.py).
-    """
-    import cv2
-
-    height, width = x.shape[:2]
-    if width != w and height != h and width % w == 0:
-        x = cv2.resize(x, (w, height), interpolation=cv2.INTER_AREA)
-    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
-
-
 def resize_depth_nearest(depth_m: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
     """(H, W) float32 depth -> (h, w) by nearest neighbour at pixel centres (NaN kept)."""
     import cv2
 
-    h, w = _size(size_hw)
+    h, w = checked_size_hw(size_hw)
     d = np.asarray(depth_m, dtype=np.float32)
     if d.shape == (h, w):
         return d.copy()
     return cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-
-
-def echo_spectrogram(echo: np.ndarray, size_hw: Sequence[int], max_depth_m: float, sample_rate_hz: int,
-                     audio_crop: str = "file") -> torch.Tensor:
-    """(2, N) float32 echo -> (2, h, w) raw magnitude spectrogram at size_hw.
-
-    The echo is cut to its first echo_window_samples(max_depth_m) samples ("file") or to the window
-    starting at the detected sweep onset ("onset") by avsnet_ros.audio.crop_echo, then STFT'd and
-    resized by avsnet_ros.audio.echo_to_spectrogram. Raises AudioError when the echo is too short.
-    """
-    from avsnet_ros.audio.align import crop_echo
-    from avsnet_ros.audio.spectrogram import echo_to_spectrogram
-
-    window = crop_echo(echo, max_depth_m, sample_rate_hz, start=audio_crop)
-    return echo_to_spectrogram(torch.from_numpy(window)[None], _size(size_hw))[0]
 
 
 class _FlipMixin:
@@ -171,7 +103,7 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         if audio_crop not in ("file", "onset"):
             raise ValueError(f"audio_crop must be 'file' or 'onset', got {audio_crop!r}")
         self.base = base
-        self.image_size_hw = _size(image_size_hw)
+        self.image_size_hw = checked_size_hw(image_size_hw)
         self.audio_crop = audio_crop
         self.max_depth_m = float(max_depth_m if max_depth_m is not None else getattr(base, "max_depth_m", 30.0))
         self.hflip_prob = _check_prob(hflip_prob)

@@ -18,11 +18,9 @@ that inserts the cross-modal attention after the bottleneck convolution.
 """
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -32,8 +30,7 @@ from transformers.models.beit.modeling_beit import BeitRelativePositionBias
 from transformers.models.zoedepth.modeling_zoedepth import ZoeDepthMetricDepthEstimationHead
 
 from .config import AVSNetConfig
-
-LOG = logging.getLogger(__name__)
+from .pretrained import load_local_resnet, load_visual_pretrained
 
 
 @dataclass
@@ -107,7 +104,7 @@ class AudioEncoder(nn.Module):
             layer_type="basic",
         )
         if cfg.audio_pretrained_path:
-            self.resnet = _load_local_resnet(cfg.audio_pretrained_path, rcfg)
+            self.resnet = load_local_resnet(cfg.audio_pretrained_path, rcfg)
         else:
             self.resnet = ResNetModel(rcfg)
         self.out_dim = cfg.audio_hidden_sizes[-1]
@@ -218,7 +215,7 @@ class AVSNet(nn.Module):
         zcfg = zoedepth_config(config)
         self.visual = ZoeDepthForDepthEstimation(zcfg)
         if config.visual_pretrained_path:
-            _load_visual_pretrained(self.visual, config.visual_pretrained_path, zcfg)
+            load_visual_pretrained(self.visual, config.visual_pretrained_path, zcfg)
         _use_autograd_safe_position_index(self.visual)
         self.audio_encoder = AudioEncoder(config) if config.use_audio else None
         fusion = (
@@ -332,75 +329,6 @@ def _use_autograd_safe_position_index(module: nn.Module) -> None:
     for sub in module.modules():
         if isinstance(sub, BeitRelativePositionBias):
             sub.generate_relative_position_index = _autograd_safe_position_index
-
-
-def _check_local_dir(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{what}: {p} is not a local transformers model folder (config.json + weights). Weights are "
-            "never downloaded: copy e.g. a saved ZoeDepth/ResNet folder to disk and point to it."
-        )
-    return p
-
-
-def _load_visual_pretrained(visual: ZoeDepthForDepthEstimation, path: str, zcfg: ZoeDepthConfig) -> None:
-    """Load local ZoeDepth weights (``from_pretrained(local_files_only=True)``) into ``visual``.
-
-    The architecture is ours (``zcfg``); every tensor of the saved model whose name and shape match
-    is copied. Missing backbone/neck weights mean the folder is not a compatible ZoeDepth model:
-    that raises instead of silently training from random features.
-    """
-    p = _check_local_dir(path, "visual_pretrained_path")
-    stock = ZoeDepthForDepthEstimation.from_pretrained(str(p), local_files_only=True)
-    src = stock.state_dict()
-    dst = visual.state_dict()
-    copied, mismatched = {}, []
-    for key, value in src.items():
-        if key in dst:
-            if dst[key].shape == value.shape:
-                copied[key] = value
-            else:
-                mismatched.append(f"{key}: saved {tuple(value.shape)} vs model {tuple(dst[key].shape)}")
-    core_missing = [k for k in dst if k not in copied and not k.startswith("metric_head.")]
-    if core_missing or mismatched:
-        raise ValueError(
-            f"ZoeDepth weights in {p} do not fit the configured architecture; mismatched: {mismatched[:10]}, "
-            f"missing backbone/neck keys: {core_missing[:10]} ({len(core_missing)} in all)"
-        )
-    visual.load_state_dict(copied, strict=False)
-    head_missing = [k for k in dst if k.startswith("metric_head.") and k not in copied]
-    if head_missing:
-        LOG.warning("metric head starts from random weights for %d tensors (e.g. %s)", len(head_missing), head_missing[:3])
-
-
-def _load_local_resnet(path: str, rcfg: ResNetConfig) -> ResNetModel:
-    """A transformers ResNet from a local folder adapted to ``rcfg.num_channels`` input channels.
-
-    An RGB (3-channel) stem is repeated k times and divided by k for 3k input channels (Monodepth2's
-    pose encoder), otherwise averaged over its colours and spread over the new channels, so that
-    the response to a uniform input is unchanged.
-    """
-    p = _check_local_dir(path, "pretrained ResNet path")
-    stock = ResNetModel.from_pretrained(str(p), local_files_only=True)
-    model = ResNetModel(rcfg)
-    src = dict(stock.state_dict())
-    stem = "embedder.embedder.convolution.weight"
-    n_in = rcfg.num_channels
-    if stem in src and src[stem].shape[1] != n_in:
-        w = src[stem]
-        if n_in % w.shape[1] == 0:
-            k = n_in // w.shape[1]
-            src[stem] = w.repeat(1, k, 1, 1) / k
-        else:
-            src[stem] = w.sum(dim=1, keepdim=True).repeat(1, n_in, 1, 1) / n_in
-    dst = model.state_dict()
-    missing = [k for k in dst if k not in src]
-    bad = [f"{k}: {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in dst if k in src and src[k].shape != dst[k].shape]
-    if missing or bad:
-        raise ValueError(f"ResNet weights in {p} do not fit the configured widths/depths: missing {missing[:10]}, shape {bad[:10]}")
-    model.load_state_dict({k: src[k] for k in dst})
-    return model
 
 
 __all__ = ["AVSNet", "AVSNetOutput", "AVSMetricHead", "AudioEncoder", "CrossModalAttention", "zoedepth_config"]

@@ -9,7 +9,8 @@ cheap and the crop/resize of variable-length audio is host-side logic):
             scale (B,), pseudo_depth_m (B, 1, Ha, Wa), confidence (B,))
 
 Two formats, both captured at fixed input sizes and batch size (scaling is
-:func:`avsnet_ros.pipeline.scale_relative`, the pipeline's own implementation):
+:func:`avsnet_ros.scaling.scale_relative`, the pipeline's own implementation; models/ never
+imports the pipeline: a pipeline is only passed in as an object):
 
 - :func:`export_program`: ``torch.export`` ExportedProgram saved as ``.pt2`` (the format PyTorch
   recommends from 2.x on; load with ``torch.export.load(path).module()``);
@@ -43,12 +44,12 @@ class InferenceGraph(nn.Module):
         self.use_audio = bool(avs_model.config.use_audio)
 
     def forward(self, rgb_avs: torch.Tensor, spectrogram: torch.Tensor, rgb_rel: torch.Tensor):
-        from avsnet_ros.pipeline import _mask_range, scale_relative
+        from avsnet_ros.scaling import mask_depth_range, scale_relative
 
         pseudo = self.avs_model(rgb_avs, spectrogram if self.use_audio else None).depth_m
         relative = self.relative_model(rgb_rel) if self.relative_model is not None else None
         depth, scale, _, conf = scale_relative(pseudo, relative, self.min_depth_m, self.max_depth_m, self.scaling)
-        return _mask_range(depth, self.min_depth_m, self.max_depth_m), scale, pseudo, conf
+        return mask_depth_range(depth, self.min_depth_m, self.max_depth_m), scale, pseudo, conf
 
 
 def example_inputs(pipeline, batch_size: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

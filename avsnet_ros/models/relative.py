@@ -53,9 +53,9 @@ class ResNetFeatures(nn.Module):
             layer_type="basic",
         )
         if pretrained_path:
-            from .avsnet import _load_local_resnet
+            from .pretrained import load_local_resnet
 
-            self.resnet = _load_local_resnet(pretrained_path, rcfg)
+            self.resnet = load_local_resnet(pretrained_path, rcfg)
         else:
             self.resnet = ResNetModel(rcfg)
         self.num_ch_enc = [embedding_size, *hidden_sizes]

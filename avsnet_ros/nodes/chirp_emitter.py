@@ -102,7 +102,7 @@ def make_backend(v: dict) -> EchoBackend:
                                   output_channels=v["output_channels"], stream_latency=latency,
                                   max_latency_s=v["max_latency_s"], min_onset_snr_db=v["min_onset_snr_db"])
     if v["backend"] == "replay":
-        from avsnet_ros.nodes.replay_source import load_samples, resolve_data_path
+        from avsnet_ros.data.sources import load_samples, resolve_data_path
 
         path = resolve_data_path(v["replay_data_path"])
         return ReplayBackend(settings, lambda: [s.echo for s in load_samples(path, v["replay_split"])],

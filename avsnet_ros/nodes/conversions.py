@@ -1,8 +1,10 @@
 """ROS message <-> numpy conversions used by the nodes (numpy only, no per-pixel Python loops).
 
 cv_bridge is optional on these machines (the PyPI port is the ROS 1 code), so images are converted
-with numpy. Decoding is avsnet_ros.data.rosbag_io's (duck-typed: the same functions read rclpy and
-rosbags messages, so bags and live topics cannot disagree); this module re-exports them and adds
+with numpy, following cv_bridge's rules (camera encodings rgb8, bgr8, rgba8, bgra8, mono8, mono16 ->
+RGB as toCvCopy(msg, "rgb8"); depth encodings refused on the camera topic). Decoding is
+avsnet_ros.data.codec's (duck-typed: the same functions read rclpy and rosbags messages, so bags
+and live topics cannot disagree); this module re-exports them and adds
 what only the nodes need: rclpy message builders, CameraInfo rescaling, PointCloud2; the preview
 colouriser is re-exported from avsnet_ros.visualization.
 
@@ -12,20 +14,23 @@ Echo message (the contract, see docs/ARCHITECTURE.md "Echo message"):
     left the speaker, header.frame_id = microphone frame. The direct-path onset sits at
     avsnet_ros.audio.ECHO_ONSET_SAMPLE.
 
-Decoders raise rosbag_io.MessageError(reason, detail) on malformed input; `reason` is a short,
-stable key that the nodes count in their diagnostics (e.g. "encoding", "size", "echo_non_finite").
+Decoders raise codec.MessageError(reason, detail) on malformed input; `reason` is a short,
+stable key that the nodes count in their diagnostics (e.g. "image_encoding", "image_depth_encoding",
+"size", "echo_non_finite").
 """
 from __future__ import annotations
+
+import array
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from avsnet_ros.data.rosbag_io import (IMAGE_ENCODINGS, MessageError, depth_from_image_msg,  # noqa: F401
-                                       echo_from_image_msg, image_msg_to_array, image_payload,
-                                       intrinsics_from_camera_info_msg, pinhole_camera_info_arrays,
-                                       rgb_from_image_msg, stamp_ns_to_sec_nanosec, time_to_ns)
+from avsnet_ros.data.codec import (CAMERA_ENCODINGS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, MessageError,  # noqa: F401
+                                   depth_from_image_msg, echo_from_image_msg, image_msg_to_array, image_payload,
+                                   intrinsics_from_camera_info_msg, pinhole_camera_info_arrays, rgb_from_image_msg,
+                                   stamp_ns_to_sec_nanosec, time_to_ns)
 from avsnet_ros.visualization import colorize_depth, depth_legend  # noqa: F401  (preview colours: one implementation)
 
 
@@ -46,11 +51,19 @@ def make_header(stamp_ns: int, frame_id: str) -> Header:
     return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
 
 
+def _uint8_array(data: np.ndarray) -> array.array:
+    """A contiguous array's bytes as the array.array('B') rclpy keeps in uint8[] fields: one copy
+    (msg.data = ndarray.tobytes() costs two: tobytes, then rclpy's array.array('B', bytes))."""
+    out = array.array("B")
+    out.frombytes(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # images
 def array_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
     """numpy (H, W) or (H, W, C) -> sensor_msgs/Image in `encoding` (little-endian, unpadded;
-    values converted to the encoding's dtype; checks: data.rosbag_io.image_payload)."""
+    values converted to the encoding's dtype; checks: data.codec.image_payload)."""
     data, step = image_payload(array, encoding, cast=True)
     msg = Image()
     if header is not None:
@@ -59,7 +72,7 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = step
-    msg.data = data.tobytes()
+    msg.data = _uint8_array(data)
     return msg
 
 
@@ -143,7 +156,7 @@ def depth_to_pointcloud2(depth_m: np.ndarray, intrinsics: np.ndarray, header: He
     msg.point_step = 12
     msg.row_step = 12 * width
     msg.is_dense = bool(np.isfinite(depth).all())
-    msg.data = xyz.astype("<f4", copy=False).tobytes()
+    msg.data = _uint8_array(xyz.astype("<f4", copy=False))
     return msg
 
 

@@ -22,18 +22,16 @@ when the image arrives. Topics: camera/image_raw, camera/camera_info, /avsnet/ec
 """
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from avsnet_ros.data.sources import is_bag, open_dataset, resolve_data_path
 from avsnet_ros.nodes import conversions as conv
 from avsnet_ros.nodes.common import OUTPUT_QOS, DropCounter, ParamSpec, declare_parameters, run_node_main
 
@@ -60,78 +58,6 @@ PARAMS = (
               "topic has this many subscribers", 0, 100),
     ParamSpec("wait_timeout_s", 10.0, "longest wait for subscribers", 0.0, 3600.0),
 )
-
-
-# --------------------------------------------------------------------------------------------
-# data sources (shared with chirp_emitter's replay backend)
-def resolve_data_path(path: str) -> Path:
-    """'' -> the bundled default (assets/demo_sequence, else assets/batvision_v2_sample)."""
-    from avsnet_ros.paths import asset_path
-
-    if path:
-        p = Path(os.path.expanduser(path))
-        if not p.exists():
-            raise FileNotFoundError(f"replay data {str(p)!r} does not exist")
-        return p
-    for name in ("demo_sequence", "batvision_v2_sample"):
-        candidate = asset_path(name)
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("no bundled replay data under assets/ (demo_sequence, batvision_v2_sample)")
-
-
-def is_bag(path: Path) -> bool:
-    return (path.is_dir() and (path / "metadata.yaml").is_file()) or \
-        (path.is_file() and path.suffix in (".mcap", ".db3"))
-
-
-def _has_csv(path: Path, split: str) -> bool:
-    if (path / f"{split}.csv").is_file():
-        return True
-    return any((d / f"{split}.csv").is_file() for d in path.iterdir() if d.is_dir())
-
-
-def _loose_instances_tree(path: Path, split: str) -> Path:
-    """A temporary BV2 tree (symlinks + one CSV) over loose audio_<id>.wav/camera_<id>.jpeg/
-    depth_<id>.npy files, so BV2Dataset reads them exactly like the official layout."""
-    ids = sorted(p.stem[len("audio_"):] for p in path.glob("audio_*.wav")
-                 if (path / f"camera_{p.stem[len('audio_'):]}.jpeg").is_file())
-    if not ids:
-        raise FileNotFoundError(f"{str(path)!r} holds no <split>.csv and no audio_<id>.wav + camera_<id>.jpeg pairs")
-    root = Path(tempfile.mkdtemp(prefix="avsnet_replay_"))
-    loc = root / path.name
-    loc.mkdir()
-    header = "audio path,audio file name,camera path,camera file name,depth path,depth file name\n"
-    rows = []
-    for i in ids:
-        for name in (f"audio_{i}.wav", f"camera_{i}.jpeg", f"depth_{i}.npy"):
-            if (path / name).is_file():
-                os.symlink((path / name).resolve(), loc / name)
-        if not (path / f"depth_{i}.npy").is_file():
-            raise FileNotFoundError(f"{str(path)!r}: depth_{i}.npy is missing")
-        rows.append(f"{loc.name},audio_{i}.wav,{loc.name},camera_{i}.jpeg,{loc.name},depth_{i}.npy\n")
-    (loc / f"{split}.csv").write_text(header + "".join(rows))
-    return root
-
-
-def open_dataset(path: Path, split: str):
-    """BV2Dataset over a BV2-layout folder or a folder of loose instances."""
-    from avsnet_ros.data.batvision import BV2Dataset
-
-    if not _has_csv(path, split):
-        path = _loose_instances_tree(path, split)
-    return BV2Dataset(path, split=split)
-
-
-def load_samples(path: Path, split: str = "test") -> list:
-    """All Samples of a folder or bag (the chirp emitter's replay backend uses their echoes)."""
-    if is_bag(path):
-        from avsnet_ros.data.rosbag_io import read_bag_samples
-
-        samples, _report = read_bag_samples(path)
-        return samples
-    dataset = open_dataset(path, split)
-    return [dataset[i] for i in range(len(dataset))]
 
 
 def _restamp_cdr(raw: bytes, stamp_ns: int) -> bytes:
