@@ -5,7 +5,9 @@
                            ──> magnitude STFT + resize (avsnet_ros.audio, on device)│ copy (avsnet_ros.preprocessing)
     AVS-Net(rgb, spectrogram) -> pseudo-dense metric depth Mp
     relative model(rgb)       -> relative depth R
-    scaling (median, paper eq. 3 | mean_std | none) over the valid pixels of Mp -> M = s R (+ b)
+    scaling (median, paper eq. 3 | mean_std | affine | none; auto by the relative model's output
+        type, README "Scaling") over the valid pixels of Mp -> M = s R (+ b), or 1 / (s D + b) for
+        a disparity model (affine)
         (avsnet_ros.scaling.scale_relative, on the device)
     M resized to output_size_hw (default: the input image size) on the device; NaN outside
     [min_depth_m, max_depth_m] (scaling.resize_masked_depth); one device -> host copy of the maps
@@ -44,7 +46,9 @@ from torch import nn
 
 from avsnet_ros.audio import echo_to_spectrogram, echo_window_samples
 from avsnet_ros.preprocessing import FrameStager, as_image_list, crop_echoes
-from avsnet_ros.scaling import SCALING_MODES, resize_masked_depth, scale_relative, scaled_output_depth
+from avsnet_ros.scaling import (SCALING_MODES, disparity_to_depth, mask_depth_range, rescale_depth,
+                                rescale_disparity_depth, resize_masked_depth, resolve_scaling, scale_relative,
+                                scaled_output_depth)
 
 LOG = logging.getLogger(__name__)
 
@@ -75,10 +79,13 @@ class PipelineResult:
     depth_m: (B, H, W) final metric depth at output_size_hw, NaN outside [min_depth_m, max_depth_m]
         or where no scale exists.
     pseudo_depth_m: (B, H, W) AVS-Net's pseudo-dense metric depth Mp at output_size_hw (None with depth_only).
-    relative_depth: (B, H, W) relative depth R at output_size_hw (None in pseudo-metric-only mode or with depth_only).
-    scale: (B,) multiplicative factor (median: median(Mp)/median(R); mean_std: a; none: 1).
+    relative_depth: (B, H, W) relative depth R at output_size_hw in the relative model's own units
+        (disparity for a disparity model, metres for a metric one; None in pseudo-metric-only mode or with depth_only).
+    scale: (B,) multiplicative factor (median: median(Mp)/median(R); mean_std: a; affine: a of
+        1 / depth = a D + b; none: 1).
     confidence: (B,) in [0, 1] (module docstring).
-    shift: (B,) additive term (mean_std: b; otherwise 0): depth = scale * R + shift.
+    shift: (B,) additive term (mean_std: b; affine: b; otherwise 0): depth = scale * R + shift, or
+        1 / (scale * D + shift) with affine scaling.
     """
 
     depth_m: np.ndarray
@@ -117,12 +124,15 @@ class DepthPipeline:
     shipped ones under assets/checkpoints) or directly from in-memory models (tests, evaluation
     during training)::
 
-        DepthPipeline(avs_model, relative_model=None, device="auto", scaling="median", amp=False,
+        DepthPipeline(avs_model, relative_model=None, device="auto", scaling="auto", amp=False,
                       relative_image_size_hw=None)
 
     ``relative_model``: a :class:`~avsnet_ros.models.DepthNet` or any RelativeDepthModel module
-    (``as_relative_model``); its input size is ``relative_image_size_hw``, else the DepthNet's
-    config size, else the AVS-Net size. Models are put in eval mode on ``device``.
+    (``as_relative_model``; a transformers model from ``models.hf_depth``); its input size is
+    ``relative_image_size_hw``, else the DepthNet's config size, else the transformers processor's
+    size for the AVS-Net input aspect, else the AVS-Net size. ``scaling`` "auto" (and every other
+    value) is resolved against the model's ``output_type`` (``scaling.resolve_scaling``;
+    ``self.scaling`` holds the result). Models are put in eval mode on ``device``.
     """
 
     def __init__(
@@ -130,7 +140,7 @@ class DepthPipeline:
         avs_model: nn.Module,
         relative_model: Optional[Any] = None,
         device: Union[str, torch.device] = "auto",
-        scaling: str = "median",
+        scaling: str = "auto",
         amp: bool = False,
         relative_image_size_hw: Optional[Sequence[int]] = None,
     ):
@@ -145,17 +155,24 @@ class DepthPipeline:
         self._stager = FrameStager(self.device)
         self.avs_config = cfg
         self.avs_model = avs_model.to(self.device).eval()
-        self.scaling = scaling
         self.amp = bool(amp) and self.device.type == "cuda"
         self.relative_model = None
         self.relative_size_hw: Optional[tuple[int, int]] = None
         if relative_model is not None:
             rel = as_relative_model(relative_model)
+            if relative_image_size_hw is None and hasattr(rel, "input_size_for"):
+                relative_image_size_hw = rel.input_size_for(cfg.image_size_hw)  # transformers processor size
             size = relative_image_size_hw or getattr(rel, "image_size_hw", None) or cfg.image_size_hw
             self.relative_size_hw = (int(size[0]), int(size[1]))
             if isinstance(rel, nn.Module):
                 rel = rel.to(self.device).eval()
             self.relative_model = rel
+        #: "depth" (DepthNet), "disparity" or "metric" (transformers models, models.hf_depth)
+        self.relative_output = str(getattr(self.relative_model, "output_type", "depth"))
+        if self.relative_model is not None:
+            self.scaling = resolve_scaling(scaling, self.relative_output)
+        else:  # pseudo-metric only: nothing to align, any mode is accepted as given
+            self.scaling = "median" if scaling == "auto" else scaling
         if self.relative_model is None and scaling != "none":
             LOG.info("no relative depth model: pseudo-metric-only mode (depth = AVS-Net output)")
 
@@ -166,14 +183,16 @@ class DepthPipeline:
         avs_checkpoint: Optional[Union[str, Path]] = None,
         relative_checkpoint: Optional[Union[str, Path, bool]] = None,
         device: Union[str, torch.device] = "auto",
-        scaling: str = "median",
+        scaling: str = "auto",
         amp: bool = False,
     ) -> "DepthPipeline":
         """Load checkpoint directories (strict, no code execution).
 
         avs_checkpoint None -> assets/checkpoints/avsnet_tiny (error if not shipped).
         relative_checkpoint None -> assets/checkpoints/depthnet_tiny, or pseudo-metric-only mode
-        (logged) when it is not shipped; False or "none" -> pseudo-metric-only mode.
+        (logged) when it is not shipped; False or "none" -> pseudo-metric-only mode. A DepthNet
+        checkpoint or a transformers ``*ForDepthEstimation`` folder (``models.hf_depth``: kind read
+        from config.json, loaded offline); a missing or unreadable folder raises CheckpointError.
         """
         from avsnet_ros.models.checkpoint import load_model
         from avsnet_ros.paths import asset_path
@@ -197,9 +216,9 @@ class DepthPipeline:
             else:
                 LOG.warning("no relative checkpoint given and none shipped at %s: pseudo-metric-only mode", shipped)
         if relative_checkpoint is not None and relative_checkpoint is not False and str(relative_checkpoint).lower() != "none":
-            relative, rel_cfg = load_model(relative_checkpoint, dev)
-            if rel_cfg.kind != "depthnet":
-                raise ValueError(f"{relative_checkpoint} holds a {rel_cfg.kind!r} model, expected a DepthNet ('depthnet')")
+            from avsnet_ros.models.hf_depth import load_relative_model
+
+            relative, _ = load_relative_model(relative_checkpoint, dev)
         return cls(avs_model, relative, device=dev, scaling=scaling, amp=amp)
 
     # ------------------------------------------------------------------ properties
@@ -232,7 +251,8 @@ class DepthPipeline:
         return echo_window_samples(self.max_depth_m, self.sample_rate_hz)
 
     def describe(self) -> str:
-        rel = "none (pseudo-metric only)" if self.relative_model is None else f"{type(self.relative_model).__name__} at {self.relative_size_hw}"
+        rel = "none (pseudo-metric only)" if self.relative_model is None else (
+            f"{type(self.relative_model).__name__} ({self.relative_output}) at {self.relative_size_hw}")
         return (
             f"AVS-Net {self.avs_config.preset} {'RGB+echo' if self.use_audio else 'RGB-only'} at {self.input_size_hw()}, "
             f"relative: {rel}, scaling {self.scaling}, device {self.device}{', AMP' if self.amp else ''}"
@@ -298,7 +318,16 @@ class DepthPipeline:
         )
         out_hw = self._output_size(output_size_hw, batch)
         keep_relative = relative is not None and not depth_only
-        if relative is not None and self.scaling == "mean_std":
+        if relative is not None and self.scaling == "affine":
+            # 1 / (a D + b) is not linear in D: resize the disparity, then invert (NaN where a D + b <= 0)
+            rel_out = self._resize(relative, out_hw)
+            maps = [mask_depth_range(disparity_to_depth(rel_out, scale, shift), self.min_depth_m, self.max_depth_m,
+                                     inplace=True)]
+            names = ["depth"]
+            if keep_relative:
+                maps.append(rel_out)
+                names.append("relative")
+        elif relative is not None and self.scaling == "mean_std":
             # mean_std leaves invalid R pixels unscaled (not affine): resize the scaled depth itself
             grid = torch.cat([depth, relative], dim=1) if keep_relative else depth
             maps = [resize_masked_depth(grid, out_hw, self.min_depth_m, self.max_depth_m)]
@@ -368,7 +397,8 @@ class DepthPipeline:
 
     @torch.inference_mode()
     def depth_from_scale(self, rgb, scale, shift=0.0, output_size_hw: Optional[Sequence[int]] = None) -> np.ndarray:
-        """Metric depth from the relative model and a given (reused) scale: scale * R + shift.
+        """Metric depth from the relative model and a given (reused) scale: scale * R + shift
+        (affine scaling: 1 / (scale * D + shift), NaN where that is <= 0).
 
         rgb: one (H, W, 3) image -> (H, W); a batch -> (B, H, W). NaN outside [min, max] depth.
         """
@@ -380,12 +410,25 @@ class DepthPipeline:
         b = rel.shape[0]
         s = torch.as_tensor(np.asarray(scale, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
         t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
-        # as the full call computes a median-scaled depth: resize R, then scale (bilinear is linear)
         rel_out = self._resize(rel, self._output_size(output_size_hw, batch))
+        if self.scaling == "affine":  # as the full call: resize D, then 1 / (s D + t)
+            depth = mask_depth_range(disparity_to_depth(rel_out, s.view(b), t.view(b)), self.min_depth_m,
+                                     self.max_depth_m, inplace=True)
+            out = self._to_host([depth])[0][:, 0]
+            return np.ascontiguousarray(out[0] if batch.single else out)
+        # as the full call computes a median-scaled depth: resize R, then scale (bilinear is linear)
         depth = scaled_output_depth(rel_out, s.view(b), t.view(b), rel * s + t, self.min_depth_m, self.max_depth_m,
                                     inplace=True)
         out = self._to_host([depth])[0][:, 0]
         return np.ascontiguousarray(out[0] if batch.single else out)
+
+    def rescale_depth(self, depth_m, shift: float, from_scale: float, to_scale: float):
+        """A depth map this pipeline made with (from_scale, shift) -> the same relative map at to_scale
+        (numpy or torch): ``scaling.rescale_depth`` (depth = s R + t), or ``rescale_disparity_depth``
+        with affine scaling (1 / depth = s D + t). For the node's scale filter."""
+        if self.scaling == "affine":
+            return rescale_disparity_depth(depth_m, shift, from_scale, to_scale)
+        return rescale_depth(depth_m, shift, from_scale, to_scale)
 
 
 __all__ = [

@@ -28,11 +28,38 @@ import torch.nn.functional as F
 
 from avsnet_ros.data.samples import valid_depth
 
-__all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "scale_relative", "mask_depth_range",
+__all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "resolve_scaling", "scale_relative", "mask_depth_range",
            "resize_masked_depth", "scaled_output_depth"]
 
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
-SCALING_MODES = ("median", "mean_std", "none")
+#: The ``scaling`` parameter (README "Scaling"): "affine" = robust scale and shift in inverse depth
+#: (disparity models); "auto" = by the relative model's output type (:func:`resolve_scaling`).
+SCALING_MODES = ("auto", "median", "mean_std", "affine", "none")
+
+
+def resolve_scaling(scaling: str, output_type: str = "depth") -> str:
+    """The alignment a relative model of ``output_type`` gets for the ``scaling`` parameter.
+
+    output_type "depth" (DepthNet: depth up to scale) or "metric" (zero-shot metric models: the
+    paper's scale correction): auto -> median; median, mean_std and none as given; affine refused.
+    "disparity" (affine-invariant inverse depth: Depth Anything relative, DPT/MiDaS): auto -> affine;
+    affine and none as given; median and mean_std refused (1 / D is not proportional to depth when
+    the model's shift is not 0, so neither can align it). ValueError names the reason.
+    """
+    if scaling not in SCALING_MODES:
+        raise ValueError(f"scaling must be one of {SCALING_MODES}, got {scaling!r}")
+    if output_type not in ("depth", "disparity", "metric"):
+        raise ValueError(f"output_type must be 'depth', 'disparity' or 'metric', got {output_type!r}")
+    if scaling == "auto":
+        return "affine" if output_type == "disparity" else "median"
+    if output_type == "disparity" and scaling in ("median", "mean_std"):
+        raise ValueError(f"scaling {scaling!r} needs a relative model that predicts depth; this one predicts "
+                         "affine-invariant disparity: use scaling 'affine' (or 'auto')")
+    if output_type != "disparity" and scaling == "affine":
+        raise ValueError(f"scaling 'affine' aligns disparity; this relative model predicts {output_type}: "
+                         "use 'median', 'mean_std' or 'auto'")
+    return scaling
+
 # MAD -> standard deviation for a normal distribution.
 _MAD_TO_STD = 1.4826
 # Mp values within this relative margin of min/max depth count as saturated.
@@ -199,8 +226,9 @@ def scale_relative(
     (min_depth_m, max_depth_m) (saturated bins carry no scale information) and R is finite and > 0.
     Confidence = valid_fraction * exp(-1.4826 * MAD(log Mp - log M)) over those pixels, 0 when none.
     """
-    if scaling not in SCALING_MODES:
-        raise ValueError(f"scaling must be one of {SCALING_MODES}, got {scaling!r}")
+    if scaling not in SCALING_MODES or scaling == "auto":
+        raise ValueError(f"scaling must be one of {SCALING_MODES[1:]} (resolve 'auto' with resolve_scaling), "
+                         f"got {scaling!r}")
     pseudo_m = pseudo_m.float()
     if relative is None or scaling == "none":
         ref = pseudo_m
@@ -217,6 +245,8 @@ def scale_relative(
         if scaling == "median":
             depth, scale = median_scale(relative, ref, valid)
             shift = torch.zeros_like(scale)
+        elif scaling == "affine":  # R is disparity: 1 / depth = scale * R + shift, NaN where <= 0
+            depth, (scale, shift) = disparity_affine_scale(relative, ref, valid)
         else:
             depth, (scale, shift) = mean_std_scale(relative, ref, valid)
     valid = valid & torch.isfinite(depth) & (depth > 0)

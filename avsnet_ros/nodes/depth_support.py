@@ -15,7 +15,7 @@ from avsnet_ros.audio.echo_checks import EchoCheckConfig, EchoProblem, check_ech
 from avsnet_ros.nodes.common import ERROR, OK, WARN, ParamSpec, keep_freed_memory
 from avsnet_ros.nodes.worker import in_passing_thread
 from avsnet_ros.policy.scale_filter import SCALE_FILTER_MODES, OdometryDistance, ScaleFilter, ScaleFilterConfig
-from avsnet_ros.scaling import rescale_depth
+from avsnet_ros.scaling import SCALING_MODES
 from avsnet_ros.policy import (DEFAULT_CONFIDENCE_HALF_LIFE_S, DEFAULT_MAX_ECHO_AGE_S, DEFAULT_SCALE_HOLD_S,
                                FALLBACKS, CachedScale, DropReason, Fallback, ScaleDecision, ScaleMode, ScalePolicy,
                                decide_scale)
@@ -25,12 +25,15 @@ PARAMS = (
     ParamSpec("device", "auto", "torch device for inference", choices=("auto", "cpu", "cuda")),
     ParamSpec("avs_checkpoint", "", "AVS-Net checkpoint dir (config.json + model.safetensors); "
               "empty = shipped assets/checkpoints/avsnet_tiny"),
-    ParamSpec("relative_checkpoint", "", "relative depth (DepthNet) checkpoint dir; empty = shipped "
+    ParamSpec("relative_checkpoint", "", "relative depth model: a DepthNet checkpoint dir or a transformers "
+              "*ForDepthEstimation folder (save_pretrained: config.json + model.safetensors; Depth Anything, "
+              "DPT/MiDaS, ZoeDepth, Depth Pro, GLPN; loaded offline); empty = shipped "
               "assets/checkpoints/depthnet_tiny"),
     ParamSpec("rgb_only_checkpoint", "", "RGB-only AVS-Net checkpoint for echo_fallback=rgb_only; "
               "empty = shipped assets/checkpoints/avsnet_tiny_rgb"),
-    ParamSpec("scaling", "median", "how the echo pseudo-metric depth scales the relative depth",
-              choices=("median", "mean_std", "none")),
+    ParamSpec("scaling", "auto", "how the echo pseudo-metric depth scales the relative depth (README "
+              "'Scaling'): auto = affine for disparity models, median otherwise",
+              choices=SCALING_MODES),
     ParamSpec("scale_filter", "kalman", "filter the echo scale across echoes (policy/scale_filter.py: Kalman "
               "filter on log-scale with outlier gating; confidence from its variance) or use each echo's own",
               choices=SCALE_FILTER_MODES),
@@ -272,7 +275,7 @@ class EchoScaleState:
                     self.filter_status[update.status] = self.filter_status.get(update.status, 0) + 1
                 if update.has_estimate:
                     scale, confidence = update.scale, update.confidence
-                    depth_m = rescale_depth(depth_m, shift, raw, scale)
+                    depth_m = pipeline.rescale_depth(depth_m, shift, raw, scale)
             with self._lock:
                 self.scale = StoredScale(scale, shift, confidence, echo)
             return FrameDepth(depth_m, scale, confidence)
