@@ -32,7 +32,7 @@ __all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES"
            "resize_masked_depth", "scaled_output_depth"]
 
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
-SCALING_MODES = ("median", "mean_std", "none")
+SCALING_MODES = ("median", "mean_std", "local", "none")
 # MAD -> standard deviation for a normal distribution.
 _MAD_TO_STD = 1.4826
 # Mp values within this relative margin of min/max depth count as saturated.
@@ -190,11 +190,15 @@ def scale_relative(
     min_depth_m: float,
     max_depth_m: float,
     scaling: str = "median",
+    local_fit_out: "list | None" = None,
 ) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]":
     """Scale relative depth with the pseudo-metric depth (torch; the pipeline's and export's one implementation).
 
     pseudo_m (B, 1, h, w) metres; relative (B, 1, H, W) or None (pseudo-metric-only).
     Returns (depth (B, 1, H, W) metres, unmasked; scale (B,); shift (B,); confidence (B,)).
+    scaling "local": depth = R * a smooth scale field (:func:`local_scale`), scale = the global
+    median factor it falls back to, shift 0; the :class:`LocalScaleFit` is appended to
+    ``local_fit_out`` when given (to reuse it on later frames: :func:`apply_local_scale`).
     Statistics over the pixels where Mp (resized bilinearly to R's grid) is strictly inside
     (min_depth_m, max_depth_m) (saturated bins carry no scale information) and R is finite and > 0.
     Confidence = valid_fraction * exp(-1.4826 * MAD(log Mp - log M)) over those pixels, 0 when none.
@@ -217,6 +221,11 @@ def scale_relative(
         if scaling == "median":
             depth, scale = median_scale(relative, ref, valid)
             shift = torch.zeros_like(scale)
+        elif scaling == "local":
+            depth, fit = local_scale(relative, ref, valid)
+            scale, shift = fit.global_scale, torch.zeros_like(fit.global_scale)
+            if local_fit_out is not None:
+                local_fit_out.append(fit)
         else:
             depth, (scale, shift) = mean_std_scale(relative, ref, valid)
     valid = valid & torch.isfinite(depth) & (depth > 0)

@@ -15,7 +15,7 @@ from avsnet_ros.audio.echo_checks import EchoCheckConfig, EchoProblem, check_ech
 from avsnet_ros.nodes.common import ERROR, OK, WARN, ParamSpec, keep_freed_memory
 from avsnet_ros.nodes.worker import in_passing_thread
 from avsnet_ros.policy.scale_filter import SCALE_FILTER_MODES, OdometryDistance, ScaleFilter, ScaleFilterConfig
-from avsnet_ros.scaling import rescale_depth
+from avsnet_ros.scaling import SCALING_MODES, rescale_depth
 from avsnet_ros.policy import (DEFAULT_CONFIDENCE_HALF_LIFE_S, DEFAULT_MAX_ECHO_AGE_S, DEFAULT_SCALE_HOLD_S,
                                FALLBACKS, CachedScale, DropReason, Fallback, ScaleDecision, ScaleMode, ScalePolicy,
                                decide_scale)
@@ -29,8 +29,9 @@ PARAMS = (
               "assets/checkpoints/depthnet_tiny"),
     ParamSpec("rgb_only_checkpoint", "", "RGB-only AVS-Net checkpoint for echo_fallback=rgb_only; "
               "empty = shipped assets/checkpoints/avsnet_tiny_rgb"),
-    ParamSpec("scaling", "median", "how the echo pseudo-metric depth scales the relative depth",
-              choices=("median", "mean_std", "none")),
+    ParamSpec("scaling", "median", "how the echo pseudo-metric depth scales the relative depth (local: a "
+              "smooth scale field instead of one factor, README 'Scale over time and space')",
+              choices=SCALING_MODES),
     ParamSpec("scale_filter", "kalman", "filter the echo scale across echoes (policy/scale_filter.py: Kalman "
               "filter on log-scale with outlier gating; confidence from its variance) or use each echo's own",
               choices=SCALE_FILTER_MODES),
@@ -151,6 +152,7 @@ class StoredScale:
     shift: float  # mean_std scaling: depth = scale * R + shift (0 otherwise)
     confidence: float
     echo: StoredEcho  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
+    local_fit: object = None  # scaling "local": the echo's scale field, reused by depth_from_scale
 
 
 def make_scale_filter(values: dict) -> "Optional[ScaleFilter]":
@@ -274,7 +276,7 @@ class EchoScaleState:
                     scale, confidence = update.scale, update.confidence
                     depth_m = rescale_depth(depth_m, shift, raw, scale)
             with self._lock:
-                self.scale = StoredScale(scale, shift, confidence, echo)
+                self.scale = StoredScale(scale, shift, confidence, echo, result.local_fit)
             return FrameDepth(depth_m, scale, confidence)
         if mode in (ScaleMode.REUSE, ScaleMode.HOLD):
             with self._lock:
@@ -285,7 +287,8 @@ class EchoScaleState:
                 # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
                 depth_m = pipeline(rgb, cached.echo.echo, **kw).depth_m[0]
             else:
-                depth_m = pipeline.depth_from_scale(rgb, cached.scale, cached.shift, output_size_hw=output_size_hw)
+                depth_m = pipeline.depth_from_scale(rgb, cached.scale, cached.shift, output_size_hw=output_size_hw,
+                                                    local_fit=cached.local_fit)
             confidence = state.confidence if state is not None else cached.confidence * decision.confidence_factor
             return FrameDepth(depth_m, cached.scale, confidence)
         if mode is ScaleMode.RGB_ONLY:
