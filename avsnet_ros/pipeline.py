@@ -46,8 +46,9 @@ from torch import nn
 
 from avsnet_ros.audio import echo_to_spectrogram, echo_window_samples
 from avsnet_ros.preprocessing import FrameStager, as_image_list, crop_echoes
-from avsnet_ros.scaling import (SCALING_MODES, disparity_to_depth, mask_depth_range, rescale_depth,
-                                rescale_disparity_depth, resize_masked_depth, resolve_scaling, scale_relative,
+from avsnet_ros.scaling import (SCALING_MODES, LocalScaleFit, apply_local_scale, disparity_to_depth,
+                                mask_depth_range, rescale_depth, rescale_disparity_depth, resize_masked_depth,
+                                resolve_scaling, scale_relative,
                                 scaled_output_depth)
 
 LOG = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class PipelineResult:
     confidence: (B,) in [0, 1] (module docstring).
     shift: (B,) additive term (mean_std: b; affine: b; otherwise 0): depth = scale * R + shift, or
         1 / (scale * D + shift) with affine scaling.
+    local_fit: scaling "local" only: the scale field (scaling.LocalScaleFit; depth = R * field, scale =
+        its global median factor); pass it to depth_from_scale to reuse it on later frames.
     """
 
     depth_m: np.ndarray
@@ -94,6 +97,7 @@ class PipelineResult:
     scale: np.ndarray
     confidence: np.ndarray
     shift: np.ndarray
+    local_fit: Optional[LocalScaleFit] = None
 
 
 class ScaleEstimate(NamedTuple):
@@ -313,9 +317,10 @@ class DepthPipeline:
         """
         batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
         pseudo, relative = self._forward(batch)
+        fits: list = []
         depth, scale, shift, conf = scale_relative(
-            pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
-        )
+            pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling,
+            local_fit_out=fits)
         out_hw = self._output_size(output_size_hw, batch)
         keep_relative = relative is not None and not depth_only
         if relative is not None and self.scaling == "affine":
@@ -327,8 +332,9 @@ class DepthPipeline:
             if keep_relative:
                 maps.append(rel_out)
                 names.append("relative")
-        elif relative is not None and self.scaling == "mean_std":
-            # mean_std leaves invalid R pixels unscaled (not affine): resize the scaled depth itself
+        elif relative is not None and self.scaling in ("mean_std", "local"):
+            # mean_std leaves invalid R pixels unscaled and local scales each pixel by its own factor (not one
+            # affine map of R): resize the scaled depth itself
             grid = torch.cat([depth, relative], dim=1) if keep_relative else depth
             maps = [resize_masked_depth(grid, out_hw, self.min_depth_m, self.max_depth_m)]
             names = ["depth", "relative"] if keep_relative else ["depth"]
@@ -357,6 +363,7 @@ class DepthPipeline:
             scale=small[0].astype(np.float32),
             confidence=small[1].astype(np.float32),
             shift=small[2].astype(np.float32),
+            local_fit=fits[0] if fits else None,
         )
 
     def _output_size(self, output_size_hw, batch: PreparedBatch) -> tuple[int, int]:
@@ -396,11 +403,14 @@ class DepthPipeline:
         return rel[:, 0].cpu().numpy()
 
     @torch.inference_mode()
-    def depth_from_scale(self, rgb, scale, shift=0.0, output_size_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+    def depth_from_scale(self, rgb, scale, shift=0.0, output_size_hw: Optional[Sequence[int]] = None,
+                         local_fit: Optional[LocalScaleFit] = None) -> np.ndarray:
         """Metric depth from the relative model and a given (reused) scale: scale * R + shift
         (affine scaling: 1 / (scale * D + shift), NaN where that is <= 0).
 
         rgb: one (H, W, 3) image -> (H, W); a batch -> (B, H, W). NaN outside [min, max] depth.
+        local_fit (scaling "local", from an earlier PipelineResult): depth = R * its field *
+        (scale / its global scale), i.e. the reused field, moved by a (filtered) scale.
         """
         if self.relative_model is None:
             raise RuntimeError("pseudo-metric-only pipeline: a scale cannot be reused without a relative model")
@@ -408,6 +418,13 @@ class DepthPipeline:
         with self._autocast():
             rel = self.relative_model(batch.rgb_rel).float()
         b = rel.shape[0]
+        if local_fit is not None:
+            ratio = np.asarray(scale, dtype=np.float32).reshape(-1) / local_fit.global_scale.cpu().numpy().reshape(-1)
+            local = apply_local_scale(rel, local_fit) * torch.as_tensor(ratio, device=rel.device).view(-1, 1, 1, 1)
+            depth = resize_masked_depth(local, self._output_size(output_size_hw, batch), self.min_depth_m,
+                                        self.max_depth_m)
+            out = self._to_host([depth])[0][:, 0]
+            return np.ascontiguousarray(out[0] if batch.single else out)
         s = torch.as_tensor(np.asarray(scale, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
         t = torch.as_tensor(np.asarray(shift, dtype=np.float32).reshape(-1)).to(rel.device).expand(b).view(b, 1, 1, 1)
         rel_out = self._resize(rel, self._output_size(output_size_hw, batch))

@@ -34,17 +34,17 @@ __all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES"
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
 #: The ``scaling`` parameter (README "Scaling"): "affine" = robust scale and shift in inverse depth
 #: (disparity models); "auto" = by the relative model's output type (:func:`resolve_scaling`).
-SCALING_MODES = ("auto", "median", "mean_std", "affine", "none")
+SCALING_MODES = ("auto", "median", "mean_std", "local", "affine", "none")
 
 
 def resolve_scaling(scaling: str, output_type: str = "depth") -> str:
     """The alignment a relative model of ``output_type`` gets for the ``scaling`` parameter.
 
     output_type "depth" (DepthNet: depth up to scale) or "metric" (zero-shot metric models: the
-    paper's scale correction): auto -> median; median, mean_std and none as given; affine refused.
+    paper's scale correction): auto -> median; median, mean_std, local and none as given; affine refused.
     "disparity" (affine-invariant inverse depth: Depth Anything relative, DPT/MiDaS): auto -> affine;
-    affine and none as given; median and mean_std refused (1 / D is not proportional to depth when
-    the model's shift is not 0, so neither can align it). ValueError names the reason.
+    affine and none as given; median, mean_std and local refused (1 / D is not proportional to depth
+    when the model's shift is not 0, so no factor of it can align it). ValueError names the reason.
     """
     if scaling not in SCALING_MODES:
         raise ValueError(f"scaling must be one of {SCALING_MODES}, got {scaling!r}")
@@ -52,13 +52,14 @@ def resolve_scaling(scaling: str, output_type: str = "depth") -> str:
         raise ValueError(f"output_type must be 'depth', 'disparity' or 'metric', got {output_type!r}")
     if scaling == "auto":
         return "affine" if output_type == "disparity" else "median"
-    if output_type == "disparity" and scaling in ("median", "mean_std"):
+    if output_type == "disparity" and scaling in ("median", "mean_std", "local"):
         raise ValueError(f"scaling {scaling!r} needs a relative model that predicts depth; this one predicts "
                          "affine-invariant disparity: use scaling 'affine' (or 'auto')")
     if output_type != "disparity" and scaling == "affine":
         raise ValueError(f"scaling 'affine' aligns disparity; this relative model predicts {output_type}: "
                          "use 'median', 'mean_std' or 'auto'")
     return scaling
+
 
 # MAD -> standard deviation for a normal distribution.
 _MAD_TO_STD = 1.4826
@@ -217,11 +218,17 @@ def scale_relative(
     min_depth_m: float,
     max_depth_m: float,
     scaling: str = "median",
+    local_fit_out: "list | None" = None,
 ) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]":
     """Scale relative depth with the pseudo-metric depth (torch; the pipeline's and export's one implementation).
 
     pseudo_m (B, 1, h, w) metres; relative (B, 1, H, W) or None (pseudo-metric-only).
     Returns (depth (B, 1, H, W) metres, unmasked; scale (B,); shift (B,); confidence (B,)).
+    scaling "local": depth = R * a smooth scale field (:func:`local_scale`), scale = the global
+    median factor it falls back to, shift 0; the :class:`LocalScaleFit` is appended to
+    ``local_fit_out`` when given (to reuse it on later frames: :func:`apply_local_scale`).
+    scaling "affine": R is a disparity D; 1 / depth = scale * D + shift (:func:`disparity_affine_scale`),
+    NaN where that is <= 0. "auto" is refused here: resolve it first (:func:`resolve_scaling`).
     Statistics over the pixels where Mp (resized bilinearly to R's grid) is strictly inside
     (min_depth_m, max_depth_m) (saturated bins carry no scale information) and R is finite and > 0.
     Confidence = valid_fraction * exp(-1.4826 * MAD(log Mp - log M)) over those pixels, 0 when none.
@@ -247,6 +254,11 @@ def scale_relative(
             shift = torch.zeros_like(scale)
         elif scaling == "affine":  # R is disparity: 1 / depth = scale * R + shift, NaN where <= 0
             depth, (scale, shift) = disparity_affine_scale(relative, ref, valid)
+        elif scaling == "local":
+            depth, fit = local_scale(relative, ref, valid)
+            scale, shift = fit.global_scale, torch.zeros_like(fit.global_scale)
+            if local_fit_out is not None:
+                local_fit_out.append(fit)
         else:
             depth, (scale, shift) = mean_std_scale(relative, ref, valid)
     valid = valid & torch.isfinite(depth) & (depth > 0)

@@ -311,6 +311,32 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
         harness.node.destroy_node()
 
 
+def test_local_scaling_in_the_node_reuses_the_scale_field(node, harness, data):
+    """scaling "local" over rclpy: the fresh frame publishes the pipeline's local-scale depth; a frame
+    that reuses the echo gets the same field (pipeline.depth_from_scale with the cached fit)."""
+    _set(node, scaling="local")
+    try:
+        _recycle(node, harness)
+        harness.clear()
+        t = harness.now_ns()
+        _send_pair(harness, data, t, t - 20_000_000)
+        _wait_depth(harness, 1, node=node)
+        _send_pair(harness, data, t + 100_000_000, None)
+        _wait_depth(harness, 2, node=node)
+        cached = node.echo_state.scale
+        assert cached.local_fit is not None
+        fresh = node.pipeline(data[0], data[1], sample_rate_hz=44100).depth_m[0]
+        msgs = harness.messages("depth")
+        got = [np.frombuffer(bytes(m.data), dtype="<f4").reshape(m.height, m.width) for m in msgs[:2]]
+        np.testing.assert_allclose(got[0], fresh, rtol=1e-4, atol=1e-4, equal_nan=True)  # first echo: filter = raw
+        expected = node.pipeline.depth_from_scale(data[0], cached.scale, cached.shift, local_fit=cached.local_fit)
+        np.testing.assert_allclose(got[1], expected, rtol=1e-4, atol=1e-4, equal_nan=True)
+        np.testing.assert_allclose(got[1], got[0], rtol=1e-4, atol=1e-4, equal_nan=True)  # same image, same field
+    finally:
+        _set(node, scaling="median")
+        _recycle(node, harness)
+
+
 def test_missing_echo_counts_no_echo(node, harness, data):
     """No echo at all (after a cleanup the node holds none): fallback "drop", counted as no_echo;
     an echo stamped after the frame (from its future) does not count either."""

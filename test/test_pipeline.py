@@ -197,3 +197,36 @@ def test_staged_batch_matches_training_path_per_image_and_is_not_overwritten(pip
     pipe.preprocess([flipped, rgb], [swapped, echo], rate)  # a second call with other content
     for before, now in zip(kept, (batch.rgb_avs, batch.rgb_rel, batch.spectrogram)):
         torch.testing.assert_close(now, before, rtol=0, atol=0)
+
+
+def test_local_scaling_through_the_pipeline_and_its_reuse(checkpoints, fixture_inputs):
+    """scaling "local": the published depth is scaling.local_scale of the model-resolution maps (R and Mp
+    resized to R's grid, Mp unsaturated), bilinearly resized and range-masked; its reported scale is the
+    global median factor; depth_from_scale with the result's fit reproduces it, and a doubled scale
+    doubles the depth (a filtered scale moves the whole field)."""
+    import torch.nn.functional as F
+
+    from avsnet_ros.scaling import local_scale
+
+    rgb, echo, rate = fixture_inputs
+    loc = DepthPipeline.from_checkpoints(checkpoints / "avs", checkpoints / "rel", device="cpu", scaling="local")
+    med = DepthPipeline.from_checkpoints(checkpoints / "avs", checkpoints / "rel", device="cpu", scaling="median")
+    res = loc(rgb, echo, sample_rate_hz=rate)
+    assert res.local_fit is not None and res.depth_m.shape == (1, 720, 1280)
+    assert res.scale[0] == pytest.approx(med(rgb, echo, sample_rate_hz=rate).scale[0], rel=1e-5)
+    # independent reference from the models' raw outputs
+    batch = loc.preprocess(rgb, echo, rate)
+    with torch.inference_mode():
+        pseudo, rel = loc._forward(batch)
+        ref = F.interpolate(pseudo.float(), size=rel.shape[-2:], mode="bilinear", align_corners=False)
+        valid = (ref > loc.min_depth_m) & (ref < loc.max_depth_m) & torch.isfinite(rel) & (rel > 0)
+        expected, _ = local_scale(rel.float(), ref, valid)
+        expected = F.interpolate(expected, size=(720, 1280), mode="bilinear", align_corners=False)[0, 0].numpy()
+    expected = np.where((expected >= loc.min_depth_m) & (expected <= loc.max_depth_m), expected, np.nan)
+    np.testing.assert_allclose(res.depth_m[0], expected, rtol=1e-4, atol=1e-4, equal_nan=True)
+    reused = loc.depth_from_scale(rgb, res.scale[0], local_fit=res.local_fit)
+    np.testing.assert_allclose(reused, res.depth_m[0], rtol=1e-4, atol=1e-4, equal_nan=True)
+    doubled = loc.depth_from_scale(rgb, 2 * res.scale[0], local_fit=res.local_fit)
+    both = np.isfinite(doubled) & np.isfinite(reused)
+    assert both.mean() > 0.3
+    np.testing.assert_allclose(doubled[both], 2 * reused[both], rtol=1e-4)

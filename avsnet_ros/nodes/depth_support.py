@@ -32,7 +32,8 @@ PARAMS = (
     ParamSpec("rgb_only_checkpoint", "", "RGB-only AVS-Net checkpoint for echo_fallback=rgb_only; "
               "empty = shipped assets/checkpoints/avsnet_tiny_rgb"),
     ParamSpec("scaling", "auto", "how the echo pseudo-metric depth scales the relative depth (README "
-              "'Scaling'): auto = affine for disparity models, median otherwise",
+              "'Scaling'): auto = affine for disparity models, median otherwise; local: a smooth scale "
+              "field instead of one factor (README 'Scale over time and space')",
               choices=SCALING_MODES),
     ParamSpec("scale_filter", "kalman", "filter the echo scale across echoes (policy/scale_filter.py: Kalman "
               "filter on log-scale with outlier gating; confidence from its variance) or use each echo's own",
@@ -154,6 +155,7 @@ class StoredScale:
     shift: float  # mean_std scaling: depth = scale * R + shift (0 otherwise)
     confidence: float
     echo: StoredEcho  # the echo it came from (pseudo-metric-only pipelines rerun AVS-Net with it)
+    local_fit: object = None  # scaling "local": the echo's scale field, reused by depth_from_scale
 
 
 def make_scale_filter(values: dict) -> "Optional[ScaleFilter]":
@@ -277,7 +279,7 @@ class EchoScaleState:
                     scale, confidence = update.scale, update.confidence
                     depth_m = pipeline.rescale_depth(depth_m, shift, raw, scale)
             with self._lock:
-                self.scale = StoredScale(scale, shift, confidence, echo)
+                self.scale = StoredScale(scale, shift, confidence, echo, result.local_fit)
             return FrameDepth(depth_m, scale, confidence)
         if mode in (ScaleMode.REUSE, ScaleMode.HOLD):
             with self._lock:
@@ -288,7 +290,8 @@ class EchoScaleState:
                 # no relative model: the scale is AVS-Net's own output, so rerun it with the cached echo
                 depth_m = pipeline(rgb, cached.echo.echo, **kw).depth_m[0]
             else:
-                depth_m = pipeline.depth_from_scale(rgb, cached.scale, cached.shift, output_size_hw=output_size_hw)
+                depth_m = pipeline.depth_from_scale(rgb, cached.scale, cached.shift, output_size_hw=output_size_hw,
+                                                    local_fit=cached.local_fit)
             confidence = state.confidence if state is not None else cached.confidence * decision.confidence_factor
             return FrameDepth(depth_m, cached.scale, confidence)
         if mode is ScaleMode.RGB_ONLY:
