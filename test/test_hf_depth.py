@@ -203,8 +203,9 @@ def test_pipeline_with_each_model_shapes_units_nan_policy(kind, folders, checkpo
 def test_disparity_model_refuses_median_and_depthnet_refuses_affine(folders, checkpoints):
     from avsnet_ros.pipeline import DepthPipeline
 
-    with pytest.raises(ValueError, match="affine"):
-        DepthPipeline.from_checkpoints(checkpoints["avs"], folders["dpt"], device="cpu", scaling="median")
+    for mode in ("median", "mean_std", "local"):  # no factor of 1 / D aligns a shifted disparity
+        with pytest.raises(ValueError, match="affine"):
+            DepthPipeline.from_checkpoints(checkpoints["avs"], folders["dpt"], device="cpu", scaling=mode)
     with pytest.raises(ValueError, match="aligns disparity"):
         DepthPipeline.from_checkpoints(checkpoints["avs"], checkpoints["rel"], device="cpu", scaling="affine")
     pipe = DepthPipeline.from_checkpoints(checkpoints["avs"], checkpoints["rel"], device="cpu", scaling="auto")

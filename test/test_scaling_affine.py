@@ -121,3 +121,24 @@ def test_rescale_disparity_depth_matches_a_fresh_application():
     got = rescale_disparity_depth(before.numpy(), b, a0, a1)
     finite = np.isfinite(before.numpy())
     np.testing.assert_allclose(got[finite], expected.numpy()[finite], rtol=1e-9)
+
+
+def test_resolve_scaling_by_output_type():
+    from avsnet_ros.scaling import SCALING_MODES, resolve_scaling, scale_relative
+
+    assert resolve_scaling("auto", "disparity") == "affine"
+    assert resolve_scaling("auto", "depth") == resolve_scaling("auto", "metric") == "median"
+    for mode in ("median", "mean_std", "local"):
+        assert resolve_scaling(mode, "depth") == resolve_scaling(mode, "metric") == mode
+        with pytest.raises(ValueError, match="affine"):
+            resolve_scaling(mode, "disparity")
+    for output in ("depth", "metric"):
+        with pytest.raises(ValueError, match="aligns disparity"):
+            resolve_scaling("affine", output)
+        assert resolve_scaling("none", output) == "none"
+    assert resolve_scaling("none", "disparity") == "none" and resolve_scaling("affine", "disparity") == "affine"
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        resolve_scaling("mean", "depth")
+    assert set(SCALING_MODES) == {"auto", "median", "mean_std", "local", "affine", "none"}
+    with pytest.raises(ValueError, match="resolve 'auto'"):
+        scale_relative(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4), 0.1, 10.0, "auto")
