@@ -3,6 +3,7 @@
 
     python training/scale_sequences.py make --out runs/scale_seq [--sequences 3 --frames 30 --seed 21 --preset test]
     python training/scale_sequences.py eval --data runs/scale_seq [--out runs/scale_seq/results.json] [--json]
+    python training/scale_sequences.py bags --data runs/scale_seq --out runs/scale_seq/bags [--start-s 1.0]
 
 `make` renders, with the synthetic world (training/synthetic), N sequences of F frames of each kind:
   still   the camera stands at the trajectory's first pose; every frame is a new echo (new noise,
@@ -17,7 +18,12 @@ nav_msgs/Odometry) and reports per kind and variant:
   scale_jitter  std of consecutive differences of log(scale) within a sequence (mean over sequences)
   scale_error   mean |log(scale / GT-median scale)|, the GT-median scale = median(GT) / median(R)
   abs_rel ...   the usual metrics of scale * R against GT (avsnet_ros.metrics, mean over frames)
-plus a third kind "rooms": the still sequences played back to back, 1 s apart (the scale steps at
+`bags` writes every sequence as a rosbag2 in the avsnet_ros layout (avsnet_ros.data.rosbag_io:
+image, camera_info with the synthetic world's intrinsics, echo, depth ground truth, all stamped
+with the recorded stamp + start_s: 0.2 s per frame) to OUT/{still,moving}/seq_XX, for
+training/replay_eval.py (--scale-filters none,kalman) to play through the real nodes.
+
+`eval` also reports a third kind "rooms": the still sequences played back to back, 1 s apart (the scale steps at
 each room change; jitter is taken inside each room; `frames_to_follow` = echoes until the scale is
 within 10 % of the room's median raw echo scale and stays there).
 The GT-median scale's own jitter is reported too: on moving sequences it is the part of the raw
@@ -86,6 +92,49 @@ def render_sequences(out_dir: Path, n_sequences: int, frames: int, seed: int, pr
     return summary
 
 
+# ----------------------------------------------------------------------------- bags
+def sequence_samples(path: Path, hfov_deg: float, start_ns: int) -> list:
+    """One stored sequence (npz of `make`) -> [Sample] with stamp = recorded stamp_ns + start_ns and
+    the synthetic world's pinhole intrinsics for the image size and hfov_deg."""
+    from avsnet_ros.data.samples import Sample
+    from training.synthetic.scene import intrinsics_for
+
+    z = np.load(path)
+    seq_id = f"{path.parent.name}/{path.stem}"
+    k = intrinsics_for(z["rgb"].shape[1], z["rgb"].shape[2], hfov_deg)
+    return [Sample(rgb=z["rgb"][f], echo=z["echo"][f].astype(np.float32), sample_rate_hz=int(z["sample_rate_hz"]),
+                   depth_m=z["depth_m"][f].astype(np.float32), intrinsics=k,
+                   stamp_ns=int(z["stamp_ns"][f]) + int(start_ns), sequence_id=seq_id, frame_index=f,
+                   source=f"{path}#{f}")
+            for f in range(z["rgb"].shape[0])]
+
+
+def write_bags(data_dir: Path, out_dir: Path, start_s: float = 1.0) -> dict:
+    """Every DATA/{still,moving}/seq_XX.npz -> OUT/{kind}/seq_XX (rosbag2, mcap); returns a summary.
+
+    start_s shifts the recorded stamps (which start at 0, ROS's "unset" time); the spacing stays.
+    The intrinsics are the synthetic world's for the preset named in DATA/make.json ("test" if absent).
+    """
+    from avsnet_ros.data.rosbag_io import write_samples_to_bag
+    from training.synthetic.scene import PRESETS
+
+    make = json.loads((data_dir / "make.json").read_text()) if (data_dir / "make.json").is_file() else {}
+    preset = PRESETS[make.get("preset", "test")]
+    summary = {"data": str(data_dir), "preset": make.get("preset", "test"), "start_s": start_s, "bags": []}
+    for kind in KINDS:
+        files = sorted((data_dir / kind).glob("seq_*.npz"))
+        if not files:
+            raise FileNotFoundError(f"no {kind}/seq_*.npz under {data_dir} (run `make` first)")
+        for path in files:
+            samples = sequence_samples(path, preset.hfov_deg, int(round(start_s * 1e9)))
+            bag = out_dir / kind / path.stem
+            bag.parent.mkdir(parents=True, exist_ok=True)
+            info = write_samples_to_bag(samples, bag, custom_data={"avsnet_ros.scale_sequences.source": str(path)})
+            summary["bags"].append({"bag": str(bag), "kind": kind, "frames": info["samples"]})
+            LOG.info("%s: %d frames", bag, info["samples"])
+    return summary
+
+
 # ----------------------------------------------------------------------------- eval
 def run_pipeline(pipe, seq: dict, max_depth_m: float) -> dict:
     """Per frame: raw scale, confidence, relative depth at the GT size and the GT-median scale."""
@@ -136,9 +185,11 @@ def _depth(scale: float, relative: np.ndarray, min_depth_m: float, max_depth_m: 
 
 
 def jitter(scales) -> float:
-    """std of consecutive differences of log(scale) (0 for fewer than 3 values)."""
-    ls = np.log(np.asarray(scales, dtype=np.float64))
-    return float(np.std(np.diff(ls))) if ls.size >= 3 else 0.0
+    """std of consecutive differences of log(scale) (avsnet_ros.metrics.log_scale_jitter: NaN for
+    fewer than 3 values, ValueError for a non-finite or non-positive scale)."""
+    from avsnet_ros.metrics import log_scale_jitter
+
+    return log_scale_jitter(scales)
 
 
 def summarise(streams: list[dict], variant: str, min_depth_m: float, max_depth_m: float) -> dict:
@@ -288,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--frames", type=int, default=30, help="frames (echoes) per sequence, 0.2 s apart")
     m.add_argument("--seed", type=int, default=21, help="synthetic world seed (test set: 2; use another)")
     m.add_argument("--preset", default="test", help="scene preset of training/synthetic/scene.py")
+    b = sub.add_parser("bags", help="write the sequences as rosbag2 for training/replay_eval.py")
+    b.add_argument("--data", required=True, help="folder written by `make`")
+    b.add_argument("--out", required=True, help="output folder ({still,moving}/seq_XX bags; must not exist yet)")
+    b.add_argument("--start-s", type=float, default=1.0, help="added to the recorded stamps (which start at 0)")
     e = sub.add_parser("eval", help="raw vs filtered scale through the shipped pipeline")
     e.add_argument("--data", required=True, help="folder written by `make`")
     e.add_argument("--out", default=None, help="results JSON (default: DATA/results.json; .md next to it)")
@@ -316,6 +371,20 @@ def main(argv=None) -> int:
         summary.update(command=command, seconds=round(time.perf_counter() - t0, 1))
         (Path(args.out) / "make.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {2 * args.sequences} sequences to {args.out} in {summary['seconds']} s", file=sys.stderr)
+        return 0
+    if args.command == "bags":
+        out = Path(args.out)
+        if out.exists():
+            print(f"error: {out} exists (bags are never overwritten)", file=sys.stderr)
+            return 2
+        try:
+            summary = write_bags(Path(args.data), out, args.start_s)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        summary.update(command=command, seconds=round(time.perf_counter() - t0, 1))
+        (out / "bags.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {len(summary['bags'])} bags to {out} in {summary['seconds']} s", file=sys.stderr)
         return 0
     from avsnet_ros.policy.scale_filter import ScaleFilterConfig
 
