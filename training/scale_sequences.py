@@ -4,6 +4,7 @@
     python training/scale_sequences.py make --out runs/scale_seq [--sequences 3 --frames 30 --seed 21 --preset test]
     python training/scale_sequences.py eval --data runs/scale_seq [--out runs/scale_seq/results.json] [--json]
     python training/scale_sequences.py bags --data runs/scale_seq --out runs/scale_seq/bags [--start-s 1.0]
+    python training/scale_sequences.py replay-table --replay runs/scale_seq/replay [--json]
 
 `make` renders, with the synthetic world (training/synthetic), N sequences of F frames of each kind:
   still   the camera stands at the trajectory's first pose; every frame is a new echo (new noise,
@@ -18,16 +19,21 @@ nav_msgs/Odometry) and reports per kind and variant:
   scale_jitter  std of consecutive differences of log(scale) within a sequence (mean over sequences)
   scale_error   mean |log(scale / GT-median scale)|, the GT-median scale = median(GT) / median(R)
   abs_rel ...   the usual metrics of scale * R against GT (avsnet_ros.metrics, mean over frames)
+plus a third kind "rooms": the still sequences played back to back, 1 s apart (the scale steps
+at each room change; jitter is taken inside each room; `frames_to_follow` = echoes until the scale is
+within 10 % of the room's median raw echo scale and stays there).
+The GT-median scale's own jitter is reported too: on moving sequences it is the part of the raw
+jitter that is real (the relative model's units change with the view).
+
 `bags` writes every sequence as a rosbag2 in the avsnet_ros layout (avsnet_ros.data.rosbag_io:
 image, camera_info with the synthetic world's intrinsics, echo, depth ground truth, all stamped
 with the recorded stamp + start_s: 0.2 s per frame) to OUT/{still,moving}/seq_XX, for
 training/replay_eval.py (--scale-filters none,kalman) to play through the real nodes.
-
-`eval` also reports a third kind "rooms": the still sequences played back to back, 1 s apart (the scale steps at
-each room change; jitter is taken inside each room; `frames_to_follow` = echoes until the scale is
-within 10 % of the room's median raw echo scale and stays there).
-The GT-median scale's own jitter is reported too: on moving sequences it is the part of the raw
-jitter that is real (the relative model's units change with the view).
+`replay-table` aggregates those replays (REPLAY/{kind}_seq_XX/replay_eval.json) per kind and filter:
+scale jitter, scale error and the metrics, each the mean over sequences of the sequence's figure
+(the sequence's mean over its scored frames; a replay can lose a few frames as superseded, and a
+frame-weighted mean would then shift with which sequence lost them; abs_rel_frames is that one),
+jitter ratio = mean kalman / mean none, frames published / out.
 """
 from __future__ import annotations
 
@@ -133,6 +139,58 @@ def write_bags(data_dir: Path, out_dir: Path, start_s: float = 1.0) -> dict:
             summary["bags"].append({"bag": str(bag), "kind": kind, "frames": info["samples"]})
             LOG.info("%s: %d frames", bag, info["samples"])
     return summary
+
+
+def replay_table(replay_dir: Path) -> dict:
+    """Aggregate replay_eval.json files of `--scale-filters` runs per kind -> {kind: {filter: figures}}."""
+    result: dict = {}
+    for kind in KINDS:
+        files = sorted(replay_dir.glob(f"{kind}_seq_*/replay_eval.json"))
+        runs_by_filter: dict = {}
+        for path in files:
+            data = json.loads(path.read_text())
+            if "by_scale_filter" not in data:
+                raise ValueError(f"{path}: no by_scale_filter block (replay with --scale-filters none,kalman)")
+            for name, r in data["by_scale_filter"].items():
+                runs_by_filter.setdefault(name, []).append(r)
+        kres = {}
+        for name, runs in runs_by_filter.items():
+            scored = sum(r["metrics"]["count"] for r in runs)
+            kres[name] = {
+                "sequences": len(runs),
+                "scale_jitter": float(np.mean([r["scale"]["jitter"] for r in runs])),
+                "scale_jitter_per_sequence": [r["scale"]["jitter"] for r in runs],
+                "scale_error": float(np.mean([r["scale"]["error_mean"] for r in runs])),
+                "abs_rel": float(np.mean([r["metrics"]["abs_rel"] for r in runs])),
+                "abs_rel_per_sequence": [r["metrics"]["abs_rel"] for r in runs],
+                "abs_rel_frames": sum(r["metrics"]["abs_rel"] * r["metrics"]["count"] for r in runs) / scored,
+                "delta1": float(np.mean([r["metrics"]["delta1"] for r in runs])),
+                "frames_published": sum(r["frames"]["published_by_replay"] for r in runs),
+                "frames_out": sum(r["frames"]["out"] for r in runs),
+                "frames_scored": scored,
+            }
+        if "none" in kres:
+            for name, m in kres.items():
+                if name != "none":
+                    m["jitter_ratio_vs_none"] = m["scale_jitter"] / kres["none"]["scale_jitter"]
+                    m["abs_rel_change_vs_none"] = m["abs_rel"] - kres["none"]["abs_rel"]
+        if kres:
+            result[kind] = kres
+    if not result:
+        raise FileNotFoundError(f"no {{still,moving}}_seq_*/replay_eval.json under {replay_dir}")
+    return result
+
+
+def replay_markdown(table: dict) -> str:
+    lines = ["| kind | scale_filter | scale jitter | vs none | scale error | Abs Rel | δ<1.25 "
+             "| frames out / published |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, kres in table.items():
+        for name, m in kres.items():
+            ratio = f"{m['jitter_ratio_vs_none']:.2f}x" if "jitter_ratio_vs_none" in m else ""
+            lines.append(f"| {kind} | {name} | {m['scale_jitter']:.4f} | {ratio} | {m['scale_error']:.4f} | "
+                         f"{m['abs_rel']:.4f} | {m['delta1']:.3f} | {m['frames_out']} / {m['frames_published']} |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- eval
@@ -343,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", required=True, help="folder written by `make`")
     b.add_argument("--out", required=True, help="output folder ({still,moving}/seq_XX bags; must not exist yet)")
     b.add_argument("--start-s", type=float, default=1.0, help="added to the recorded stamps (which start at 0)")
+    t = sub.add_parser("replay-table", help="aggregate replay_eval --scale-filters results per kind")
+    t.add_argument("--replay", required=True, help="folder of {still,moving}_seq_XX/replay_eval.json")
+    t.add_argument("--json", action="store_true", help="print the table as one JSON line (last line)")
     e = sub.add_parser("eval", help="raw vs filtered scale through the shipped pipeline")
     e.add_argument("--data", required=True, help="folder written by `make`")
     e.add_argument("--out", default=None, help="results JSON (default: DATA/results.json; .md next to it)")
@@ -385,6 +446,20 @@ def main(argv=None) -> int:
         summary.update(command=command, seconds=round(time.perf_counter() - t0, 1))
         (out / "bags.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {len(summary['bags'])} bags to {out} in {summary['seconds']} s", file=sys.stderr)
+        return 0
+    if args.command == "replay-table":
+        try:
+            table = replay_table(Path(args.replay))
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        md = replay_markdown(table)
+        (Path(args.replay) / "replay_table.json").write_text(json.dumps({"kinds": table, "command": command}, indent=1)
+                                                             + "\n")
+        (Path(args.replay) / "replay_table.md").write_text(md)
+        print(md, file=sys.stderr)
+        if args.json:
+            print(json.dumps(table))
         return 0
     from avsnet_ros.policy.scale_filter import ScaleFilterConfig
 
