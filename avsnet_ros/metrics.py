@@ -135,17 +135,26 @@ class DepthMetricAccumulator:
 
 # ------------------------------------------------------------------------------------------------
 # scale over time (issue 14): one definition for training/scale_sequences.py and the replay collector
-def log_scale_jitter(scales) -> float:
+def log_scale_jitter(scales, frame_index=None) -> float:
     """Scale jitter of a sequence of scales in time order: std (ddof 0) of the consecutive
-    differences of ln(scale). NaN with fewer than 3 values (one difference says nothing about its
-    spread). Scales must be finite and > 0 (ValueError): drop and count the others before calling.
+    differences of ln(scale). With frame_index (the frames' positions in the recording, same
+    length), only differences between frames adjacent in the recording (index step 1) count, so
+    frames missing from the sequence do not stretch a difference over a longer time. NaN with fewer
+    than 2 differences (one difference says nothing about its spread). Scales must be finite and
+    > 0 (ValueError): drop and count the others before calling.
     """
     ls = np.asarray(scales, dtype=np.float64).ravel()
     if ls.size and not (np.all(np.isfinite(ls)) and np.all(ls > 0)):
         raise ValueError("scales must be finite and > 0")
-    if ls.size < 3:
+    d = np.diff(np.log(ls))
+    if frame_index is not None:
+        idx = np.asarray(frame_index, dtype=np.int64).ravel()
+        if idx.shape != ls.shape:
+            raise ValueError(f"frame_index has {idx.size} values for {ls.size} scales")
+        d = d[np.diff(idx) == 1]
+    if d.size < 2:
         return math.nan
-    return float(np.std(np.diff(np.log(ls))))
+    return float(np.std(d))
 
 
 def median_log_scale_error(pred_m, gt_m, max_depth_m: float, min_depth_m: float = 0.0) -> float:

@@ -106,6 +106,8 @@ def test_collector_scale_figures_against_hand_computation():
             col.add_scale(s, 0.9)
             if i not in (1, 4):  # frame 4 never gets ground truth
                 col.add_gt(stamp, gt)
+            if i == 2:  # a recorded frame the node did not answer (superseded): only its ground truth
+                col.add_gt(stamp + 5, gt)
         col.add_scale(float("nan"), 0.0)  # a scale without a depth image: unpaired
         summary = col.summary()["scale"]
     assert [f["scale"] for f in summary["per_frame"]] == pytest.approx(scales)
@@ -121,6 +123,14 @@ def test_collector_scale_figures_against_hand_computation():
     assert summary["error_mean"] == pytest.approx(sum(expected_err[:4]) / 4, abs=1e-6)
     assert summary["error_median"] == pytest.approx((abs(math.log(0.9)) + abs(math.log(1.1))) / 2, abs=1e-6)
     assert summary["jitter"] == pytest.approx(_hand_jitter(scales), rel=1e-9)
+    # frame indices from the ground-truth timeline: 0, 1, 2, (unanswered 3), 4, and none for the last
+    assert [f["frame_index"] for f in summary["per_frame"]] == [0, 1, 2, 4, None]
+    assert summary["ground_truth_frames"] == 5
+    # adjacent in the recording: only 0->1 and 1->2 (2->4 skips a frame, the last has no index)
+    assert summary["jitter_adjacent"] == pytest.approx(_hand_jitter(scales[:3]), rel=1e-9)
+    # per frame Abs Rel of s * R against 2 * R: |s / 2 - 1|
+    assert [f["abs_rel"] for f in summary["per_frame"][:4]] == pytest.approx([0.0, 0.2, 0.1, 0.1], abs=1e-6)
+    assert summary["per_frame"][4]["abs_rel"] is None
 
 
 def test_collector_scale_jitter_skips_nonfinite_and_short_runs():
@@ -173,21 +183,23 @@ def test_replay_eval_compares_scale_filters(bv2_tree, tmp_path, capsys):
         assert sc["error_frames"] == r["frames"]["matched_with_gt"]
         assert all(f["scale"] > 0 and f["scale_error"] >= 0 for f in sc["per_frame"])
         assert sc["jitter"] == pytest.approx(_hand_jitter([f["scale"] for f in sc["per_frame"]]), rel=1e-6)
+        assert sc["ground_truth_frames"] == 6
+        if r["frames"]["out"] == 6:  # nothing superseded: every difference is between adjacent frames
+            assert sc["jitter_adjacent"] == pytest.approx(sc["jitter"], rel=1e-12)
     comp = result["scale_filter_comparison"]
     assert comp["jitter_ratio"]["kalman/none"] == pytest.approx(runs["kalman"]["scale"]["jitter"]
                                                                 / runs["none"]["scale"]["jitter"], rel=1e-9)
     assert comp["per_filter"]["none"]["abs_rel"] == runs["none"]["metrics"]["abs_rel"]
-    # unfiltered, the node publishes each echo's own scale: the offline pipeline's, frame by frame
-    # (in order; a superseded frame may be missing)
+    common = ({f["frame_index"] for f in runs["none"]["scale"]["per_frame"]}
+              & {f["frame_index"] for f in runs["kalman"]["scale"]["per_frame"]})
+    assert comp["paired"]["none"]["frames"] == comp["paired"]["kalman"]["frames"] == len(common) >= 2
+    # unfiltered, the node publishes each echo's own scale: the offline pipeline's, at the frame
+    # index the collector derived from the ground-truth timeline
     pipe = DepthPipeline.from_checkpoints(ckpt["avs"], ckpt["rel"], device="cpu")
     offline = [float(pipe(s.rgb, s.echo).scale[0]) for s in samples]
     assert len(set(round(x, 6) for x in offline)) == len(offline)  # the noise makes every echo's scale differ
-    j = 0
     for f in runs["none"]["scale"]["per_frame"]:
-        while j < len(offline) and abs(offline[j] - f["scale"]) > 1e-4 * offline[j]:
-            j += 1
-        assert j < len(offline), (f["scale"], offline)
-        j += 1
+        assert f["scale"] == pytest.approx(offline[f["frame_index"]], rel=1e-4)
 
 
 def test_replay_eval_rejects_a_repeated_scale_filter(tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_bags_write_the_sequences_at_recorded_timing(tmp_path, capsys):
 
 
 def _fake_run(jitter, errors, abs_rel, count, published=30):
-    return {"scale": {"jitter": jitter, "error_mean": sum(errors) / len(errors),
+    return {"scale": {"jitter": jitter, "jitter_adjacent": jitter / 2, "error_mean": sum(errors) / len(errors),
                       "per_frame": [{"scale_error": e} for e in errors]},
             "metrics": {"abs_rel": abs_rel, "delta1": 0.5, "count": count},
             "frames": {"published_by_replay": published, "out": count}}
@@ -63,14 +63,24 @@ def _fake_run(jitter, errors, abs_rel, count, published=30):
 def test_replay_table_aggregates_per_kind_against_hand_values(tmp_path):
     runs = {"still_seq_00": ({"none": _fake_run(0.02, [0.1, 0.3], 0.2, 30), "kalman": _fake_run(0.01, [0.1], 0.2, 26)}),
             "still_seq_01": ({"none": _fake_run(0.04, [0.5], 0.4, 30), "kalman": _fake_run(0.01, [0.4], 0.38, 30)})}
+    paired = {"still_seq_00": {"none": {"frames": 26, "abs_rel": 0.21, "scale_error": 0.2},
+                               "kalman": {"frames": 26, "abs_rel": 0.2, "scale_error": 0.1}},
+              "still_seq_01": {"none": {"frames": 30, "abs_rel": 0.4, "scale_error": 0.5},
+                               "kalman": {"frames": 30, "abs_rel": 0.38, "scale_error": 0.4}}}
     for name, by in runs.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "replay_eval.json").write_text(json.dumps({"by_scale_filter": by}))
+        (tmp_path / name / "replay_eval.json").write_text(json.dumps(
+            {"by_scale_filter": by, "scale_filter_comparison": {"paired": paired[name]}}))
     table = scale_sequences.replay_table(tmp_path)
     assert list(table) == ["still"]
     none, kal = table["still"]["none"], table["still"]["kalman"]
     assert none["scale_jitter"] == pytest.approx(0.03) and kal["scale_jitter"] == pytest.approx(0.01)
     assert kal["jitter_ratio_vs_none"] == pytest.approx(1 / 3)
+    assert kal["scale_jitter_adjacent"] == pytest.approx(0.005) and kal["jitter_adjacent_ratio_vs_none"] == pytest.approx(1 / 3)
+    # paired: frames both replays of a sequence scored; mean over sequences
+    assert kal["paired_frames"] == 56 and kal["paired_abs_rel"] == pytest.approx(0.29)
+    assert none["paired_abs_rel"] == pytest.approx(0.305) and kal["paired_abs_rel_change_vs_none"] == pytest.approx(-0.015)
+    assert kal["paired_scale_error"] == pytest.approx(0.25)
     # per sequence means, then the mean over sequences (not over frames)
     assert none["scale_error"] == pytest.approx((0.2 + 0.5) / 2) and kal["scale_error"] == pytest.approx(0.25)
     assert kal["abs_rel"] == pytest.approx(0.29) and kal["abs_rel_change_vs_none"] == pytest.approx(-0.01)

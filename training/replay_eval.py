@@ -22,13 +22,16 @@ so frames the node answered can be compared with frames the recording could pair
 on the last line; --out also writes it to DIR/replay_eval.json.
 
 Scale over time (issue 14): "scale" holds the published scale per depth frame (avsnet/scale, paired
-with the depth by order), its confidence and, for frames matched with ground truth, the scale error
-|ln(median(depth) / median(GT))| (= |ln(scale / GT-median scale)| for median scaling), with
-scale.jitter = std of consecutive differences of ln(scale) and scale.error_mean / error_median.
+with the depth by order), its confidence, frame index in the recording and, for frames matched with
+ground truth, Abs Rel and the scale error |ln(median(depth) / median(GT))| (= |ln(scale / GT-median
+scale)| for median scaling), with scale.jitter = std of consecutive differences of ln(scale) over
+the published frames, scale.jitter_adjacent = the same over frames adjacent in the recording only
+(equal when no frame was dropped) and scale.error_mean / error_median.
 --scale-filters none,kalman replays the bag once per depth_node.scale_filter value (fresh nodes
 each time) and adds "by_scale_filter" {value: the full result of that replay} and
-"scale_filter_comparison" (jitter, scale error and metrics per value; jitter_ratio and
-abs_rel_change of each value against "none" when "none" is among them); the top-level keys are
+"scale_filter_comparison" (jitter, scale error and metrics per value; "paired": Abs Rel and scale
+error over the frames every replay scored; jitter_ratio, jitter_adjacent_ratio, abs_rel_change and
+abs_rel_change_paired of each value against "none" when "none" is among them); the top-level keys are
 then those of the replay with the configured filter (the first value if it is not listed).
 """
 from __future__ import annotations
@@ -115,24 +118,50 @@ def _configured_scale_filter(args) -> "str | None":
     return config.get("depth_node", {}).get("scale_filter")
 
 
+def _ratio(a, b) -> float:
+    return a / b if isinstance(a, float) and isinstance(b, float) and b and math.isfinite(b) else float("nan")
+
+
+def paired_figures(runs: dict) -> dict:
+    """Over the frames every run scored (same frame_index; a loaded machine supersedes different
+    frames in each replay): {filter: {frames, abs_rel, scale_error}} means over those frames (NaN if none)."""
+    by = {}
+    for name, r in runs.items():
+        by[name] = {f["frame_index"]: f for f in r["scale"]["per_frame"]
+                    if f.get("frame_index") is not None and f.get("abs_rel") is not None
+                    and f.get("scale_error") is not None}
+    common = sorted(set.intersection(*(set(m) for m in by.values()))) if by else []
+    nan = float("nan")
+    return {name: {"frames": len(common),
+                   "abs_rel": sum(m[i]["abs_rel"] for i in common) / len(common) if common else nan,
+                   "scale_error": sum(m[i]["scale_error"] for i in common) / len(common) if common else nan}
+            for name, m in by.items()}
+
+
 def compare_scale_filters(runs: dict) -> dict:
-    """Per filter value: scale jitter and error, Abs Rel / delta1, frames; ratios against "none"."""
+    """Per filter value: scale jitter (consecutive published frames, and frames adjacent in the
+    recording), scale error, Abs Rel / delta1, frames; the paired figures (frames all runs scored);
+    ratios and changes against "none"."""
     table = {}
     for name, r in runs.items():
         sc, m = r["scale"], r["metrics"]
-        table[name] = {"scale_jitter": sc["jitter"], "scale_error_mean": sc["error_mean"],
-                       "scale_error_median": sc["error_median"], "abs_rel": m.get("abs_rel"),
-                       "delta1": m.get("delta1"), "frames_out": r["frames"]["out"], "frames_scored": m.get("count", 0)}
-    out = {"per_filter": table, "jitter_ratio": {}, "abs_rel_change": {}}
+        table[name] = {"scale_jitter": sc["jitter"], "scale_jitter_adjacent": sc["jitter_adjacent"],
+                       "scale_error_mean": sc["error_mean"], "scale_error_median": sc["error_median"],
+                       "abs_rel": m.get("abs_rel"), "delta1": m.get("delta1"), "frames_out": r["frames"]["out"],
+                       "frames_scored": m.get("count", 0)}
+    paired = paired_figures(runs)
+    out = {"per_filter": table, "paired": paired, "jitter_ratio": {}, "jitter_adjacent_ratio": {},
+           "abs_rel_change": {}, "abs_rel_change_paired": {}}
     if "none" in table:
         base = table["none"]
         for name, t in table.items():
             if name == "none":
                 continue
-            out["jitter_ratio"][f"{name}/none"] = (t["scale_jitter"] / base["scale_jitter"]
-                                                  if base["scale_jitter"] and math.isfinite(base["scale_jitter"])
-                                                  else float("nan"))
+            out["jitter_ratio"][f"{name}/none"] = _ratio(t["scale_jitter"], base["scale_jitter"])
+            out["jitter_adjacent_ratio"][f"{name}/none"] = _ratio(t["scale_jitter_adjacent"],
+                                                                  base["scale_jitter_adjacent"])
             out["abs_rel_change"][f"{name}-none"] = t["abs_rel"] - base["abs_rel"]
+            out["abs_rel_change_paired"][f"{name}-none"] = paired[name]["abs_rel"] - paired["none"]["abs_rel"]
     return out
 
 
@@ -243,13 +272,17 @@ def format_result(result: dict) -> str:
     def fmt(v, spec=".4f"):
         return format(v, spec) if isinstance(v, float) and math.isfinite(v) else str(v)
 
-    lines = ["| scale_filter | scale jitter | vs none | scale error (mean) | Abs Rel | δ<1.25 | frames out |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| scale_filter | scale jitter | vs none | adjacent frames | vs none | scale error | Abs Rel | δ<1.25 "
+             "| frames out | paired: frames | scale error | Abs Rel |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, t in comp["per_filter"].items():
         ratio = comp["jitter_ratio"].get(f"{name}/none")
+        adj = comp["jitter_adjacent_ratio"].get(f"{name}/none")
+        p = comp["paired"][name]
         lines.append(f"| {name} | {fmt(t['scale_jitter'])} | {'' if ratio is None else fmt(ratio, '.2f') + 'x'} | "
+                     f"{fmt(t['scale_jitter_adjacent'])} | {'' if adj is None else fmt(adj, '.2f') + 'x'} | "
                      f"{fmt(t['scale_error_mean'])} | {fmt(t['abs_rel'])} | {fmt(t['delta1'], '.3f')} | "
-                     f"{t['frames_out']} |")
+                     f"{t['frames_out']} | {p['frames']} | {fmt(p['scale_error'])} | {fmt(p['abs_rel'])} |")
     return "\n".join(parts + ["\n".join(lines)])
 
 
@@ -268,7 +301,8 @@ def _format_run(result: dict) -> str:
         f"{f['matched_with_gt']}",
         f"scale modes: {result['scale_modes']}; echo drops: {result['echoes']['dropped_by_reason'] or 'none'}",
         f"scale (filter {result['scale_filter']}): jitter {fmt(result['scale']['jitter'])} over "
-        f"{result['scale']['frames']} frames, error mean {fmt(result['scale']['error_mean'])} median "
+        f"{result['scale']['frames']} frames ({fmt(result['scale']['jitter_adjacent'])} over frames adjacent in the "
+        f"recording), error mean {fmt(result['scale']['error_mean'])} median "
         f"{fmt(result['scale']['error_median'])} ({result['scale']['error_frames']} frames with ground truth)",
     ]
     pe = result.get("pairing_expected")

@@ -30,10 +30,11 @@ image, camera_info with the synthetic world's intrinsics, echo, depth ground tru
 with the recorded stamp + start_s: 0.2 s per frame) to OUT/{still,moving}/seq_XX, for
 training/replay_eval.py (--scale-filters none,kalman) to play through the real nodes.
 `replay-table` aggregates those replays (REPLAY/{kind}_seq_XX/replay_eval.json) per kind and filter:
-scale jitter, scale error and the metrics, each the mean over sequences of the sequence's figure
-(the sequence's mean over its scored frames; a replay can lose a few frames as superseded, and a
-frame-weighted mean would then shift with which sequence lost them; abs_rel_frames is that one),
-jitter ratio = mean kalman / mean none, frames published / out.
+scale jitter (over consecutive published frames, and over frames adjacent in the recording),
+scale error and Abs Rel over the frames both replays of a sequence scored ("paired": a loaded
+machine supersedes different frames in each replay, and the sequences differ a lot in Abs Rel),
+each the mean over sequences of the sequence's figure; jitter ratio = mean kalman / mean none;
+frames published / out; the unpaired figures are in the JSON too.
 """
 from __future__ import annotations
 
@@ -152,14 +153,20 @@ def replay_table(replay_dir: Path) -> dict:
             if "by_scale_filter" not in data:
                 raise ValueError(f"{path}: no by_scale_filter block (replay with --scale-filters none,kalman)")
             for name, r in data["by_scale_filter"].items():
-                runs_by_filter.setdefault(name, []).append(r)
+                runs_by_filter.setdefault(name, []).append((r, data["scale_filter_comparison"]["paired"][name]))
         kres = {}
-        for name, runs in runs_by_filter.items():
+        for name, pairs in runs_by_filter.items():
+            runs, paired = [r for r, _ in pairs], [p for _, p in pairs]
             scored = sum(r["metrics"]["count"] for r in runs)
             kres[name] = {
                 "sequences": len(runs),
                 "scale_jitter": float(np.mean([r["scale"]["jitter"] for r in runs])),
                 "scale_jitter_per_sequence": [r["scale"]["jitter"] for r in runs],
+                "scale_jitter_adjacent": float(np.mean([r["scale"]["jitter_adjacent"] for r in runs])),
+                "paired_frames": sum(p["frames"] for p in paired),
+                "paired_scale_error": float(np.mean([p["scale_error"] for p in paired])),
+                "paired_abs_rel": float(np.mean([p["abs_rel"] for p in paired])),
+                "paired_abs_rel_per_sequence": [p["abs_rel"] for p in paired],
                 "scale_error": float(np.mean([r["scale"]["error_mean"] for r in runs])),
                 "abs_rel": float(np.mean([r["metrics"]["abs_rel"] for r in runs])),
                 "abs_rel_per_sequence": [r["metrics"]["abs_rel"] for r in runs],
@@ -173,7 +180,10 @@ def replay_table(replay_dir: Path) -> dict:
             for name, m in kres.items():
                 if name != "none":
                     m["jitter_ratio_vs_none"] = m["scale_jitter"] / kres["none"]["scale_jitter"]
+                    m["jitter_adjacent_ratio_vs_none"] = (m["scale_jitter_adjacent"]
+                                                          / kres["none"]["scale_jitter_adjacent"])
                     m["abs_rel_change_vs_none"] = m["abs_rel"] - kres["none"]["abs_rel"]
+                    m["paired_abs_rel_change_vs_none"] = m["paired_abs_rel"] - kres["none"]["paired_abs_rel"]
         if kres:
             result[kind] = kres
     if not result:
@@ -182,14 +192,16 @@ def replay_table(replay_dir: Path) -> dict:
 
 
 def replay_markdown(table: dict) -> str:
-    lines = ["| kind | scale_filter | scale jitter | vs none | scale error | Abs Rel | δ<1.25 "
-             "| frames out / published |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| kind | scale_filter | scale jitter | vs none | adjacent frames | vs none | scale error (paired) "
+             "| Abs Rel (paired) | paired frames | frames out / published |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for kind, kres in table.items():
         for name, m in kres.items():
             ratio = f"{m['jitter_ratio_vs_none']:.2f}x" if "jitter_ratio_vs_none" in m else ""
-            lines.append(f"| {kind} | {name} | {m['scale_jitter']:.4f} | {ratio} | {m['scale_error']:.4f} | "
-                         f"{m['abs_rel']:.4f} | {m['delta1']:.3f} | {m['frames_out']} / {m['frames_published']} |")
+            adj = f"{m['jitter_adjacent_ratio_vs_none']:.2f}x" if "jitter_adjacent_ratio_vs_none" in m else ""
+            lines.append(f"| {kind} | {name} | {m['scale_jitter']:.4f} | {ratio} | {m['scale_jitter_adjacent']:.4f} | "
+                         f"{adj} | {m['paired_scale_error']:.4f} | {m['paired_abs_rel']:.4f} | {m['paired_frames']} | "
+                         f"{m['frames_out']} / {m['frames_published']} |")
     return "\n".join(lines) + "\n"
 
 

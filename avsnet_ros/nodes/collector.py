@@ -12,8 +12,11 @@ the depth node right after each depth image, so the n-th scale belongs to the n-
 order; both subscriptions are in this node's one mutually exclusive callback group, so each list
 stays in arrival order). Per frame matched with ground truth the scale error is
 |ln(median(depth) / median(GT))| over the valid GT pixels (avsnet_ros.metrics.median_log_scale_error).
-summary()["scale"] reports per frame scale / confidence / error, the jitter (std of consecutive
-differences of ln(scale), avsnet_ros.metrics.log_scale_jitter) and the error's mean and median.
+The ground truth comes for every camera frame the replay publishes, answered or not, so a depth
+frame's position among the ground-truth stamps received is its frame index in the recording.
+summary()["scale"] reports per frame scale / confidence / error / Abs Rel / frame index, the jitter
+(std of consecutive differences of ln(scale), avsnet_ros.metrics.log_scale_jitter: over the
+published frames, and over frames adjacent in the recording only) and the error's mean and median.
 The message handlers only decode; add_depth / add_gt / add_scale take the decoded values (tests
 feed them directly).
 """
@@ -63,6 +66,8 @@ class DepthCollector(Node):
         self.depth_stamps_ns: list[int] = []
         self.scales: list[tuple[float, float]] = []  # (scale, confidence) in arrival order
         self.scale_errors: dict[int, float] = {}  # depth stamp_ns -> |ln(median(depth) / median(GT))|
+        self.frame_abs_rel: dict[int, float] = {}  # depth stamp_ns -> that frame's Abs Rel
+        self.gt_stamps_ns: set[int] = set()  # every ground truth received: the recording's frame timeline
         self.unmatched_size = 0
         self.excluded_pred_pixels = 0
         self.kept: list[dict[str, Any]] = []
@@ -137,6 +142,7 @@ class DepthCollector(Node):
     def add_gt(self, stamp: int, gt: np.ndarray) -> None:
         """One ground-truth image (H, W) metres, NaN = no measurement, stamped like its camera frame."""
         with self.lock:
+            self.gt_stamps_ns.add(int(stamp))
             depth = self._depth_waiting.pop(stamp, None)
             if depth is None:
                 self._gt[stamp] = gt
@@ -179,6 +185,7 @@ class DepthCollector(Node):
         with self.lock:
             self.scale_errors[stamp] = error
             metrics = self.accumulator.update(depth, gt, name=str(stamp))
+            self.frame_abs_rel[stamp] = float(metrics["abs_rel"])
             self.excluded_pred_pixels += int(metrics.get("excluded_pred_pixels", 0))
             if len(self.kept) < self.keep_frames:
                 self.kept.append(dict(stamp_ns=stamp, rgb=self._rgb.pop(stamp, None), gt_m=gt, depth_m=depth,
@@ -197,6 +204,8 @@ class DepthCollector(Node):
             scales = list(self.scales)
             stamps = list(self.depth_stamps_ns)
             errors = dict(self.scale_errors)
+            abs_rel = dict(self.frame_abs_rel)
+            gt_stamps = sorted(self.gt_stamps_ns)
         latency = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)} | {"max": float(lat.max()),
                    "mean": float(lat.mean()), "count": int(lat.size)}) if lat.size else {"count": 0}
         return {
@@ -210,32 +219,44 @@ class DepthCollector(Node):
             "excluded_nan_pred_pixels": self.excluded_pred_pixels,
             "scale_mean": float(np.nanmean([s for s, _ in scales])) if scales else float("nan"),
             "confidence_mean": float(np.nanmean([c for _, c in scales])) if scales else float("nan"),
-            "scale": scale_summary(stamps, scales, errors),
+            "scale": scale_summary(stamps, scales, errors, gt_stamps, abs_rel),
         }
 
 
-def scale_summary(depth_stamps_ns: list, scales: list, errors: dict) -> dict[str, Any]:
+def scale_summary(depth_stamps_ns: list, scales: list, errors: dict, gt_stamps_ns: "list | None" = None,
+                  abs_rel: "dict | None" = None) -> dict[str, Any]:
     """Per frame scale figures from the depth stamps (arrival order), the (scale, confidence) list
-    (same order: paired by position) and {stamp: scale error} of the frames matched with GT.
+    (same order: paired by position), {stamp: scale error} and {stamp: Abs Rel} of the frames
+    matched with GT, and the sorted stamps of every ground truth received (frame_index = position
+    there; None without ground truth).
 
     jitter: std of consecutive differences of ln(scale) over the paired frames with a finite
-    scale > 0, in order (NaN below 3); frames whose scale is not finite or <= 0 are counted in
-    `nonfinite` and left out; `unpaired` = depth images without a scale message or the reverse.
+    scale > 0, in order; jitter_adjacent: the same over differences between frames adjacent in the
+    recording (both published); NaN below 2 differences. Frames whose scale is not finite or <= 0
+    are counted in `nonfinite` and left out; `unpaired` = depth images without a scale message or
+    the reverse.
     """
+    index_of = {s: i for i, s in enumerate(gt_stamps_ns or [])}
+    abs_rel = abs_rel or {}
     n = min(len(depth_stamps_ns), len(scales))
     per_frame = []
     for stamp, (scale, conf) in zip(depth_stamps_ns[:n], scales[:n]):
-        err = errors.get(stamp)
-        per_frame.append({"stamp_ns": int(stamp), "scale": scale, "confidence": conf,
-                          "scale_error": None if err is None or not np.isfinite(err) else float(err)})
-    good = [f["scale"] for f in per_frame if np.isfinite(f["scale"]) and f["scale"] > 0]
+        err, ar = errors.get(stamp), abs_rel.get(stamp)
+        per_frame.append({"stamp_ns": int(stamp), "frame_index": index_of.get(stamp), "scale": scale,
+                          "confidence": conf,
+                          "scale_error": None if err is None or not np.isfinite(err) else float(err),
+                          "abs_rel": None if ar is None or not np.isfinite(ar) else float(ar)})
+    good = [f for f in per_frame if np.isfinite(f["scale"]) and f["scale"] > 0]
+    indexed = [f for f in good if f["frame_index"] is not None]
     errs = np.asarray([f["scale_error"] for f in per_frame if f["scale_error"] is not None], dtype=np.float64)
     return {
         "per_frame": per_frame,
         "frames": len(per_frame),
         "unpaired": abs(len(depth_stamps_ns) - len(scales)),
         "nonfinite": len(per_frame) - len(good),
-        "jitter": log_scale_jitter(good),
+        "jitter": log_scale_jitter([f["scale"] for f in good]),
+        "jitter_adjacent": log_scale_jitter([f["scale"] for f in indexed], [f["frame_index"] for f in indexed]),
+        "ground_truth_frames": len(index_of),
         "error_mean": float(errs.mean()) if errs.size else float("nan"),
         "error_median": float(np.median(errs)) if errs.size else float("nan"),
         "error_frames": int(errs.size),
