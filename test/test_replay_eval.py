@@ -208,3 +208,7 @@ def test_replay_eval_rejects_a_repeated_scale_filter(tmp_path, capsys):
     rc = replay_eval.main(["--bag", str(tmp_path / "nothing"), "--scale-filters", "none,none"])
     assert rc == 1
     assert "twice" in capsys.readouterr().err
+    # an unknown value is refused before the first replay (nothing to replay here)
+    rc = replay_eval.main(["--bag", str(tmp_path / "nothing"), "--scale-filters", "none,median"])
+    assert rc == 1
+    assert "median not one of none, kalman" in capsys.readouterr().err

@@ -89,10 +89,17 @@ def _finite(value):
 
 
 def parse_scale_filters(text: "str | None") -> list[str]:
-    """"none,kalman" -> ["none", "kalman"]; [] for None/empty; ValueError on a repeated value."""
+    """"none,kalman" -> ["none", "kalman"]; [] for None/empty; ValueError on a repeated value or one
+    the depth node does not accept (checked before any replay starts)."""
+    from avsnet_ros.nodes.depth_support import PARAMS
+
+    choices = next(spec.choices for spec in PARAMS if spec.name == "scale_filter")
     names = [t.strip() for t in (text or "").split(",") if t.strip()]
     if len(set(names)) != len(names):
         raise ValueError(f"--scale-filters lists a value twice: {text!r}")
+    bad = [n for n in names if n not in choices]
+    if bad:
+        raise ValueError(f"--scale-filters: {', '.join(bad)} not one of {', '.join(choices)}")
     return names
 
 
