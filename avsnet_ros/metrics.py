@@ -18,7 +18,8 @@ import numpy as np
 
 from avsnet_ros.data.samples import valid_depth
 
-__all__ = ["METRIC_KEYS", "compute_depth_metrics", "DepthMetricAccumulator"]
+__all__ = ["METRIC_KEYS", "compute_depth_metrics", "DepthMetricAccumulator", "log_scale_jitter",
+           "median_log_scale_error"]
 
 #: The paper's column order (Tables 1 and 2).
 METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
@@ -130,3 +131,45 @@ class DepthMetricAccumulator:
 
     def reset(self) -> None:
         self.__init__(self.max_depth_m, self.min_depth_m, self.strict_max, self.invalid_pred)
+
+
+# ------------------------------------------------------------------------------------------------
+# scale over time (issue 14): one definition for training/scale_sequences.py and the replay collector
+def log_scale_jitter(scales, frame_index=None) -> float:
+    """Scale jitter of a sequence of scales in time order: std (ddof 0) of the consecutive
+    differences of ln(scale). With frame_index (the frames' positions in the recording, same
+    length), only differences between frames adjacent in the recording (index step 1) count, so
+    frames missing from the sequence do not stretch a difference over a longer time. NaN with fewer
+    than 2 differences (one difference says nothing about its spread). Scales must be finite and
+    > 0 (ValueError): drop and count the others before calling.
+    """
+    ls = np.asarray(scales, dtype=np.float64).ravel()
+    if ls.size and not (np.all(np.isfinite(ls)) and np.all(ls > 0)):
+        raise ValueError("scales must be finite and > 0")
+    d = np.diff(np.log(ls))
+    if frame_index is not None:
+        idx = np.asarray(frame_index, dtype=np.int64).ravel()
+        if idx.shape != ls.shape:
+            raise ValueError(f"frame_index has {idx.size} values for {ls.size} scales")
+        d = d[np.diff(idx) == 1]
+    if d.size < 2:
+        return math.nan
+    return float(np.std(d))
+
+
+def median_log_scale_error(pred_m, gt_m, max_depth_m: float, min_depth_m: float = 0.0) -> float:
+    """|ln(median(pred) / median(gt))| over the pixels where gt is valid (finite, min_depth_m < gt <=
+    max_depth_m) and pred finite and > 0; NaN when there is no such pixel. (H, W) numpy or torch.
+
+    For a median-scaled prediction pred = s * R this is |ln(s / s_gt)| with s_gt = median(gt) /
+    median(R), the "GT-median scale", as long as the prediction was not range-masked (NaN) on part
+    of those pixels.
+    """
+    p, g = _to_numpy(pred_m), _to_numpy(gt_m)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in size")
+    with np.errstate(invalid="ignore"):
+        valid = valid_depth(g, max_depth_m, min_depth_m) & np.isfinite(p) & (p > 0)
+    if not valid.any():
+        return math.nan
+    return float(abs(math.log(float(np.median(p[valid])) / float(np.median(g[valid])))))

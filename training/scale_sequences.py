@@ -3,6 +3,8 @@
 
     python training/scale_sequences.py make --out runs/scale_seq [--sequences 3 --frames 30 --seed 21 --preset test]
     python training/scale_sequences.py eval --data runs/scale_seq [--out runs/scale_seq/results.json] [--json]
+    python training/scale_sequences.py bags --data runs/scale_seq --out runs/scale_seq/bags [--start-s 1.0]
+    python training/scale_sequences.py replay-table --replay runs/scale_seq/replay [--json]
 
 `make` renders, with the synthetic world (training/synthetic), N sequences of F frames of each kind:
   still   the camera stands at the trajectory's first pose; every frame is a new echo (new noise,
@@ -17,11 +19,22 @@ nav_msgs/Odometry) and reports per kind and variant:
   scale_jitter  std of consecutive differences of log(scale) within a sequence (mean over sequences)
   scale_error   mean |log(scale / GT-median scale)|, the GT-median scale = median(GT) / median(R)
   abs_rel ...   the usual metrics of scale * R against GT (avsnet_ros.metrics, mean over frames)
-plus a third kind "rooms": the still sequences played back to back, 1 s apart (the scale steps at
-each room change; jitter is taken inside each room; `frames_to_follow` = echoes until the scale is
+plus a third kind "rooms": the still sequences played back to back, 1 s apart (the scale steps
+at each room change; jitter is taken inside each room; `frames_to_follow` = echoes until the scale is
 within 10 % of the room's median raw echo scale and stays there).
 The GT-median scale's own jitter is reported too: on moving sequences it is the part of the raw
 jitter that is real (the relative model's units change with the view).
+
+`bags` writes every sequence as a rosbag2 in the avsnet_ros layout (avsnet_ros.data.rosbag_io:
+image, camera_info with the synthetic world's intrinsics, echo, depth ground truth, all stamped
+with the recorded stamp + start_s: 0.2 s per frame) to OUT/{still,moving}/seq_XX, for
+training/replay_eval.py (--scale-filters none,kalman) to play through the real nodes.
+`replay-table` aggregates those replays (REPLAY/{kind}_seq_XX/replay_eval.json) per kind and filter:
+scale jitter (over consecutive published frames, and over frames adjacent in the recording),
+scale error and Abs Rel over the frames both replays of a sequence scored ("paired": a loaded
+machine supersedes different frames in each replay, and the sequences differ a lot in Abs Rel),
+each the mean over sequences of the sequence's figure; jitter ratio = mean kalman / mean none;
+frames published / out; the unpaired figures are in the JSON too.
 """
 from __future__ import annotations
 
@@ -86,6 +99,112 @@ def render_sequences(out_dir: Path, n_sequences: int, frames: int, seed: int, pr
     return summary
 
 
+# ----------------------------------------------------------------------------- bags
+def sequence_samples(path: Path, hfov_deg: float, start_ns: int) -> list:
+    """One stored sequence (npz of `make`) -> [Sample] with stamp = recorded stamp_ns + start_ns and
+    the synthetic world's pinhole intrinsics for the image size and hfov_deg."""
+    from avsnet_ros.data.samples import Sample
+    from training.synthetic.scene import intrinsics_for
+
+    z = np.load(path)
+    seq_id = f"{path.parent.name}/{path.stem}"
+    k = intrinsics_for(z["rgb"].shape[1], z["rgb"].shape[2], hfov_deg)
+    return [Sample(rgb=z["rgb"][f], echo=z["echo"][f].astype(np.float32), sample_rate_hz=int(z["sample_rate_hz"]),
+                   depth_m=z["depth_m"][f].astype(np.float32), intrinsics=k,
+                   stamp_ns=int(z["stamp_ns"][f]) + int(start_ns), sequence_id=seq_id, frame_index=f,
+                   source=f"{path}#{f}")
+            for f in range(z["rgb"].shape[0])]
+
+
+def write_bags(data_dir: Path, out_dir: Path, start_s: float = 1.0) -> dict:
+    """Every DATA/{still,moving}/seq_XX.npz -> OUT/{kind}/seq_XX (rosbag2, mcap); returns a summary.
+
+    start_s shifts the recorded stamps (which start at 0, ROS's "unset" time); the spacing stays.
+    The intrinsics are the synthetic world's for the preset named in DATA/make.json ("test" if absent).
+    """
+    from avsnet_ros.data.rosbag_io import write_samples_to_bag
+    from training.synthetic.scene import PRESETS
+
+    make = json.loads((data_dir / "make.json").read_text()) if (data_dir / "make.json").is_file() else {}
+    preset = PRESETS[make.get("preset", "test")]
+    summary = {"data": str(data_dir), "preset": make.get("preset", "test"), "start_s": start_s, "bags": []}
+    for kind in KINDS:
+        files = sorted((data_dir / kind).glob("seq_*.npz"))
+        if not files:
+            raise FileNotFoundError(f"no {kind}/seq_*.npz under {data_dir} (run `make` first)")
+        for path in files:
+            samples = sequence_samples(path, preset.hfov_deg, int(round(start_s * 1e9)))
+            bag = out_dir / kind / path.stem
+            bag.parent.mkdir(parents=True, exist_ok=True)
+            info = write_samples_to_bag(samples, bag, custom_data={"avsnet_ros.scale_sequences.source": str(path)})
+            summary["bags"].append({"bag": str(bag), "kind": kind, "frames": info["samples"]})
+            LOG.info("%s: %d frames", bag, info["samples"])
+    return summary
+
+
+def replay_table(replay_dir: Path) -> dict:
+    """Aggregate replay_eval.json files of `--scale-filters` runs per kind -> {kind: {filter: figures}}."""
+    result: dict = {}
+    for kind in KINDS:
+        files = sorted(replay_dir.glob(f"{kind}_seq_*/replay_eval.json"))
+        runs_by_filter: dict = {}
+        for path in files:
+            data = json.loads(path.read_text())
+            if "by_scale_filter" not in data:
+                raise ValueError(f"{path}: no by_scale_filter block (replay with --scale-filters none,kalman)")
+            for name, r in data["by_scale_filter"].items():
+                runs_by_filter.setdefault(name, []).append((r, data["scale_filter_comparison"]["paired"][name]))
+        kres = {}
+        for name, pairs in runs_by_filter.items():
+            runs, paired = [r for r, _ in pairs], [p for _, p in pairs]
+            scored = sum(r["metrics"]["count"] for r in runs)
+            kres[name] = {
+                "sequences": len(runs),
+                "scale_jitter": float(np.mean([r["scale"]["jitter"] for r in runs])),
+                "scale_jitter_per_sequence": [r["scale"]["jitter"] for r in runs],
+                "scale_jitter_adjacent": float(np.mean([r["scale"]["jitter_adjacent"] for r in runs])),
+                "paired_frames": sum(p["frames"] for p in paired),
+                "paired_scale_error": float(np.mean([p["scale_error"] for p in paired])),
+                "paired_abs_rel": float(np.mean([p["abs_rel"] for p in paired])),
+                "paired_abs_rel_per_sequence": [p["abs_rel"] for p in paired],
+                "scale_error": float(np.mean([r["scale"]["error_mean"] for r in runs])),
+                "abs_rel": float(np.mean([r["metrics"]["abs_rel"] for r in runs])),
+                "abs_rel_per_sequence": [r["metrics"]["abs_rel"] for r in runs],
+                "abs_rel_frames": sum(r["metrics"]["abs_rel"] * r["metrics"]["count"] for r in runs) / scored,
+                "delta1": float(np.mean([r["metrics"]["delta1"] for r in runs])),
+                "frames_published": sum(r["frames"]["published_by_replay"] for r in runs),
+                "frames_out": sum(r["frames"]["out"] for r in runs),
+                "frames_scored": scored,
+            }
+        if "none" in kres:
+            for name, m in kres.items():
+                if name != "none":
+                    m["jitter_ratio_vs_none"] = m["scale_jitter"] / kres["none"]["scale_jitter"]
+                    m["jitter_adjacent_ratio_vs_none"] = (m["scale_jitter_adjacent"]
+                                                          / kres["none"]["scale_jitter_adjacent"])
+                    m["abs_rel_change_vs_none"] = m["abs_rel"] - kres["none"]["abs_rel"]
+                    m["paired_abs_rel_change_vs_none"] = m["paired_abs_rel"] - kres["none"]["paired_abs_rel"]
+        if kres:
+            result[kind] = kres
+    if not result:
+        raise FileNotFoundError(f"no {{still,moving}}_seq_*/replay_eval.json under {replay_dir}")
+    return result
+
+
+def replay_markdown(table: dict) -> str:
+    lines = ["| kind | scale_filter | scale jitter | vs none | adjacent frames | vs none | scale error (paired) "
+             "| Abs Rel (paired) | paired frames | frames out / published |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, kres in table.items():
+        for name, m in kres.items():
+            ratio = f"{m['jitter_ratio_vs_none']:.2f}x" if "jitter_ratio_vs_none" in m else ""
+            adj = f"{m['jitter_adjacent_ratio_vs_none']:.2f}x" if "jitter_adjacent_ratio_vs_none" in m else ""
+            lines.append(f"| {kind} | {name} | {m['scale_jitter']:.4f} | {ratio} | {m['scale_jitter_adjacent']:.4f} | "
+                         f"{adj} | {m['paired_scale_error']:.4f} | {m['paired_abs_rel']:.4f} | {m['paired_frames']} | "
+                         f"{m['frames_out']} / {m['frames_published']} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- eval
 def run_pipeline(pipe, seq: dict, max_depth_m: float) -> dict:
     """Per frame: raw scale, confidence, relative depth at the GT size and the GT-median scale."""
@@ -136,9 +255,11 @@ def _depth(scale: float, relative: np.ndarray, min_depth_m: float, max_depth_m: 
 
 
 def jitter(scales) -> float:
-    """std of consecutive differences of log(scale) (0 for fewer than 3 values)."""
-    ls = np.log(np.asarray(scales, dtype=np.float64))
-    return float(np.std(np.diff(ls))) if ls.size >= 3 else 0.0
+    """std of consecutive differences of log(scale) (avsnet_ros.metrics.log_scale_jitter: NaN for
+    fewer than 3 values, ValueError for a non-finite or non-positive scale)."""
+    from avsnet_ros.metrics import log_scale_jitter
+
+    return log_scale_jitter(scales)
 
 
 def summarise(streams: list[dict], variant: str, min_depth_m: float, max_depth_m: float) -> dict:
@@ -288,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--frames", type=int, default=30, help="frames (echoes) per sequence, 0.2 s apart")
     m.add_argument("--seed", type=int, default=21, help="synthetic world seed (test set: 2; use another)")
     m.add_argument("--preset", default="test", help="scene preset of training/synthetic/scene.py")
+    b = sub.add_parser("bags", help="write the sequences as rosbag2 for training/replay_eval.py")
+    b.add_argument("--data", required=True, help="folder written by `make`")
+    b.add_argument("--out", required=True, help="output folder ({still,moving}/seq_XX bags; must not exist yet)")
+    b.add_argument("--start-s", type=float, default=1.0, help="added to the recorded stamps (which start at 0)")
+    t = sub.add_parser("replay-table", help="aggregate replay_eval --scale-filters results per kind")
+    t.add_argument("--replay", required=True, help="folder of {still,moving}_seq_XX/replay_eval.json")
+    t.add_argument("--json", action="store_true", help="print the table as one JSON line (last line)")
     e = sub.add_parser("eval", help="raw vs filtered scale through the shipped pipeline")
     e.add_argument("--data", required=True, help="folder written by `make`")
     e.add_argument("--out", default=None, help="results JSON (default: DATA/results.json; .md next to it)")
@@ -316,6 +444,34 @@ def main(argv=None) -> int:
         summary.update(command=command, seconds=round(time.perf_counter() - t0, 1))
         (Path(args.out) / "make.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {2 * args.sequences} sequences to {args.out} in {summary['seconds']} s", file=sys.stderr)
+        return 0
+    if args.command == "bags":
+        out = Path(args.out)
+        if out.exists():
+            print(f"error: {out} exists (bags are never overwritten)", file=sys.stderr)
+            return 2
+        try:
+            summary = write_bags(Path(args.data), out, args.start_s)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        summary.update(command=command, seconds=round(time.perf_counter() - t0, 1))
+        (out / "bags.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {len(summary['bags'])} bags to {out} in {summary['seconds']} s", file=sys.stderr)
+        return 0
+    if args.command == "replay-table":
+        try:
+            table = replay_table(Path(args.replay))
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        md = replay_markdown(table)
+        (Path(args.replay) / "replay_table.json").write_text(json.dumps({"kinds": table, "command": command}, indent=1)
+                                                             + "\n")
+        (Path(args.replay) / "replay_table.md").write_text(md)
+        print(md, file=sys.stderr)
+        if args.json:
+            print(json.dumps(table))
         return 0
     from avsnet_ros.policy.scale_filter import ScaleFilterConfig
 
