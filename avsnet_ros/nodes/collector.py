@@ -45,6 +45,22 @@ TOPICS = {
 }
 
 
+#: unmatched depth / ground-truth images kept per side while their partner is on its way
+MAX_WAITING = 64
+
+
+def _take_or_wait(partners: "OrderedDict[int, np.ndarray]", own: "OrderedDict[int, np.ndarray]", stamp: int,
+                  value: np.ndarray) -> "np.ndarray | None":
+    """The partner image with this stamp (removed from `partners`), or None after parking `value` in
+    `own` (oldest dropped beyond MAX_WAITING). Caller holds the lock."""
+    partner = partners.pop(stamp, None)
+    if partner is None:
+        own[stamp] = value
+        while len(own) > MAX_WAITING:
+            own.popitem(last=False)
+    return partner
+
+
 class DepthCollector(Node):
     """See module docstring. keep_frames: how many (rgb, gt, depth) triples to keep for pictures."""
 
@@ -143,13 +159,9 @@ class DepthCollector(Node):
         """One ground-truth image (H, W) metres, NaN = no measurement, stamped like its camera frame."""
         with self.lock:
             self.gt_stamps_ns.add(int(stamp))
-            depth = self._depth_waiting.pop(stamp, None)
-            if depth is None:
-                self._gt[stamp] = gt
-                while len(self._gt) > 64:
-                    self._gt.popitem(last=False)
-                return
-        self._score(stamp, depth, gt)
+            depth = _take_or_wait(self._depth_waiting, self._gt, stamp, gt)
+        if depth is not None:
+            self._score(stamp, depth, gt)
 
     def _on_depth(self, msg: Image) -> None:
         now_ns = self.get_clock().now().nanoseconds
@@ -163,13 +175,9 @@ class DepthCollector(Node):
         with self.lock:
             self.latencies_ms.append((now_ns - stamp) / 1e6)
             self.depth_stamps_ns.append(stamp)
-            gt = self._gt.pop(stamp, None)
-            if gt is None:
-                self._depth_waiting[stamp] = depth
-                while len(self._depth_waiting) > 64:
-                    self._depth_waiting.popitem(last=False)
-                return
-        self._score(stamp, depth, gt)
+            gt = _take_or_wait(self._gt, self._depth_waiting, stamp, depth)
+        if gt is not None:
+            self._score(stamp, depth, gt)
 
     def _score(self, stamp: int, depth: np.ndarray, gt: np.ndarray) -> None:
         if depth.shape != gt.shape:
