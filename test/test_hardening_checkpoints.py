@@ -116,7 +116,8 @@ def test_depth_node_configure_fails_cleanly_then_recovers(ckpts):
     with ros_context() as (context, executor):
         node = DepthNode("depth_node_bad_ckpt", context=context, parameter_overrides=[
             Parameter("autostart", value=False), Parameter("device", value="cpu"),
-            Parameter("avs_checkpoint", value=str(good["avs"])), Parameter("relative_checkpoint", value=str(good["rel"])),
+            Parameter("avs_checkpoint", value=str(good["avs"])),
+            Parameter("relative_checkpoint", value=str(good["rel"])),
             Parameter("torch_threads", value=1)])
         executor.add_node(node)
         for case, fragment in sorted(BAD_CASES.items()):
@@ -142,7 +143,8 @@ def test_depth_node_configure_fails_cleanly_then_recovers(ckpts):
 def test_depth_node_process_exits_with_a_clear_message(ckpts):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "avsnet_ros.nodes.depth_node", "--ros-args", "-p", f"avs_checkpoint:={ckpts['evil_file']}",
+        [sys.executable, "-m", "avsnet_ros.nodes.depth_node", "--ros-args", "-p",
+         f"avs_checkpoint:={ckpts['evil_file']}",
          "-p", "device:=cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
@@ -179,7 +181,8 @@ def test_resume_refuses_unsafe_or_truncated_train_state(tmp_path, case):
     cfg.write_text("model: {kind: avsnet, preset: tiny, image_size_hw: [64, 128]}\n"
                    "train: {epochs: 1, batch_size: 2, num_workers: 0}\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "training" / "train_avs.py"), "--data", str(data), "--out", str(run),
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train_avs.py"), "--data", str(data), "--out",
+                           str(run),
                            "--config", str(cfg), "--resume", "--no-progress"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr

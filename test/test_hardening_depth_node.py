@@ -4,8 +4,8 @@ escapes a callback, and valid messages after them are still answered.
 
 Complements test_nodes_depth.py (the node's own behaviour tests): this file covers the whole
 matrix of issue 7 in one place, including the cases that file does not send (mono16/yuv422/float
-frames, zero-size and oversized images, inf/clipped (in the model's window)/one-row/over-long/wrong-encoding echoes, future
-and out-of-order echoes, out-of-order frames, invalid camera_info, a 1,000-message burst).
+frames, zero-size and oversized images, inf/clipped (in the model's window)/one-row/over-long/wrong-encoding echoes,
+future and out-of-order echoes, out-of-order frames, invalid camera_info, a 1,000-message burst).
 Frames are the real BV2 image downscaled to 180 x 320 (small messages keep the burst fast).
 """
 from __future__ import annotations
@@ -110,7 +110,8 @@ def _exceptions(node) -> dict:
 
 
 def _delta(after: dict, before: dict) -> dict:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before) if after.get(k, 0) != before.get(k, 0)}
+    deltas = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    return {k: d for k, d in deltas.items() if d != 0}
 
 
 def _latest_diagnostics(harness, node, since: float) -> dict:
@@ -391,7 +392,8 @@ def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
     depth = [m for m in harness.messages("depth") if conv.stamp_to_ns(m.header.stamp) == t][0]
     assert (depth.height, depth.width) == big_hw and np.isfinite(conv.depth_from_image_msg(depth)).any()
     try:
-        assert all(r.successful for r in node.set_parameters([Parameter("max_image_pixels", value=big_hw[0] * big_hw[1] - 1)]))
+        assert all(r.successful for r in node.set_parameters([Parameter("max_image_pixels",
+                                                                        value=big_hw[0] * big_hw[1] - 1)]))
         t2 = harness.now_ns()
         harness.send_image(big, t2)
         assert wait_for(lambda: _delta(node.counters()["frame_drops"], frames0).get("image_too_large", 0) == 1, 10.0), \

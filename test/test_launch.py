@@ -225,7 +225,8 @@ def test_nodes_under_a_namespace(tmp_path):
     args = Namespace(config="", device="cpu", data=str(REPO / "assets" / "batvision_v2_sample"), use_sim_time=False,
                      demo=False, rate_hz=4.0, frames=0,
                      param=[f"depth_node.avs_checkpoint={ckpt['avs']}", f"depth_node.relative_checkpoint={ckpt['rel']}",
-                            "replay_source.loop=true", "replay_source.max_frames=6", "replay_source.wait_for_subscribers=1"])
+                            "replay_source.loop=true", "replay_source.max_frames=6",
+                            "replay_source.wait_for_subscribers=1"])
     config = resolve_parameters(args)
     with ros_context() as (context, executor):
         probe = Node("namespace_probe", context=context)

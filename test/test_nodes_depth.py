@@ -156,7 +156,8 @@ def test_points_and_output_size(node, harness, data):
         assert (depth_msg.height, depth_msg.width) == (180, 320)
         info = harness.messages("camera_info")[0]
         s = 0.25
-        expected_k = np.array([[k[0, 0] * s, 0, (k[0, 2] + 0.5) * s - 0.5], [0, k[1, 1] * s, (k[1, 2] + 0.5) * s - 0.5], [0, 0, 1]])
+        expected_k = np.array([[k[0, 0] * s, 0, (k[0, 2] + 0.5) * s - 0.5],
+                               [0, k[1, 1] * s, (k[1, 2] + 0.5) * s - 0.5], [0, 0, 1]])
         np.testing.assert_allclose(np.reshape(info.k, (3, 3)), expected_k, atol=1e-9)
         assert (info.height, info.width) == (180, 320)
         cloud = harness.messages("points")[0]
@@ -268,7 +269,8 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
     context, executor = ros
     node = DepthNode("depth_node_filter", context=context, pipeline_factory=factory,
                      parameter_overrides=_params(checkpoints, scale_filter="kalman"),
-                     cli_args=["--ros-args", "-r", "avsnet/metric_depth:=filter/depth", "-r", "avsnet/scale:=filter/scale"])
+                     cli_args=["--ros-args", "-r", "avsnet/metric_depth:=filter/depth", "-r",
+                               "avsnet/scale:=filter/scale"])
     assert node.startup_error is None, node.startup_error
     calls.clear()  # the warm-up inference
     executor.add_node(node)
@@ -277,7 +279,8 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
     harness.listen("filtered", Float32MultiArray, "filter/scale")
     harness.listen("filtered_depth", Image, "filter/depth")
     try:
-        assert wait_for(lambda: harness.pub_echo.get_subscription_count() > 0 and harness.pub_image.get_subscription_count() > 0, 20.0)
+        assert wait_for(lambda: harness.pub_echo.get_subscription_count() > 0
+                        and harness.pub_image.get_subscription_count() > 0, 20.0)
         time.sleep(0.3)
         t = harness.now_ns() - 5_000_000_000
         for i in range(len(factors)):  # one fresh echo per frame, 0.25 s apart
@@ -296,9 +299,11 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
         # the published depth follows the published scale
         d3 = harness.messages("filtered_depth")[3]
         depth3 = np.frombuffer(bytes(d3.data), dtype="<f4")
-        assert np.nanmedian(depth3) < 2.0 * np.nanmedian(np.frombuffer(bytes(harness.messages("filtered_depth")[2].data), "<f4"))
+        depth2 = np.frombuffer(bytes(harness.messages("filtered_depth")[2].data), "<f4")
+        assert np.nanmedian(depth3) < 2.0 * np.nanmedian(depth2)
         harness.received["diagnostics"].clear()
-        assert wait_for(lambda: any(diagnostic_values(m, "depth_node_filter") for m in harness.messages("diagnostics")), 10.0)
+        assert wait_for(lambda: any(diagnostic_values(m, "depth_node_filter")
+                                    for m in harness.messages("diagnostics")), 10.0)
         values = [diagnostic_values(m, "depth_node_filter") for m in harness.messages("diagnostics")]
         values = [v for v in values if v][-1]
         # gated: the outlier and the 3 step echoes (the 3rd of which re-initialises)
@@ -482,7 +487,8 @@ def test_no_inference_while_nobody_listens(ros, checkpoints, data):
     executor.add_node(probe)
     try:
         assert wait_for(lambda: pub.get_subscription_count() > 0)
-        pub.publish(conv.array_to_image(data[0], "rgb8", conv.make_header(probe.get_clock().now().nanoseconds, CAMERA_FRAME)))
+        pub.publish(conv.array_to_image(data[0], "rgb8",
+                                        conv.make_header(probe.get_clock().now().nanoseconds, CAMERA_FRAME)))
         assert wait_for(lambda: node.counters()["events"].get("skipped_no_subscribers", 0) == 1)
         assert node.counters()["frames_out"] == 0 and not node.counters()["frame_drops"]
     finally:
@@ -526,7 +532,8 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
         for _, kind, name in events:
             t = stamp[name]
             if kind == "echo":
-                w.write(conns[topics.echo], t, ts.serialize_cdr(echo_to_image_msg(echoes[name], t), "sensor_msgs/msg/Image"))
+                w.write(conns[topics.echo], t,
+                        ts.serialize_cdr(echo_to_image_msg(echoes[name], t), "sensor_msgs/msg/Image"))
             else:
                 w.write(conns[topics.image], t, ts.serialize_cdr(array_to_image_msg(rgb, "rgb8", t, CAMERA_FRAME_ID),
                                                                  "sensor_msgs/msg/Image"))
@@ -562,7 +569,8 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
             assert wait_for(handled, 15.0), (name, node.counters())
             c = node.counters()
             if c["frames_out"] > c0["frames_out"]:
-                node_pairing[name] = echo_name[node.echo_state.scale.echo.stamp_ns]  # the echo the published scale came from
+                # the echo the published scale came from
+                node_pairing[name] = echo_name[node.echo_state.scale.echo.stamp_ns]
             else:
                 node_pairing[name] = next(r for r, n in c["frame_drops"].items() if n > c0["frame_drops"].get(r, 0))
         assert node_pairing == expected

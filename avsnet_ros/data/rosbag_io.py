@@ -584,7 +584,8 @@ def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, 
     )
 
 
-def read_bag_samples(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S, **kwargs) -> "tuple[list[Sample], BagReadReport]":
+def read_bag_samples(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S,
+                     **kwargs) -> "tuple[list[Sample], BagReadReport]":
     """All Samples of a bag plus the BagReadReport (keyword arguments as iter_bag_samples)."""
     report = BagReadReport()
     samples = list(iter_bag_samples(bag_path, report, max_echo_age_s=max_echo_age_s, **kwargs))

@@ -183,10 +183,12 @@ class AVSNetConfig:
         if not 0.0 < self.min_depth_m < self.max_depth_m:
             raise ValueError(f"need 0 < min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}")
         if self.bottleneck_features != self.fusion_hidden_size:
-            raise ValueError("ZoeDepth's bottleneck is a neck feature: bottleneck_features must equal fusion_hidden_size")
+            raise ValueError("ZoeDepth's bottleneck is a neck feature: "
+                             "bottleneck_features must equal fusion_hidden_size")
         if self.bottleneck_features % self.attention_heads:
             raise ValueError(
-                f"bottleneck_features={self.bottleneck_features} not divisible by attention_heads={self.attention_heads}"
+                f"bottleneck_features={self.bottleneck_features} not divisible by "
+                f"attention_heads={self.attention_heads}"
             )
         if len(self.backbone_out_indices) != 4 or len(self.neck_hidden_sizes) != 4 or len(self.num_attractors) != 4:
             raise ValueError("backbone_out_indices, neck_hidden_sizes and num_attractors need 4 entries")

@@ -111,7 +111,8 @@ def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: in
     try:
         import onnx  # noqa: F401
     except ImportError as exc:
-        raise RuntimeError("ONNX export needs the 'onnx' package (pip install onnx); use export_torchscript otherwise") from exc
+        raise RuntimeError("ONNX export needs the 'onnx' package (pip install onnx); "
+                           "use export_torchscript otherwise") from exc
     inputs = example_inputs(pipeline, batch_size)
     out = Path(path)
     torch.onnx.export(
@@ -125,4 +126,5 @@ def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: in
     return out
 
 
-__all__ = ["InferenceGraph", "export_program", "export_torchscript", "load_torchscript", "export_onnx", "example_inputs"]
+__all__ = ["InferenceGraph", "export_program", "export_torchscript", "load_torchscript", "export_onnx",
+           "example_inputs"]

@@ -49,7 +49,8 @@ PARAMS = (
     ParamSpec("output_channels", 2, "device output channels (the sweep plays on all)", 1, 64),
     ParamSpec("stream_latency_s", 0.0, "PortAudio suggested latency (0 = PortAudio's 'high', robust with a "
               "Python callback; the echo alignment removes any latency)", 0.0, 1.0),
-    ParamSpec("sample_rate_hz", DEFAULT_SAMPLE_RATE_HZ, "audio sample rate (the echo contract and the models: 44100 Hz)",
+    ParamSpec("sample_rate_hz", DEFAULT_SAMPLE_RATE_HZ,
+              "audio sample rate (the echo contract and the models: 44100 Hz)",
               8000, 192000),
     ParamSpec("gain", 0.5, "sweep peak amplitude (full scale 1.0)", 0.0, 1.0),
     ParamSpec("sweep_method", DEFAULT_SWEEP["method"], "sweep phase law (default: DEFAULT_SWEEP, the sweep "
@@ -169,7 +170,8 @@ class ChirpEmitter(LifecycleNode):
         self._diag_timer = self.create_timer(self.values["diagnostics_period_s"], self._publish_diagnostics)
         v = self.values
         self.get_logger().info(f"configured {backend.describe()}: {v['sweep_method']} sweep {v['sweep_f0_hz']:g}-"
-                               f"{v['sweep_f1_hz']:g} Hz, {1e3 * v['sweep_duration_s']:g} ms every {v['period_s']:g} s, "
+                               f"{v['sweep_f1_hz']:g} Hz, {1e3 * v['sweep_duration_s']:g} ms "
+                               f"every {v['period_s']:g} s, "
                                f"{backend.settings.echo_samples} samples at {v['sample_rate_hz']} Hz")
         return TransitionCallbackReturn.SUCCESS
 

@@ -35,7 +35,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout
 
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer, RateMeter,
+from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer,
+                                     RateMeter,
                                      declare_parameters, diagnostic_array, diagnostic_status, guarded,
                                      read_parameters, resident_memory_mb, run_node_main)
 from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
@@ -150,7 +151,8 @@ class DepthNode(LifecycleNode):
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
         self._subs = [  # the echo and camera_info callbacks never wait behind a frame
-            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS, callback_group=self._input_group),
+            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
+                                     callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, SENSOR_QOS,
                                      callback_group=self._echo_group),
             self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS, callback_group=self._echo_group),
@@ -312,7 +314,8 @@ class DepthNode(LifecycleNode):
         if warmed is not None:  # warm up in this thread, where inference will run
             try:
                 t0 = time.perf_counter()
-                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples, self.values["sample_rate_hz"])
+                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples,
+                        self.values["sample_rate_hz"])
                 self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
             except Exception as exc:  # noqa: BLE001 - reported by on_activate
                 box["error"] = exc
@@ -326,7 +329,8 @@ class DepthNode(LifecycleNode):
             try:
                 self._process(frame)
                 # after a burst of large frames, give the freed memory back (common.FreedMemoryTrimmer)
-                if self.values["malloc_keep_freed_mb"] > 0 and self._trimmer.after_frame(frame.rgb.shape[0] * frame.rgb.shape[1]):
+                frame_pixels = frame.rgb.shape[0] * frame.rgb.shape[1]
+                if self.values["malloc_keep_freed_mb"] > 0 and self._trimmer.after_frame(frame_pixels):
                     self.events.count("memory_trims")
             except Exception as exc:  # noqa: BLE001 - keep the worker alive
                 self.frame_drops.count("inference_error", f"{type(exc).__name__}: {exc}")

@@ -223,7 +223,8 @@ class ScaleFilter:
         """The current estimate without advancing the clock."""
         if self._x is None:
             return ScaleEstimateState(False, math.nan, math.nan, math.inf, 0.0, self._stamp_ns)
-        return ScaleEstimateState(True, math.exp(self._x), self._x, self._p, confidence_from_variance(self._p), self._stamp_ns)
+        return ScaleEstimateState(True, math.exp(self._x), self._x, self._p, confidence_from_variance(self._p),
+                                  self._stamp_ns)
 
     def reset(self) -> None:
         """Forget the estimate and the clock (counters are kept; ``resets`` counts this)."""
