@@ -7,7 +7,7 @@ import pytest
 
 from avsnet_ros.audio.echo_checks import (EchoCheckConfig, EchoFault, check_echo, clipped_fraction,
                                           onset_templates)
-from test_nodes_support import FIXTURE
+from ros_support import FIXTURE
 
 RATE_HZ = 44100
 WINDOW = int(2 * 30.0 / 340.0 * RATE_HZ)  # BatVision echo window for 30 m, by hand: 7782 samples
@@ -35,7 +35,7 @@ def _check(buf, templates, start=0, **config):
 
 def test_window_is_the_pipelines(tmp_path):
     from avsnet_ros.pipeline import DepthPipeline
-    from test_nodes_support import make_tiny_checkpoints
+    from ros_support import make_tiny_checkpoints
 
     assert WINDOW == 7782
     ckpt = make_tiny_checkpoints(tmp_path)

@@ -37,7 +37,7 @@ class _Payload:
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    from test_nodes_support import make_tiny_checkpoints
+    from ros_support import make_tiny_checkpoints
 
     root = tmp_path_factory.mktemp("hardening_ckpt")
     paths = {k: Path(v) for k, v in make_tiny_checkpoints(root / "good").items()}
@@ -110,7 +110,7 @@ def test_depth_node_configure_fails_cleanly_then_recovers(ckpts):
     from rclpy.parameter import Parameter
 
     from avsnet_ros.nodes.depth_node import DepthNode
-    from test_nodes_support import ros_context
+    from ros_support import ros_context
 
     good = ckpts["good"]
     with ros_context() as (context, executor):

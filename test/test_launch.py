@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test_nodes_support import make_tiny_checkpoints, ros_context, wait_for
+from ros_support import make_tiny_checkpoints, ros_context, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 

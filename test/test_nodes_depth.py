@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -240,7 +240,7 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float32MultiArray
 
-    from avsnet_ros.nodes.common import diagnostic_values
+    from ros_support import diagnostic_values
     from avsnet_ros.nodes.depth_node import DepthNode
     from avsnet_ros.nodes.depth_support import load_pipelines
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from test_nodes_support import Harness, ros_context, wait_for
+from ros_support import Harness, ros_context, wait_for
 
 pytestmark = pytest.mark.ros
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from test_nodes_support import FIXTURE, Harness, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import FIXTURE, Harness, make_tiny_checkpoints, ros_context, wait_for
 
 pytestmark = pytest.mark.ros
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

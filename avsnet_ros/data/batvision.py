@@ -1,6 +1,7 @@
 """BatVision V1/V2 (and synthetic BV2-layout) datasets -> `Sample`s.
 
-Layouts read exactly as the official dataset (docs/batvision.md, AmandineBtto/Batvision-Dataset):
+Layouts read exactly as the official dataset (README "Data"; Brunetto et al., IROS 2023;
+AmandineBtto/Batvision-Dataset):
 
 BV2: one folder per location; each holds train.csv / val.csv / test.csv with the columns
   'audio path', 'audio file name', 'camera path', 'camera file name', 'depth path', 'depth file name'.

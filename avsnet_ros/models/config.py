@@ -26,7 +26,7 @@ PRESETS = ("tiny", "paper")
 # Preset tables. Only architecture sizes live here; behavioural fields have ordinary defaults.
 # ----------------------------------------------------------------------------------------------
 _AVS_PRESETS: dict[str, dict[str, Any]] = {
-    # Tiny: the BEiT/ZoeDepth configuration measured in docs/ml-stack.md (1.29 M parameters for the
+    # Tiny: the BEiT/ZoeDepth configuration of the README Benchmarks model table (1.29 M parameters for the
     # visual branch), bounded ("normed") bins because it is trained from scratch, and a ResNet-18
     # layout (basic blocks, depths 2-2-2-2) at 1/4 of the width for the echoes.
     "tiny": dict(

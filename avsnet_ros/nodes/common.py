@@ -306,14 +306,6 @@ def diagnostic_array(node: Node, statuses: list[DiagnosticStatus]) -> Diagnostic
     return msg
 
 
-def diagnostic_values(msg: DiagnosticArray, name_contains: str) -> dict[str, str]:
-    """Key/values of the first status whose name contains `name_contains` (tests, tools)."""
-    for status in msg.status:
-        if name_contains in status.name:
-            return {kv.key: kv.value for kv in status.values}
-    return {}
-
-
 # --------------------------------------------------------------------------------------------
 # callbacks and main
 def guarded(counter_attr: str = "_drops", reason: str = "callback_exception"):
