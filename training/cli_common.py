@@ -195,16 +195,17 @@ def command_line(argv: list[str] | None, script: str) -> str:
     return prefix + shlex.join([script] + args)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf -> None, tensors/numpy scalars -> Python numbers, Paths -> str, keys -> str."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):
         try:
-            return _json_safe(obj.item())
+            return json_safe(obj.item())
         except (ValueError, RuntimeError):
             pass
     if isinstance(obj, Path):
@@ -215,8 +216,8 @@ def _json_safe(obj: Any) -> Any:
 def print_json(summary: Mapping) -> None:
     """One JSON object on one line of stdout (NaN/inf -> null)."""
     sys.stdout.flush()
-    print(json.dumps(_json_safe(summary), sort_keys=False), flush=True)
+    print(json.dumps(json_safe(summary), sort_keys=False), flush=True)
 
 
 __all__ = ["user_errors", "add_common_training_args", "resolve_config", "setup_logging", "command_line", "print_json",
-           "ConfigError"]
+           "json_safe", "ConfigError"]

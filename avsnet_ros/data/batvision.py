@@ -54,6 +54,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
 from avsnet_ros.data.samples import (
     DatasetError,
     Sample,
@@ -94,7 +95,6 @@ BV1_COLUMNS = ("depth path", "audio path left", "audio path right", "camera path
 OPTIONAL_COLUMNS = ("sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy")
 SPLITS = ("train", "val", "test")
 DEFAULT_FRAME_PERIOD_S = 0.1
-SAMPLE_RATE_HZ = 44100
 
 
 @dataclass(frozen=True)
@@ -494,7 +494,7 @@ class BV2Dataset(_CsvDataset):
         intrinsics=None,
         frame_period_s: float = DEFAULT_FRAME_PERIOD_S,
         verify: bool = False,
-        sample_rate_hz: int = SAMPLE_RATE_HZ,
+        sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
     ):
         self.root = Path(root)
         self.split = split
@@ -574,7 +574,7 @@ class BV1Dataset(_CsvDataset):
         intrinsics=None,
         frame_period_s: float = DEFAULT_FRAME_PERIOD_S,
         verify: bool = False,
-        sample_rate_hz: int = SAMPLE_RATE_HZ,
+        sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
     ):
         self.root = Path(root)
         self.split = split

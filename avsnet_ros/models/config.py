@@ -20,6 +20,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
 
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
+
 PRESETS = ("tiny", "paper")
 
 # ----------------------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class AVSNetConfig:
     use_audio: bool = True
     min_depth_m: float = 0.1
     max_depth_m: float = 30.0
-    sample_rate_hz: int = 44100
+    sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ
     # "file": crop the echo window from the start of the buffer (BatVision preprocessing, the
     # project's buffer layout, see ARCHITECTURE.md); "onset": from the detected onset.
     audio_crop: str = "file"

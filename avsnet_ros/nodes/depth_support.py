@@ -73,7 +73,8 @@ PARAMS = (
               "shipped Fast DDS profile carries up to 2560x1440 between processes",
               1, 2**31 - 1, live=True),
     ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived", live=True),
-    ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
+    ParamSpec("max_echo_samples", 10 * DEFAULT_SAMPLE_RATE_HZ,  # 10 s of audio
+              "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
     ParamSpec("echo_onset_check", True, "reject echoes whose direct-path onset is not at "
               "ECHO_ONSET_SAMPLE (misaligned, wrong sample rate, silent)", live=True),
     ParamSpec("echo_onset_tolerance_samples", 16, "allowed onset offset from ECHO_ONSET_SAMPLE", 0, 10000, live=True),
