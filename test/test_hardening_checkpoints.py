@@ -36,11 +36,9 @@ class _Payload:
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    from ros_support import make_tiny_checkpoints
-
+def ckpts(tmp_path_factory, tiny_checkpoints):
     root = tmp_path_factory.mktemp("hardening_ckpt")
-    paths = {k: Path(v) for k, v in make_tiny_checkpoints(root / "good").items()}
+    paths = {k: Path(v) for k, v in tiny_checkpoints.items()}
     marker = root / "pwned.txt"
     bad = root / "bad"
     bad.mkdir()
@@ -104,39 +102,38 @@ def test_pipeline_from_checkpoints_refuses_wrong_kind(ckpts):
 
 
 @pytest.mark.ros
-def test_depth_node_configure_fails_cleanly_then_recovers(ckpts):
+def test_depth_node_configure_fails_cleanly_then_recovers(ckpts, ros):
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
     from avsnet_ros.nodes.depth_node import DepthNode
-    from ros_support import ros_context
 
     good = ckpts["good"]
-    with ros_context() as (context, executor):
-        node = DepthNode("depth_node_bad_ckpt", context=context, parameter_overrides=[
-            Parameter("autostart", value=False), Parameter("device", value="cpu"),
-            Parameter("avs_checkpoint", value=str(good["avs"])),
-            Parameter("relative_checkpoint", value=str(good["rel"])),
-            Parameter("torch_threads", value=1)])
-        executor.add_node(node)
-        for case, fragment in sorted(BAD_CASES.items()):
-            for param in ("avs_checkpoint", "relative_checkpoint"):
-                if case == "shape" and param == "relative_checkpoint":
-                    continue
-                node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
-                                     Parameter("relative_checkpoint", value=str(good["rel"])),
-                                     Parameter(param, value=str(ckpts[case]))])
-                assert node.trigger_configure() == TransitionCallbackReturn.FAILURE, (case, param)
-                assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-                assert fragment in node.startup_error and str(ckpts[case]) in node.startup_error, node.startup_error
-                assert node.pipeline is None
-        assert not ckpts["marker"].exists(), "a pickle payload was executed"
-        node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
-                             Parameter("relative_checkpoint", value=str(good["rel"]))])
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert node.pipeline is not None
+    context, executor = ros
+    node = DepthNode("depth_node_bad_ckpt", context=context, parameter_overrides=[
+        Parameter("autostart", value=False), Parameter("device", value="cpu"),
+        Parameter("avs_checkpoint", value=str(good["avs"])),
+        Parameter("relative_checkpoint", value=str(good["rel"])),
+        Parameter("torch_threads", value=1)])
+    executor.add_node(node)
+    for case, fragment in sorted(BAD_CASES.items()):
+        for param in ("avs_checkpoint", "relative_checkpoint"):
+            if case == "shape" and param == "relative_checkpoint":
+                continue
+            node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
+                                 Parameter("relative_checkpoint", value=str(good["rel"])),
+                                 Parameter(param, value=str(ckpts[case]))])
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE, (case, param)
+            assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+            assert fragment in node.startup_error and str(ckpts[case]) in node.startup_error, node.startup_error
+            assert node.pipeline is None
+    assert not ckpts["marker"].exists(), "a pickle payload was executed"
+    node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
+                         Parameter("relative_checkpoint", value=str(good["rel"]))])
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.pipeline is not None
 
 
 @pytest.mark.ros

@@ -15,17 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from ros_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, wait_for
 
 pytestmark = pytest.mark.ros
 
 CAMERA_FRAME = "camera_optical_frame"
 CAM_HW = (180, 320)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return make_tiny_checkpoints(tmp_path_factory.mktemp("ckpt_hardening"))
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +34,10 @@ def data():
     return small, echo, scale_intrinsics(k, rgb.shape[:2], CAM_HW)
 
 
-@pytest.fixture(scope="module")
-def ros():
-    with ros_context() as (context, executor):
-        yield context, executor
-
-
-def _params(checkpoints, **extra):
+def _params(tiny_checkpoints, **extra):
     from rclpy.parameter import Parameter
 
-    values = dict(avs_checkpoint=checkpoints["avs"], relative_checkpoint=checkpoints["rel"], device="cpu",
+    values = dict(avs_checkpoint=tiny_checkpoints["avs"], relative_checkpoint=tiny_checkpoints["rel"], device="cpu",
                   max_echo_age_s=0.5, scale_hold_s=0.0, diagnostics_period_s=0.2, torch_threads=1,
                   publish_preview=False)
     values.update(extra)
@@ -56,11 +45,11 @@ def _params(checkpoints, **extra):
 
 
 @pytest.fixture(scope="module")
-def node(ros, checkpoints):
+def node(ros, tiny_checkpoints):
     from avsnet_ros.nodes.depth_node import DepthNode
 
     context, executor = ros
-    n = DepthNode("depth_node_hardening", context=context, parameter_overrides=_params(checkpoints))
+    n = DepthNode("depth_node_hardening", context=context, parameter_overrides=_params(tiny_checkpoints))
     assert n.startup_error is None, n.startup_error
     executor.add_node(n)
     yield n
@@ -259,7 +248,7 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
     assert _exceptions(node) == {}
 
 
-def test_future_stale_and_out_of_order_stamps(node, harness, data, checkpoints):
+def test_future_stale_and_out_of_order_stamps(node, harness, data, tiny_checkpoints):
     from avsnet_ros.nodes import conversions as conv
 
     rgb, echo, k = data

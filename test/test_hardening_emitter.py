@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, ros_context, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -81,14 +81,14 @@ def _values(status) -> dict:
     return {kv.key: kv.value for kv in status.values}
 
 
-def test_audio_device_lost_and_recovered(tmp_path):
+def test_audio_device_lost_and_recovered(tiny_checkpoints):
     from rclpy.parameter import Parameter
 
     from avsnet_ros.nodes.chirp_emitter import ChirpEmitter, make_backend
     from avsnet_ros.nodes.common import ERROR, OK, WARN
     from avsnet_ros.nodes.depth_node import DepthNode
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     rgb_full, _, _, k_full = fixture_data()
     import cv2
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ros_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -18,25 +18,14 @@ CAMERA_FRAME = "camera_optical_frame"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return make_tiny_checkpoints(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(scope="module")
 def data():
     return fixture_data()
 
 
-@pytest.fixture(scope="module")
-def ros():
-    with ros_context() as (context, executor):
-        yield context, executor
-
-
-def _params(checkpoints, **extra):
+def _params(tiny_checkpoints, **extra):
     from rclpy.parameter import Parameter
 
-    values = dict(avs_checkpoint=checkpoints["avs"], relative_checkpoint=checkpoints["rel"], device="cpu",
+    values = dict(avs_checkpoint=tiny_checkpoints["avs"], relative_checkpoint=tiny_checkpoints["rel"], device="cpu",
                   max_echo_age_s=0.5, scale_hold_s=1.0, confidence_half_life_s=0.5, diagnostics_period_s=0.2,
                   torch_threads=1)
     values.update(extra)
@@ -44,11 +33,11 @@ def _params(checkpoints, **extra):
 
 
 @pytest.fixture(scope="module")
-def node(ros, checkpoints):
+def node(ros, tiny_checkpoints):
     from avsnet_ros.nodes.depth_node import DepthNode
 
     context, executor = ros
-    depth_node = DepthNode(context=context, parameter_overrides=_params(checkpoints, publish_points=True))
+    depth_node = DepthNode(context=context, parameter_overrides=_params(tiny_checkpoints, publish_points=True))
     assert depth_node.startup_error is None, depth_node.startup_error
     executor.add_node(depth_node)
     yield depth_node
@@ -230,7 +219,7 @@ def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness,
     _set(node, scale_filter="kalman")  # the default, for the tests after this one
 
 
-def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints, data):
+def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, tiny_checkpoints, data):
     """The node's scale filter over real rclpy: a scripted factor multiplies the real pipeline's
     per-echo scale (and depth). One outlier (x3) is gated (counted in /diagnostics) and the frame keeps
     the filtered scale; a lasting step (x2 on every later echo) is followed on its 3rd echo
@@ -268,7 +257,7 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
 
     context, executor = ros
     node = DepthNode("depth_node_filter", context=context, pipeline_factory=factory,
-                     parameter_overrides=_params(checkpoints, scale_filter="kalman"),
+                     parameter_overrides=_params(tiny_checkpoints, scale_filter="kalman"),
                      cli_args=["--ros-args", "-r", "avsnet/metric_depth:=filter/depth", "-r",
                                "avsnet/scale:=filter/scale"])
     assert node.startup_error is None, node.startup_error
@@ -391,7 +380,7 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
     assert not [r for r in {**c["frame_drops"], **c["echo_drops"]} if r.endswith("exception")], c
 
 
-def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
+def test_lifecycle_manual_and_bad_checkpoint(ros, tiny_checkpoints, tmp_path):
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -402,13 +391,13 @@ def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
     bad.mkdir()
     (bad / "config.json").write_text("{}")
     node = DepthNode("depth_node_bad", context=context,
-                     parameter_overrides=_params(checkpoints, autostart=False, avs_checkpoint=str(bad)))
+                     parameter_overrides=_params(tiny_checkpoints, autostart=False, avs_checkpoint=str(bad)))
     try:
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert str(bad) in node.startup_error or "config" in node.startup_error
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-        _set(node, avs_checkpoint=checkpoints["avs"])
+        _set(node, avs_checkpoint=tiny_checkpoints["avs"])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -420,13 +409,13 @@ def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
         node.destroy_node()
 
 
-def test_rgb_only_fallback_after_reconfigure(ros, checkpoints, data):
+def test_rgb_only_fallback_after_reconfigure(ros, tiny_checkpoints, data):
     """echo_fallback:=rgb_only publishes the RGB-only model's pseudo-metric depth (confidence 0)."""
     from avsnet_ros.nodes.depth_node import DepthNode
 
     context, executor = ros
     node = DepthNode("depth_node_rgb", context=context, parameter_overrides=_params(
-        checkpoints, echo_fallback="rgb_only", rgb_only_checkpoint=checkpoints["rgb"]),
+        tiny_checkpoints, echo_fallback="rgb_only", rgb_only_checkpoint=tiny_checkpoints["rgb"]),
         cli_args=["--ros-args", "-r", "/avsnet/metric_depth:=/rgb_only/depth", "-r", "/avsnet/scale:=/rgb_only/scale",
                   "-r", "camera/image_raw:=/rgb_only/image", "-r", "camera/camera_info:=/rgb_only/info",
                   "-r", "/avsnet/echo:=/rgb_only/echo", "-r", "/avsnet/camera_info:=/rgb_only/info_out"])
@@ -465,7 +454,7 @@ def test_rgb_only_fallback_after_reconfigure(ros, checkpoints, data):
         node.destroy_node()
 
 
-def test_no_inference_while_nobody_listens(ros, checkpoints, data):
+def test_no_inference_while_nobody_listens(ros, tiny_checkpoints, data):
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
@@ -480,7 +469,7 @@ def test_no_inference_while_nobody_listens(ros, checkpoints, data):
                      ("/avsnet/depth_preview", "/skip/preview"), ("/avsnet/echo", "/skip/echo"),
                      ("camera/camera_info", "/skip/info")):
         remaps += ["-r", f"{src}:={dst}"]
-    node = DepthNode("depth_node_skip", context=context, parameter_overrides=_params(checkpoints), cli_args=remaps)
+    node = DepthNode("depth_node_skip", context=context, parameter_overrides=_params(tiny_checkpoints), cli_args=remaps)
     executor.add_node(node)
     probe = Node("skip_probe", context=context)
     pub = probe.create_publisher(Image, "/skip/image", OUTPUT_QOS)
