@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP
@@ -34,8 +34,8 @@ from avsnet_ros.audio.backends import (AudioDeviceError, EchoBackend, ReplayBack
                                        SoundDeviceBackend, SweepSettings, WallReflector)
 from avsnet_ros.nodes import conversions as conv
 from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, WARN, DropCounter, ParamSpec,
-                                     RateMeter, declare_parameters, diagnostic_array, diagnostic_status,
-                                     guarded, read_parameters, run_node_main)
+                                     RateMeter, ThreadedLifecycleNode, declare_parameters, diagnostic_array,
+                                     diagnostic_status, guarded, read_parameters, run_node_main)
 
 BACKENDS = ("sounddevice", "replay", "sim")
 
@@ -118,7 +118,7 @@ def make_backend(v: dict) -> EchoBackend:
                       motion_period_s=v["sim_motion_period_s"], noise_std=v["sim_noise_std"])
 
 
-class ChirpEmitter(LifecycleNode):
+class ChirpEmitter(ThreadedLifecycleNode):
     """Lifecycle node publishing /avsnet/echo from one backend (see module docstring)."""
 
     def __init__(self, node_name: str = "chirp_emitter", *,
@@ -189,27 +189,18 @@ class ChirpEmitter(LifecycleNode):
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_thread()
+        self._stop_background()
         if self.backend is not None:
             self.backend.stop()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_thread()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def close(self) -> None:
-        self._stop_thread()
+        super().close()
         if self.backend is not None:
             self.backend.stop()
             self.backend.close()
 
-    def _stop_thread(self) -> None:
+    def _stop_background(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
