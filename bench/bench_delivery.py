@@ -214,9 +214,11 @@ def _gaps(stamps_ns: list[int], rate_hz: float) -> list[tuple[float, int]]:
 
 def format_result(r: dict) -> str:
     pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
-    return (f"transport {r['transport']} ({r['profile'] or 'Fast DDS defaults'}), {r['frame_size'][0]}x{r['frame_size'][1]} "
+    return (f"transport {r['transport']} ({r['profile'] or 'Fast DDS defaults'}), "
+            f"{r['frame_size'][0]}x{r['frame_size'][1]} "
             f"at {r['rate_hz']} Hz x {r['duration_s']} s\n"
-            f"camera -> depth node: {r['camera_received_by_node']} / {r['camera_published']} = {pct(r['camera_delivery'])}\n"
+            f"camera -> depth node: {r['camera_received_by_node']} / {r['camera_published']} = "
+            f"{pct(r['camera_delivery'])}\n"
             f"depth -> reliable listener: {r['depth_received_reliable']} / {r['depth_published']} = "
             f"{pct(r['depth_delivery_reliable'])}; best effort: {r['depth_received_best_effort']} = "
             f"{pct(r['depth_delivery_best_effort'])}\n"

@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         del model
     env = dict(
         device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else platform.processor() or platform.machine()),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         python=platform.python_version(),

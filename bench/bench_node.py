@@ -58,11 +58,8 @@ class NodeProcess:
                 save_checkpoint(path, models[key], models[key].config)
             ckpt[key] = str(path)
         self.echo_lead_s = echo_lead_s
-        # Fast DDS's default transports lose a share of 2.7 MB best-effort (SensorDataQoS) frames
-        # between processes (measured: 2 of 8 on this machine); LARGE_DATA (TCP + shared memory
-        # for large samples) is Fast DDS's documented setting for camera-sized data. Set for both
-        # processes before their participants exist (unless the caller chose otherwise).
-        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+        # Transport: importing avsnet_ros.nodes (above) applied nodes/transport.py's Fast DDS profile
+        # to this process's environment; the depth node process inherits it, so both sides use it.
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         self.log_path = Path(self._tmp.name) / "depth_node.log"
         self._log = open(self.log_path, "w")

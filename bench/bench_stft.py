@@ -49,7 +49,8 @@ def run(quick: bool = False) -> dict:
     t_common = min(ours.shape[-1], ref.shape[-1]) - 1  # the last frame's right edge differs (zero pad vs reflect)
     max_rel = float(np.max(np.abs(ours[..., :t_common] - ref[..., :t_common])) / np.max(np.abs(ref)))
     if max_rel > 1e-4:
-        raise AssertionError(f"scipy and torch STFT disagree ({max_rel:.2e}): the benchmark would compare apples and pears")
+        raise AssertionError(f"scipy and torch STFT disagree ({max_rel:.2e}): "
+                             "the benchmark would compare apples and pears")
 
     batch64 = batch.astype(np.float64)
     res = interleaved({"torch": lambda: batvision_stft(wave), "scipy32": lambda: scipy_stft_mag(batch),

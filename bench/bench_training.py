@@ -54,7 +54,8 @@ def _train(stage: str, data: Path, out: Path, nproc: int = 1, threads: int = DEF
     seconds = float(rows[-1]["time_s"]) - float(rows[-2]["time_s"])
     world = int(summary.get("world_size", nproc))
     return {
-        "command": ("torchrun --nproc_per_node %d " % nproc if nproc > 1 else "python ") + " ".join(args[0:1] + args[1:]),
+        "command": (("torchrun --nproc_per_node %d " % nproc if nproc > 1 else "python ")
+                    + " ".join(args[0:1] + args[1:])),
         "processes": world,
         "threads_per_process": threads,
         "train_samples": summary.get("train_samples"),
@@ -97,7 +98,8 @@ def run(quick: bool = False, work_dir: Path | None = None) -> dict:
         target("stage 1 (AVS-Net tiny) training samples/s, 1 process", runs["avs_1proc"]["samples_per_s"], None, ">=",
                "samples/s", f"{runs['avs_1proc']['steps_timed']} steps of batch {BATCH} in "
                f"{runs['avs_1proc']['seconds_timed']:.1f} s"),
-        target("stage 2 (DepthNet + PoseNet tiny) training samples/s, 1 process", runs["relative_1proc"]["samples_per_s"],
+        target("stage 2 (DepthNet + PoseNet tiny) training samples/s, 1 process",
+               runs["relative_1proc"]["samples_per_s"],
                None, ">=", "samples/s", f"{runs['relative_1proc']['steps_timed']} steps of batch {BATCH} in "
                f"{runs['relative_1proc']['seconds_timed']:.1f} s"),
     ]
@@ -105,7 +107,8 @@ def run(quick: bool = False, work_dir: Path | None = None) -> dict:
         ratio = runs["avs_torchrun2"]["samples_per_s"] / runs["avs_1proc"]["samples_per_s"]
         targets.append(target("stage 1 torchrun 2 processes x 1 thread / 1 process x %d threads (samples/s)"
                               % DEFAULT_THREADS, ratio, None, ">=", "x",
-                              f"{runs['avs_torchrun2']['samples_per_s']:.2f} vs {runs['avs_1proc']['samples_per_s']:.2f}"
+                              f"{runs['avs_torchrun2']['samples_per_s']:.2f} vs "
+                              f"{runs['avs_1proc']['samples_per_s']:.2f}"
                               " samples/s (gloo)"))
     return {"name": "training", "data": source, "batch_per_process": BATCH, "epochs": EPOCHS, "runs": runs,
             "environment": environment(), "targets": targets}

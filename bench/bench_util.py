@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -31,7 +31,7 @@ if str(REPO_ROOT) not in sys.path:  # `import training.x` / `import bench.x` fro
 import avsnet_ros.nodes  # noqa: E402,F401
 
 # NaN/inf -> null, numpy/torch scalars -> numbers, Paths -> str: the training CLIs' one implementation.
-from training.cli_common import _json_safe as json_safe  # noqa: E402
+from training.cli_common import json_safe  # noqa: E402
 
 # One fixed intra-op thread count for every measurement of a run (env AVSNET_BENCH_THREADS).
 DEFAULT_THREADS = int(os.environ.get("AVSNET_BENCH_THREADS", "2"))

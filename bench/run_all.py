@@ -11,8 +11,8 @@ Sections (each also runs alone as `python bench/bench_X.py`):
 
 The whole run must stay under 10 minutes on 2 CPU cores: the sections run in the order stft,
 pipeline, synthetic, training, models, and the slow paper-size forwards get only what is left of
---budget-s (skipped, and said so in the summary, when it is not enough). torch.set_num_threads is fixed (AVSNET_BENCH_THREADS, default 2) for the
-in-process sections; subprocess sections set OMP_NUM_THREADS the same way.
+--budget-s (skipped, and said so in the summary, when it is not enough). torch.set_num_threads is fixed
+(AVSNET_BENCH_THREADS, default 2) for the in-process sections; subprocess sections set OMP_NUM_THREADS the same way.
 """
 from __future__ import annotations
 

@@ -53,13 +53,15 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="follow /clock (published by the replay)"),
         Node(
-            package="avsnet_ros", executable="replay_source", name="replay_source", namespace=namespace, output="screen",
+            package="avsnet_ros", executable="replay_source", name="replay_source", namespace=namespace,
+            output="screen",
             condition=is_replay,
             parameters=[config, {"data_path": LaunchConfiguration("data"), "publish_clock": sim_time,
                                  "stamp_mode": PythonExpression(["'recorded' if ", sim_time, " else 'now'"])}],
         ),
         Node(
-            package="avsnet_ros", executable="chirp_emitter", name="chirp_emitter", namespace=namespace, output="screen",
+            package="avsnet_ros", executable="chirp_emitter", name="chirp_emitter", namespace=namespace,
+            output="screen",
             condition=is_hardware,
             parameters=[config, {"use_sim_time": sim_time}],
         ),

@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the bundled real BatVision V2 instance and test isolation."""
+"""Shared pytest fixtures: the bundled real BatVision V2 instance, test isolation, an rclpy context
+(`ros`) and tiny checkpoints (`tiny_checkpoints`)."""
 from __future__ import annotations
 
 import os
@@ -39,3 +40,23 @@ def bv2_tree(tmp_path_factory, bv2_sample_dir) -> Path:
     for split in ("train", "val", "test"):
         (root / loc / f"{split}.csv").write_text(header + row)
     return root
+
+
+@pytest.fixture(scope="module")
+def ros():
+    """(context, executor): a private rclpy context and a spinning MultiThreadedExecutor, one per test
+    module (ros_support.ros_context; nodes added to the executor are shut down with it)."""
+    from ros_support import ros_context
+
+    with ros_context() as (context, executor):
+        yield context, executor
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, str]:
+    """Random-initialised tiny checkpoints, one set per test module (ros_support.make_tiny_checkpoints):
+    {"avs": RGB + echo AVS-Net, "rgb": RGB-only AVS-Net, "rel": DepthNet} -> checkpoint directory.
+    Shared by the module's tests: read them, never modify them."""
+    from ros_support import make_tiny_checkpoints
+
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("tiny_checkpoints"))

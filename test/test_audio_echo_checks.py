@@ -7,7 +7,7 @@ import pytest
 
 from avsnet_ros.audio.echo_checks import (EchoCheckConfig, EchoFault, check_echo, clipped_fraction,
                                           onset_templates)
-from test_nodes_support import FIXTURE
+from ros_support import FIXTURE
 
 RATE_HZ = 44100
 WINDOW = int(2 * 30.0 / 340.0 * RATE_HZ)  # BatVision echo window for 30 m, by hand: 7782 samples
@@ -33,12 +33,11 @@ def _check(buf, templates, start=0, **config):
                       config=EchoCheckConfig(**config))
 
 
-def test_window_is_the_pipelines(tmp_path):
+def test_window_is_the_pipelines(tiny_checkpoints):
     from avsnet_ros.pipeline import DepthPipeline
-    from test_nodes_support import make_tiny_checkpoints
 
     assert WINDOW == 7782
-    ckpt = make_tiny_checkpoints(tmp_path)
+    ckpt = tiny_checkpoints
     pipe = DepthPipeline.from_checkpoints(ckpt["avs"], ckpt["rel"], device="cpu")
     assert pipe.min_echo_samples() == WINDOW and pipe.avs_config.audio_crop == "file"
 

@@ -45,7 +45,8 @@ def test_from_batvision_info_to_batvision_round_trip(bv2_tree, tmp_path, capsys)
     assert info["pairing"]["samples"] == 1 and info["pairing"]["frames_without_echo"] == 0
     from avsnet_ros.policy import DEFAULT_MAX_ECHO_AGE_S  # the one pairing default (0.6 s, the depth node's)
 
-    assert main(["info", str(bag)]) == 0 and f"with echo within {DEFAULT_MAX_ECHO_AGE_S} s: 1" in capsys.readouterr().out
+    assert main(["info", str(bag)]) == 0
+    assert f"with echo within {DEFAULT_MAX_ECHO_AGE_S} s: 1" in capsys.readouterr().out
 
     original = BV2Dataset(bv2_tree, "test")[0]
     # Lossless variant: PNG + float32 wav -> identical samples through BV2Dataset.

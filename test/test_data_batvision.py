@@ -228,7 +228,8 @@ def test_bad_row_skipped_and_counted_when_asked(bad_tree, case, tmp_path, caplog
 def test_missing_column_and_bad_optional_values(tmp_path, bv2_sample_dir):
     root = _make_bv2_tree(tmp_path, bv2_sample_dir, {"loc": 1})
     csv_path = root / "loc" / "test.csv"
-    csv_path.write_text("audio path,audio file name,camera path,camera file name,depth path\nloc/audio,a,loc/c,c,loc/d\n")
+    csv_path.write_text("audio path,audio file name,camera path,camera file name,depth path\n"
+                        "loc/audio,a,loc/c,c,loc/d\n")
     with pytest.raises(DatasetError, match=r"test.csv, row 1: missing column\(s\) \['depth file name'\]"):
         BV2Dataset(root, "test")
     csv_path.write_text(f"{BV2_HEADER},fx,fy,cx,cy\nloc/audio,audio_47.wav,loc/camera,camera_47.jpeg,loc/depth,depth_47.npy,500,,1,2\n")

@@ -159,7 +159,8 @@ def test_triplets_from_bag_keep_sequences(tmp_path):
         return Sample(rgb=np.full((2, 3, 3), f, np.uint8), echo=np.zeros((2, 50), np.float32), sample_rate_hz=44100,
                       depth_m=None, intrinsics=np.diag([2.0, 2.0, 1.0]), stamp_ns=t, sequence_id=seq, frame_index=f)
 
-    src = [mk("seqA", f, 10**9 + f * 10**8) for f in range(4)] + [mk("seqB", f, 2 * 10**9 + f * 10**8) for f in range(3)]
+    src = [mk("seqA", f, 10**9 + f * 10**8) for f in range(4)] + [
+        mk("seqB", f, 2 * 10**9 + f * 10**8) for f in range(3)]
     write_samples_to_bag(src, tmp_path / "bag")
     samples, report = read_bag_samples(tmp_path / "bag")
     assert [(x.sequence_id, x.frame_index) for x in samples] == [(x.sequence_id, x.frame_index) for x in src]

@@ -36,11 +36,9 @@ class _Payload:
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    from test_nodes_support import make_tiny_checkpoints
-
+def ckpts(tmp_path_factory, tiny_checkpoints):
     root = tmp_path_factory.mktemp("hardening_ckpt")
-    paths = {k: Path(v) for k, v in make_tiny_checkpoints(root / "good").items()}
+    paths = {k: Path(v) for k, v in tiny_checkpoints.items()}
     marker = root / "pwned.txt"
     bad = root / "bad"
     bad.mkdir()
@@ -104,45 +102,46 @@ def test_pipeline_from_checkpoints_refuses_wrong_kind(ckpts):
 
 
 @pytest.mark.ros
-def test_depth_node_configure_fails_cleanly_then_recovers(ckpts):
+def test_depth_node_configure_fails_cleanly_then_recovers(ckpts, ros):
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
     from avsnet_ros.nodes.depth_node import DepthNode
-    from test_nodes_support import ros_context
 
     good = ckpts["good"]
-    with ros_context() as (context, executor):
-        node = DepthNode("depth_node_bad_ckpt", context=context, parameter_overrides=[
-            Parameter("autostart", value=False), Parameter("device", value="cpu"),
-            Parameter("avs_checkpoint", value=str(good["avs"])), Parameter("relative_checkpoint", value=str(good["rel"])),
-            Parameter("torch_threads", value=1)])
-        executor.add_node(node)
-        for case, fragment in sorted(BAD_CASES.items()):
-            for param in ("avs_checkpoint", "relative_checkpoint"):
-                if case == "shape" and param == "relative_checkpoint":
-                    continue
-                node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
-                                     Parameter("relative_checkpoint", value=str(good["rel"])),
-                                     Parameter(param, value=str(ckpts[case]))])
-                assert node.trigger_configure() == TransitionCallbackReturn.FAILURE, (case, param)
-                assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-                assert fragment in node.startup_error and str(ckpts[case]) in node.startup_error, node.startup_error
-                assert node.pipeline is None
-        assert not ckpts["marker"].exists(), "a pickle payload was executed"
-        node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
-                             Parameter("relative_checkpoint", value=str(good["rel"]))])
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert node.pipeline is not None
+    context, executor = ros
+    node = DepthNode("depth_node_bad_ckpt", context=context, parameter_overrides=[
+        Parameter("autostart", value=False), Parameter("device", value="cpu"),
+        Parameter("avs_checkpoint", value=str(good["avs"])),
+        Parameter("relative_checkpoint", value=str(good["rel"])),
+        Parameter("torch_threads", value=1)])
+    executor.add_node(node)
+    for case, fragment in sorted(BAD_CASES.items()):
+        for param in ("avs_checkpoint", "relative_checkpoint"):
+            if case == "shape" and param == "relative_checkpoint":
+                continue
+            node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
+                                 Parameter("relative_checkpoint", value=str(good["rel"])),
+                                 Parameter(param, value=str(ckpts[case]))])
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE, (case, param)
+            assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+            assert fragment in node.startup_error and str(ckpts[case]) in node.startup_error, node.startup_error
+            assert node.pipeline is None
+    assert not ckpts["marker"].exists(), "a pickle payload was executed"
+    node.set_parameters([Parameter("avs_checkpoint", value=str(good["avs"])),
+                         Parameter("relative_checkpoint", value=str(good["rel"]))])
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.pipeline is not None
 
 
 @pytest.mark.ros
 def test_depth_node_process_exits_with_a_clear_message(ckpts):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "avsnet_ros.nodes.depth_node", "--ros-args", "-p", f"avs_checkpoint:={ckpts['evil_file']}",
+        [sys.executable, "-m", "avsnet_ros.nodes.depth_node", "--ros-args", "-p",
+         f"avs_checkpoint:={ckpts['evil_file']}",
          "-p", "device:=cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
@@ -179,7 +178,8 @@ def test_resume_refuses_unsafe_or_truncated_train_state(tmp_path, case):
     cfg.write_text("model: {kind: avsnet, preset: tiny, image_size_hw: [64, 128]}\n"
                    "train: {epochs: 1, batch_size: 2, num_workers: 0}\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "training" / "train_avs.py"), "--data", str(data), "--out", str(run),
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train_avs.py"), "--data", str(data), "--out",
+                           str(run),
                            "--config", str(cfg), "--resume", "--no-progress"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr

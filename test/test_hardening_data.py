@@ -225,7 +225,8 @@ def test_prepare_rgb_equals_one_step_inter_area_reference(bv2_sample_dir, size_h
     for rgb in images:
         x = rgb.astype(np.float32) / 255.0
         shrink = h <= x.shape[0] and w <= x.shape[1]
-        ref = x if (h, w) == x.shape[:2] else cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        ref = x if (h, w) == x.shape[:2] else cv2.resize(x, (w, h),
+                                                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         ref = np.clip(ref, 0.0, 1.0).transpose(2, 0, 1)
         got = prepare_rgb(rgb, size_hw).numpy()
         assert got.shape == (3, h, w) and got.dtype == np.float32

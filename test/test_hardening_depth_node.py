@@ -4,8 +4,8 @@ escapes a callback, and valid messages after them are still answered.
 
 Complements test_nodes_depth.py (the node's own behaviour tests): this file covers the whole
 matrix of issue 7 in one place, including the cases that file does not send (mono16/yuv422/float
-frames, zero-size and oversized images, inf/clipped (in the model's window)/one-row/over-long/wrong-encoding echoes, future
-and out-of-order echoes, out-of-order frames, invalid camera_info, a 1,000-message burst).
+frames, zero-size and oversized images, inf/clipped (in the model's window)/one-row/over-long/wrong-encoding echoes,
+future and out-of-order echoes, out-of-order frames, invalid camera_info, a 1,000-message burst).
 Frames are the real BV2 image downscaled to 180 x 320 (small messages keep the burst fast).
 """
 from __future__ import annotations
@@ -15,17 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, wait_for
 
 pytestmark = pytest.mark.ros
 
 CAMERA_FRAME = "camera_optical_frame"
 CAM_HW = (180, 320)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return make_tiny_checkpoints(tmp_path_factory.mktemp("ckpt_hardening"))
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +34,10 @@ def data():
     return small, echo, scale_intrinsics(k, rgb.shape[:2], CAM_HW)
 
 
-@pytest.fixture(scope="module")
-def ros():
-    with ros_context() as (context, executor):
-        yield context, executor
-
-
-def _params(checkpoints, **extra):
+def _params(tiny_checkpoints, **extra):
     from rclpy.parameter import Parameter
 
-    values = dict(avs_checkpoint=checkpoints["avs"], relative_checkpoint=checkpoints["rel"], device="cpu",
+    values = dict(avs_checkpoint=tiny_checkpoints["avs"], relative_checkpoint=tiny_checkpoints["rel"], device="cpu",
                   max_echo_age_s=0.5, scale_hold_s=0.0, diagnostics_period_s=0.2, torch_threads=1,
                   publish_preview=False)
     values.update(extra)
@@ -56,11 +45,11 @@ def _params(checkpoints, **extra):
 
 
 @pytest.fixture(scope="module")
-def node(ros, checkpoints):
+def node(ros, tiny_checkpoints):
     from avsnet_ros.nodes.depth_node import DepthNode
 
     context, executor = ros
-    n = DepthNode("depth_node_hardening", context=context, parameter_overrides=_params(checkpoints))
+    n = DepthNode("depth_node_hardening", context=context, parameter_overrides=_params(tiny_checkpoints))
     assert n.startup_error is None, n.startup_error
     executor.add_node(n)
     yield n
@@ -110,7 +99,8 @@ def _exceptions(node) -> dict:
 
 
 def _delta(after: dict, before: dict) -> dict:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before) if after.get(k, 0) != before.get(k, 0)}
+    deltas = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    return {k: d for k, d in deltas.items() if d != 0}
 
 
 def _latest_diagnostics(harness, node, since: float) -> dict:
@@ -258,7 +248,7 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
     assert _exceptions(node) == {}
 
 
-def test_future_stale_and_out_of_order_stamps(node, harness, data, checkpoints):
+def test_future_stale_and_out_of_order_stamps(node, harness, data, tiny_checkpoints):
     from avsnet_ros.nodes import conversions as conv
 
     rgb, echo, k = data
@@ -391,7 +381,8 @@ def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
     depth = [m for m in harness.messages("depth") if conv.stamp_to_ns(m.header.stamp) == t][0]
     assert (depth.height, depth.width) == big_hw and np.isfinite(conv.depth_from_image_msg(depth)).any()
     try:
-        assert all(r.successful for r in node.set_parameters([Parameter("max_image_pixels", value=big_hw[0] * big_hw[1] - 1)]))
+        assert all(r.successful for r in node.set_parameters([Parameter("max_image_pixels",
+                                                                        value=big_hw[0] * big_hw[1] - 1)]))
         t2 = harness.now_ns()
         harness.send_image(big, t2)
         assert wait_for(lambda: _delta(node.counters()["frame_drops"], frames0).get("image_too_large", 0) == 1, 10.0), \

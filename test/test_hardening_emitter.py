@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, ros_context, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -81,14 +81,14 @@ def _values(status) -> dict:
     return {kv.key: kv.value for kv in status.values}
 
 
-def test_audio_device_lost_and_recovered(tmp_path):
+def test_audio_device_lost_and_recovered(tiny_checkpoints):
     from rclpy.parameter import Parameter
 
     from avsnet_ros.nodes.chirp_emitter import ChirpEmitter, make_backend
     from avsnet_ros.nodes.common import ERROR, OK, WARN
     from avsnet_ros.nodes.depth_node import DepthNode
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     rgb_full, _, _, k_full = fixture_data()
     import cv2
 
@@ -168,8 +168,10 @@ def test_audio_device_lost_and_recovered(tmp_path):
             t_back = time.monotonic()
             flaky.lost.clear()
             assert wait_for(lambda: emitter.errors.get("recovered") == 1, 5.0), emitter.errors.snapshot()
-            assert wait_for(lambda: (s := _status(harness, "chirp_emitter", t_back + 0.5)) is not None and s.level == OK,
-                            5.0), "emitter did not return to OK"
+            def emitter_ok():
+                status = _status(harness, "chirp_emitter", t_back + 0.5)
+                return status is not None and status.level == OK
+            assert wait_for(emitter_ok, 5.0), "emitter did not return to OK"
             assert wait_for(lambda: emitter.stats()["published"] >= published_before + 5, 5.0)
             assert wait_for(lambda: depth.events.get("scale_fresh") >= fresh0 + 3
                             and depth.counters()["frames_out"] >= out0 + 5, 15.0), depth.counters()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test_nodes_support import make_tiny_checkpoints, ros_context, wait_for
+from ros_support import ros_context, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,11 +182,11 @@ def test_launch_file_wiring(monkeypatch, source, expected):
 # --------------------------------------------------------------------------------------------
 @pytest.mark.ros
 @pytest.mark.process
-def test_avsnet_launch_demo_process(tmp_path):
+def test_avsnet_launch_demo_process(tmp_path, tiny_checkpoints):
     """`avsnet-launch --demo` (what `make demo` runs) on the bundled data with tiny checkpoints."""
     import cv2
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     out = tmp_path / "demo"
     exe = os.path.join(os.path.dirname(sys.executable), "avsnet-launch")
     proc = subprocess.run([exe, "--demo", "--frames", "3", "--rate-hz", "4", "--out", str(out), "--device", "cpu",
@@ -210,7 +210,7 @@ def test_avsnet_launch_demo_process(tmp_path):
 
 
 @pytest.mark.ros
-def test_nodes_under_a_namespace(tmp_path):
+def test_nodes_under_a_namespace(tiny_checkpoints):
     """avsnet-launch's nodes in namespace robot1 (what `--namespace robot1` / `namespace:=robot1` start):
     the depth arrives on /robot1/avsnet/metric_depth, nothing on /avsnet/metric_depth."""
     from argparse import Namespace
@@ -221,11 +221,12 @@ def test_nodes_under_a_namespace(tmp_path):
     from avsnet_ros.nodes.common import OUTPUT_QOS, shutdown_nodes
     from avsnet_ros.nodes.launcher import create_nodes, resolve_parameters
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     args = Namespace(config="", device="cpu", data=str(REPO / "assets" / "batvision_v2_sample"), use_sim_time=False,
                      demo=False, rate_hz=4.0, frames=0,
                      param=[f"depth_node.avs_checkpoint={ckpt['avs']}", f"depth_node.relative_checkpoint={ckpt['rel']}",
-                            "replay_source.loop=true", "replay_source.max_frames=6", "replay_source.wait_for_subscribers=1"])
+                            "replay_source.loop=true", "replay_source.max_frames=6",
+                            "replay_source.wait_for_subscribers=1"])
     config = resolve_parameters(args)
     with ros_context() as (context, executor):
         probe = Node("namespace_probe", context=context)

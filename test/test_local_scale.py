@@ -109,7 +109,8 @@ def test_disparity_kind_fixes_a_local_affine_error():
     assert _abs_rel(local, target) < 0.5 * _abs_rel(glob_only, target)
 
 
-@pytest.mark.parametrize("kw", [dict(kind="inverse"), dict(grid_hw=(0, 4)), dict(grid_hw=(200, 4)), dict(prior_weight=-1.0),
+@pytest.mark.parametrize("kw",
+                         [dict(kind="inverse"), dict(grid_hw=(0, 4)), dict(grid_hw=(200, 4)), dict(prior_weight=-1.0),
                                 dict(min_valid_fraction=2.0)])
 def test_bad_arguments(kw):
     _, r, m = _case()

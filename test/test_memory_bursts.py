@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, ros_context, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.process, pytest.mark.slow]
 
@@ -30,12 +30,12 @@ BOUND_RATIO = 1.25
 REPEAT_SLACK_RATIO = 0.05
 
 
-def test_memory_returns_after_bursts_of_large_frames(tmp_path):
+def test_memory_returns_after_bursts_of_large_frames(tiny_checkpoints):
     import psutil
 
-    from avsnet_ros.nodes.common import diagnostic_values
+    from ros_support import diagnostic_values
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     rgb, echo, _, _ = fixture_data()
     bindir = os.path.dirname(sys.executable)
     proc = subprocess.Popen(

@@ -34,7 +34,9 @@ def test_metric_keys_in_paper_order():
 
 @pytest.mark.parametrize("as_torch", [False, True])
 def test_hand_computed_image(as_torch):
-    pred, gt = (torch.tensor(PRED, dtype=torch.float32), torch.tensor(GT, dtype=torch.float32)) if as_torch else (PRED, GT)
+    pred, gt = (PRED, GT)
+    if as_torch:
+        pred, gt = torch.tensor(PRED, dtype=torch.float32), torch.tensor(GT, dtype=torch.float32)
     m = compute_depth_metrics(pred, gt, max_depth_m=10.0)
     assert m["valid_pixels"] == 3
     tol = 1e-6 if as_torch else 1e-7

@@ -174,7 +174,8 @@ def test_audio_weights_from_local_rgb_resnet(tmp_path):
 
     cfg = AVSNetConfig()
     rgb_resnet = ResNetModel(
-        ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[2, 2, 2, 2], layer_type="basic")
+        ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[2, 2, 2, 2],
+                     layer_type="basic")
     )
     rgb_resnet.save_pretrained(tmp_path / "resnet")
     model = AVSNet(replace(cfg, audio_pretrained_path=str(tmp_path / "resnet")))

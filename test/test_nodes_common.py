@@ -95,7 +95,8 @@ def test_declared_parameters_enforce_ranges_and_choices():
 
     from avsnet_ros.nodes.common import ParamSpec, declare_parameters
 
-    specs = (ParamSpec("rate_hz", 5.0, "rate", 0.0, 10.0, live=True), ParamSpec("mode", "a", "mode", choices=("a", "b")),
+    specs = (ParamSpec("rate_hz", 5.0, "rate", 0.0, 10.0, live=True),
+             ParamSpec("mode", "a", "mode", choices=("a", "b")),
              ParamSpec("count", 3, "count", 1, 5))
     context = rclpy.Context()
     rclpy.init(context=context)

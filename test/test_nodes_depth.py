@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -18,25 +18,14 @@ CAMERA_FRAME = "camera_optical_frame"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return make_tiny_checkpoints(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(scope="module")
 def data():
     return fixture_data()
 
 
-@pytest.fixture(scope="module")
-def ros():
-    with ros_context() as (context, executor):
-        yield context, executor
-
-
-def _params(checkpoints, **extra):
+def _params(tiny_checkpoints, **extra):
     from rclpy.parameter import Parameter
 
-    values = dict(avs_checkpoint=checkpoints["avs"], relative_checkpoint=checkpoints["rel"], device="cpu",
+    values = dict(avs_checkpoint=tiny_checkpoints["avs"], relative_checkpoint=tiny_checkpoints["rel"], device="cpu",
                   max_echo_age_s=0.5, scale_hold_s=1.0, confidence_half_life_s=0.5, diagnostics_period_s=0.2,
                   torch_threads=1)
     values.update(extra)
@@ -44,11 +33,11 @@ def _params(checkpoints, **extra):
 
 
 @pytest.fixture(scope="module")
-def node(ros, checkpoints):
+def node(ros, tiny_checkpoints):
     from avsnet_ros.nodes.depth_node import DepthNode
 
     context, executor = ros
-    depth_node = DepthNode(context=context, parameter_overrides=_params(checkpoints, publish_points=True))
+    depth_node = DepthNode(context=context, parameter_overrides=_params(tiny_checkpoints, publish_points=True))
     assert depth_node.startup_error is None, depth_node.startup_error
     executor.add_node(depth_node)
     yield depth_node
@@ -156,7 +145,8 @@ def test_points_and_output_size(node, harness, data):
         assert (depth_msg.height, depth_msg.width) == (180, 320)
         info = harness.messages("camera_info")[0]
         s = 0.25
-        expected_k = np.array([[k[0, 0] * s, 0, (k[0, 2] + 0.5) * s - 0.5], [0, k[1, 1] * s, (k[1, 2] + 0.5) * s - 0.5], [0, 0, 1]])
+        expected_k = np.array([[k[0, 0] * s, 0, (k[0, 2] + 0.5) * s - 0.5],
+                               [0, k[1, 1] * s, (k[1, 2] + 0.5) * s - 0.5], [0, 0, 1]])
         np.testing.assert_allclose(np.reshape(info.k, (3, 3)), expected_k, atol=1e-9)
         assert (info.height, info.width) == (180, 320)
         cloud = harness.messages("points")[0]
@@ -229,7 +219,7 @@ def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness,
     _set(node, scale_filter="kalman")  # the default, for the tests after this one
 
 
-def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints, data):
+def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, tiny_checkpoints, data):
     """The node's scale filter over real rclpy: a scripted factor multiplies the real pipeline's
     per-echo scale (and depth). One outlier (x3) is gated (counted in /diagnostics) and the frame keeps
     the filtered scale; a lasting step (x2 on every later echo) is followed on its 3rd echo
@@ -239,7 +229,7 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float32MultiArray
 
-    from avsnet_ros.nodes.common import diagnostic_values
+    from ros_support import diagnostic_values
     from avsnet_ros.nodes.depth_node import DepthNode
     from avsnet_ros.nodes.depth_support import load_pipelines
 
@@ -267,8 +257,9 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
 
     context, executor = ros
     node = DepthNode("depth_node_filter", context=context, pipeline_factory=factory,
-                     parameter_overrides=_params(checkpoints, scale_filter="kalman"),
-                     cli_args=["--ros-args", "-r", "avsnet/metric_depth:=filter/depth", "-r", "avsnet/scale:=filter/scale"])
+                     parameter_overrides=_params(tiny_checkpoints, scale_filter="kalman"),
+                     cli_args=["--ros-args", "-r", "avsnet/metric_depth:=filter/depth", "-r",
+                               "avsnet/scale:=filter/scale"])
     assert node.startup_error is None, node.startup_error
     calls.clear()  # the warm-up inference
     executor.add_node(node)
@@ -277,7 +268,8 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
     harness.listen("filtered", Float32MultiArray, "filter/scale")
     harness.listen("filtered_depth", Image, "filter/depth")
     try:
-        assert wait_for(lambda: harness.pub_echo.get_subscription_count() > 0 and harness.pub_image.get_subscription_count() > 0, 20.0)
+        assert wait_for(lambda: harness.pub_echo.get_subscription_count() > 0
+                        and harness.pub_image.get_subscription_count() > 0, 20.0)
         time.sleep(0.3)
         t = harness.now_ns() - 5_000_000_000
         for i in range(len(factors)):  # one fresh echo per frame, 0.25 s apart
@@ -296,9 +288,11 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, checkpoints,
         # the published depth follows the published scale
         d3 = harness.messages("filtered_depth")[3]
         depth3 = np.frombuffer(bytes(d3.data), dtype="<f4")
-        assert np.nanmedian(depth3) < 2.0 * np.nanmedian(np.frombuffer(bytes(harness.messages("filtered_depth")[2].data), "<f4"))
+        depth2 = np.frombuffer(bytes(harness.messages("filtered_depth")[2].data), "<f4")
+        assert np.nanmedian(depth3) < 2.0 * np.nanmedian(depth2)
         harness.received["diagnostics"].clear()
-        assert wait_for(lambda: any(diagnostic_values(m, "depth_node_filter") for m in harness.messages("diagnostics")), 10.0)
+        assert wait_for(lambda: any(diagnostic_values(m, "depth_node_filter")
+                                    for m in harness.messages("diagnostics")), 10.0)
         values = [diagnostic_values(m, "depth_node_filter") for m in harness.messages("diagnostics")]
         values = [v for v in values if v][-1]
         # gated: the outlier and the 3 step echoes (the 3rd of which re-initialises)
@@ -412,7 +406,7 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
     assert not [r for r in {**c["frame_drops"], **c["echo_drops"]} if r.endswith("exception")], c
 
 
-def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
+def test_lifecycle_manual_and_bad_checkpoint(ros, tiny_checkpoints, tmp_path):
     from lifecycle_msgs.msg import State
     from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -423,13 +417,13 @@ def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
     bad.mkdir()
     (bad / "config.json").write_text("{}")
     node = DepthNode("depth_node_bad", context=context,
-                     parameter_overrides=_params(checkpoints, autostart=False, avs_checkpoint=str(bad)))
+                     parameter_overrides=_params(tiny_checkpoints, autostart=False, avs_checkpoint=str(bad)))
     try:
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert str(bad) in node.startup_error or "config" in node.startup_error
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-        _set(node, avs_checkpoint=checkpoints["avs"])
+        _set(node, avs_checkpoint=tiny_checkpoints["avs"])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -441,13 +435,13 @@ def test_lifecycle_manual_and_bad_checkpoint(ros, checkpoints, tmp_path):
         node.destroy_node()
 
 
-def test_rgb_only_fallback_after_reconfigure(ros, checkpoints, data):
+def test_rgb_only_fallback_after_reconfigure(ros, tiny_checkpoints, data):
     """echo_fallback:=rgb_only publishes the RGB-only model's pseudo-metric depth (confidence 0)."""
     from avsnet_ros.nodes.depth_node import DepthNode
 
     context, executor = ros
     node = DepthNode("depth_node_rgb", context=context, parameter_overrides=_params(
-        checkpoints, echo_fallback="rgb_only", rgb_only_checkpoint=checkpoints["rgb"]),
+        tiny_checkpoints, echo_fallback="rgb_only", rgb_only_checkpoint=tiny_checkpoints["rgb"]),
         cli_args=["--ros-args", "-r", "/avsnet/metric_depth:=/rgb_only/depth", "-r", "/avsnet/scale:=/rgb_only/scale",
                   "-r", "camera/image_raw:=/rgb_only/image", "-r", "camera/camera_info:=/rgb_only/info",
                   "-r", "/avsnet/echo:=/rgb_only/echo", "-r", "/avsnet/camera_info:=/rgb_only/info_out"])
@@ -486,7 +480,7 @@ def test_rgb_only_fallback_after_reconfigure(ros, checkpoints, data):
         node.destroy_node()
 
 
-def test_no_inference_while_nobody_listens(ros, checkpoints, data):
+def test_no_inference_while_nobody_listens(ros, tiny_checkpoints, data):
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
@@ -501,14 +495,15 @@ def test_no_inference_while_nobody_listens(ros, checkpoints, data):
                      ("/avsnet/depth_preview", "/skip/preview"), ("/avsnet/echo", "/skip/echo"),
                      ("camera/camera_info", "/skip/info")):
         remaps += ["-r", f"{src}:={dst}"]
-    node = DepthNode("depth_node_skip", context=context, parameter_overrides=_params(checkpoints), cli_args=remaps)
+    node = DepthNode("depth_node_skip", context=context, parameter_overrides=_params(tiny_checkpoints), cli_args=remaps)
     executor.add_node(node)
     probe = Node("skip_probe", context=context)
     pub = probe.create_publisher(Image, "/skip/image", OUTPUT_QOS)
     executor.add_node(probe)
     try:
         assert wait_for(lambda: pub.get_subscription_count() > 0)
-        pub.publish(conv.array_to_image(data[0], "rgb8", conv.make_header(probe.get_clock().now().nanoseconds, CAMERA_FRAME)))
+        pub.publish(conv.array_to_image(data[0], "rgb8",
+                                        conv.make_header(probe.get_clock().now().nanoseconds, CAMERA_FRAME)))
         assert wait_for(lambda: node.counters()["events"].get("skipped_no_subscribers", 0) == 1)
         assert node.counters()["frames_out"] == 0 and not node.counters()["frame_drops"]
     finally:
@@ -552,7 +547,8 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
         for _, kind, name in events:
             t = stamp[name]
             if kind == "echo":
-                w.write(conns[topics.echo], t, ts.serialize_cdr(echo_to_image_msg(echoes[name], t), "sensor_msgs/msg/Image"))
+                w.write(conns[topics.echo], t,
+                        ts.serialize_cdr(echo_to_image_msg(echoes[name], t), "sensor_msgs/msg/Image"))
             else:
                 w.write(conns[topics.image], t, ts.serialize_cdr(array_to_image_msg(rgb, "rgb8", t, CAMERA_FRAME_ID),
                                                                  "sensor_msgs/msg/Image"))
@@ -588,7 +584,8 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
             assert wait_for(handled, 15.0), (name, node.counters())
             c = node.counters()
             if c["frames_out"] > c0["frames_out"]:
-                node_pairing[name] = echo_name[node.echo_state.scale.echo.stamp_ns]  # the echo the published scale came from
+                # the echo the published scale came from
+                node_pairing[name] = echo_name[node.echo_state.scale.echo.stamp_ns]
             else:
                 node_pairing[name] = next(r for r, n in c["frame_drops"].items() if n > c0["frame_drops"].get(r, 0))
         assert node_pairing == expected

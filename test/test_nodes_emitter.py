@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from test_nodes_support import Harness, ros_context, wait_for
+from ros_support import Harness, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -36,12 +36,6 @@ def direct_path_onset(echo, sweep):
     while k + 1 < env.size and env[k + 1] >= env[k]:
         k += 1
     return k
-
-
-@pytest.fixture(scope="module")
-def ros():
-    with ros_context() as (context, executor):
-        yield context, executor
 
 
 def _params(**values):

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from test_nodes_support import FIXTURE, Harness, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import FIXTURE, Harness, wait_for
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module")
-def ros():
-    with ros_context() as (context, executor):
-        yield context, executor
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +159,7 @@ def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp
 
 
 @pytest.mark.process
-def test_console_scripts_as_separate_processes(tmp_path):
+def test_console_scripts_as_separate_processes(tiny_checkpoints):
     """replay_source and depth_node as two processes (the installed console scripts, each applying the
     shipped Fast DDS profile itself); this test's process only listens: depth 32FC1 at the camera size,
     one depth image per camera frame, and every depth stamp copied from a frame the replay published.
@@ -183,7 +177,7 @@ def test_console_scripts_as_separate_processes(tmp_path):
     from avsnet_ros.nodes.common import OUTPUT_QOS
     from avsnet_ros.nodes.conversions import stamp_to_ns
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     depth_proc = subprocess.Popen(

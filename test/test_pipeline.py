@@ -74,7 +74,8 @@ def test_scale_and_confidence_against_numpy(pipe, fixture_inputs):
     conf = valid.mean() * np.exp(-1.4826 * np.median(np.abs(resid - np.median(resid))))
     assert res.confidence[0] == pytest.approx(conf, rel=1e-3, abs=1e-4)
     # final depth = scale * R (resized) with NaN outside the range
-    up = torch.nn.functional.interpolate(rel, size=(720, 1280), mode="bilinear", align_corners=False)[0, 0].numpy() * res.scale[0]
+    up = torch.nn.functional.interpolate(rel, size=(720, 1280), mode="bilinear", align_corners=False)
+    up = up[0, 0].numpy() * res.scale[0]
     expected = np.where((up >= 0.1) & (up <= 30.0), up, np.nan)
     np.testing.assert_allclose(res.depth_m[0], expected, rtol=1e-5, equal_nan=True)
 
@@ -113,7 +114,8 @@ def test_scale_reuse_matches_full_call(checkpoints, pipe, fixture_inputs):
     res = ms(rgb, echo, sample_rate_hz=rate)
     assert res.shift[0] != 0.0
     est = ms.scale_only(rgb, echo, sample_rate_hz=rate)
-    np.testing.assert_allclose(ms.depth_from_scale(rgb, est.scale, est.shift), res.depth_m[0], rtol=1e-5, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(ms.depth_from_scale(rgb, est.scale, est.shift), res.depth_m[0], rtol=1e-5, atol=1e-5,
+                               equal_nan=True)
 
 
 def test_pseudo_metric_only_and_rgb_only(checkpoints, fixture_inputs):

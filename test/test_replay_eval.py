@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from test_nodes_support import make_tiny_checkpoints
+from ros_support import make_tiny_checkpoints
 
 pytestmark = pytest.mark.ros
 

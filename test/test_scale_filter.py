@@ -200,7 +200,8 @@ def test_confidence_from_variance():
     assert confidence_from_variance(math.inf) == 0.0 and confidence_from_variance(math.nan) == 0.0
 
 
-@pytest.mark.parametrize("kw", [dict(gate_sigma=0.0), dict(measurement_std_log=-1.0), dict(process_var_log_per_s=math.nan),
+@pytest.mark.parametrize("kw",
+                         [dict(gate_sigma=0.0), dict(measurement_std_log=-1.0), dict(process_var_log_per_s=math.nan),
                                 dict(reinit_after_gated=0), dict(min_confidence=0.0), dict(reinit_after_gated=2.5)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ValueError):

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, ros_context, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ WARMUP_S = min(10.0, SOAK_S / 4)
 MAX_RSS_GROWTH_MB = 48.0
 
 
-def test_soak_camera_10hz_echo_4hz(tmp_path):
+def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
     import cv2
     import psutil
     from rclpy.parameter import Parameter
@@ -42,7 +42,7 @@ def test_soak_camera_10hz_echo_4hz(tmp_path):
     from avsnet_ros.nodes.common import SENSOR_QOS
     from avsnet_ros.nodes.depth_node import DepthNode
 
-    ckpt = make_tiny_checkpoints(tmp_path / "ckpt")
+    ckpt = tiny_checkpoints
     rgb_full, _, _, k_full = fixture_data()
     rgb = cv2.resize(rgb_full, (CAM_HW[1], CAM_HW[0]), interpolation=cv2.INTER_AREA)
     k = scale_intrinsics(k_full, rgb_full.shape[:2], CAM_HW)

@@ -277,7 +277,8 @@ def test_image_is_scale_ambiguous_and_echo_is_not():
     d_a, rgb_a, _ = render(spec_a.layout, spec_a.layout.poses[0], k, 32, 64)
     d_b, rgb_b, _ = render(spec_b.layout, spec_b.layout.poses[0], k, 32, 64)
     np.testing.assert_array_equal(rgb_a, rgb_b)
-    np.testing.assert_allclose(d_a * spec_a.scale_m * (spec_b.scale_m / spec_a.scale_m), d_b * spec_b.scale_m, rtol=1e-12)
+    np.testing.assert_allclose(d_a * spec_a.scale_m * (spec_b.scale_m / spec_a.scale_m), d_b * spec_b.scale_m,
+                               rtol=1e-12)
     for s in (spec_a, spec_b):
         s.noise_std = 0.0
     e_a = render_echo(spec_a, 0, np.random.default_rng(0), tail=False, noise=False)

@@ -32,7 +32,8 @@ def test_train_and_evaluate_from_a_bag(tmp_path):
     cfg.write_text(CONFIG)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(REPO / "training" / "train_avs.py"), "--data", str(bag), "--out", str(run),
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "train_avs.py"), "--data", str(bag), "--out",
+                           str(run),
                            "--config", str(cfg), "--json", "--no-progress"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -37,7 +37,9 @@ def test_applied_when_nothing_was_chosen(tmp_path):
     assert extra == {"FASTDDS_DEFAULT_PROFILES_FILE": str(transport.PROFILE_PATH), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
     assert transport.PROFILE_PATH.is_file()
     # importing avsnet_ros.nodes applied it to this (test) process
-    if not any(os.environ.get(v) and os.environ.get(v) != str(transport.PROFILE_PATH) for v in transport.USER_CHOICE_VARS):
+    user_choice = [v for v in transport.USER_CHOICE_VARS
+                   if os.environ.get(v) and os.environ.get(v) != str(transport.PROFILE_PATH)]
+    if not user_choice:
         assert os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") == str(transport.PROFILE_PATH)
 
 

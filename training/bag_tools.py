@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg",
                    help="jpeg (as BatVision, lossy re-encoding) or png (lossless)")
     t.add_argument("--jpeg-quality", type=int, default=95)
-    t.add_argument("--max-echo-age-s", type=float, default=DEFAULT_MAX_ECHO_AGE_S, help="pairing window of echo before frame")
+    t.add_argument("--max-echo-age-s", type=float, default=DEFAULT_MAX_ECHO_AGE_S,
+                   help="pairing window of echo before frame")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_to_batvision)
 

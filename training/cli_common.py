@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from training.config_io import ConfigError, deep_merge, load_config, parse_set_overrides
 
@@ -28,6 +28,25 @@ def user_errors() -> tuple:
 
     return (DatasetError, CheckpointError, ResumeError, ConfigError, FileNotFoundError)
 
+
+
+def training_parser(prog: str, doc: str, default_config: str) -> argparse.ArgumentParser:
+    """A training CLI's parser: description = the first paragraph of ``doc`` (the script's docstring),
+    the config precedence as epilog, and the common argument groups (:func:`add_common_training_args`);
+    the script adds its own groups."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc.split("\n\n")[0],
+        epilog=f"Config precedence: config/{default_config} (or --config) < --set < flags.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_training_args(parser, default_config)
+    return parser
+
+
+def add_preset_argument(group, sizes: str, paper_config: str) -> None:
+    """--preset tiny|paper of a training CLI (``sizes``: the input size of each preset, for the help)."""
+    group.add_argument("--preset", choices=("tiny", "paper"), default=None,
+                       help=f"model size preset with its input size ({sizes}); for paper runs prefer "
+                            f"--config config/{paper_config} (schedule too)")
 
 
 def add_common_training_args(parser: argparse.ArgumentParser, default_config: str) -> None:
@@ -61,29 +80,30 @@ def add_common_training_args(parser: argparse.ArgumentParser, default_config: st
     misc.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
+#: (argparse attribute, config section, key) of the dedicated flags whose value is the config value.
+_VALUE_FLAGS = (
+    ("epochs", "train", "epochs"),
+    ("batch_size", "train", "batch_size"),
+    ("seed", "train", "seed"),
+    ("device", "train", "device"),
+    ("num_workers", "train", "num_workers"),
+    ("save_every_steps", "train", "save_every_steps"),
+    ("lr", "optim", "lr"),
+    ("max_train_samples", "data", "max_train_samples"),
+)
+#: (argparse attribute, config section, key) of the --no-* switches that set the key to False.
+_OFF_SWITCHES = (("no_amp", "train", "amp"), ("no_progress", "train", "progress"))
+
+
 def flag_overrides(args: argparse.Namespace) -> dict:
     """The dedicated flags as a nested override dict (applied after --set)."""
     o: dict[str, dict] = {"train": {}, "optim": {}, "data": {}}
-    if args.epochs is not None:
-        o["train"]["epochs"] = args.epochs
-    if args.batch_size is not None:
-        o["train"]["batch_size"] = args.batch_size
-    if args.seed is not None:
-        o["train"]["seed"] = args.seed
-    if args.device is not None:
-        o["train"]["device"] = args.device
-    if args.num_workers is not None:
-        o["train"]["num_workers"] = args.num_workers
-    if args.save_every_steps is not None:
-        o["train"]["save_every_steps"] = args.save_every_steps
-    if args.no_amp:
-        o["train"]["amp"] = False
-    if args.no_progress:
-        o["train"]["progress"] = False
-    if args.lr is not None:
-        o["optim"]["lr"] = args.lr
-    if args.max_train_samples is not None:
-        o["data"]["max_train_samples"] = args.max_train_samples
+    for attr, section, key in _VALUE_FLAGS:
+        if getattr(args, attr) is not None:
+            o[section][key] = getattr(args, attr)
+    for attr, section, key in _OFF_SWITCHES:
+        if getattr(args, attr):
+            o[section][key] = False
     return {k: v for k, v in o.items() if v}
 
 
@@ -131,6 +151,34 @@ def load_cli_config(cls, args: argparse.Namespace, default_config: str, extra: M
         print(yaml.safe_dump(config_dict, sort_keys=False))
         return 0
     return cfg, yaml_path, model_cfgs, config_dict
+
+
+def parse_training_cli(argv: list[str] | None, parser: argparse.ArgumentParser, cls, default_config: str,
+                       model_kinds: Mapping[str, str], overrides):
+    """Parse ``argv`` and resolve the config (:func:`load_cli_config`; ``overrides(args)`` -> the script's
+    own override dict). Returns (args, cfg, yaml_path, model_cfgs, config_dict) or an exit code."""
+    args = parser.parse_args(argv)
+    loaded = load_cli_config(cls, args, default_config, overrides(args), model_kinds)
+    if isinstance(loaded, int):
+        return loaded
+    return (args, *loaded)
+
+
+def train_and_report(ctx, args, task, train_set, val_set, cfg, run_dir: Path, config_dict: dict, command: str,
+                     resume_keys: Sequence[str], callbacks: Sequence, summary, on_fresh_start=None):
+    """Write the run files (main process), run :func:`training.loop.run_training` and, on the main
+    process, print ``summary(result)`` (the --json run summary) when --json was given. Returns 0."""
+    from training.loop import run_training
+
+    if ctx.is_main:
+        write_run_files(run_dir, config_dict, command)
+    result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume, config_dict,
+                          on_fresh_start=on_fresh_start, resume_compare_keys=resume_keys, callbacks=callbacks)
+    if ctx.is_main:
+        report = summary(result)
+        if args.json:
+            print_json(report)
+    return 0
 
 
 def run_distributed(device: str, body) -> int:
@@ -195,16 +243,59 @@ def command_line(argv: list[str] | None, script: str) -> str:
     return prefix + shlex.join([script] + args)
 
 
-def _json_safe(obj: Any) -> Any:
+def open_train_val(data: str | Path, data_cfg):
+    """(train, val) OpenedData of ``--data`` with the ``data`` config section's splits and options; val is
+    None (with a warning: the best checkpoint is then chosen by training loss) where the validation
+    split cannot be opened."""
+    from avsnet_ros.data.samples import DatasetError
+    from training.datasets import open_split
+
+    def open_one(split: str):
+        return open_split(data, split, data_cfg.max_depth_m, data_cfg.skip_bad, data_cfg.bag_val_every,
+                          data_cfg.bag_max_echo_age_s)
+
+    train = open_one(data_cfg.train_split)
+    try:
+        val = open_one(data_cfg.val_split)
+    except (FileNotFoundError, DatasetError) as exc:
+        LOG.warning("no validation split (%s): best checkpoint chosen by training loss", exc)
+        val = None
+    return train, val
+
+
+def run_summary(stage: str, run_dir: Path, best_name: str, result, yaml_path: Path, **stage_fields: Any) -> dict:
+    """The --json run summary of a training CLI: ``stage``, ``stage_fields`` (counts, options of that
+    stage), the best model (RUN_DIR/best/<best_name>, None without one) and the loop's result."""
+    return {
+        "stage": stage,
+        "run_dir": str(run_dir),
+        "best_model": str(run_dir / "best" / best_name) if result.best_dir else None,
+        "best_epoch": result.best_epoch,
+        "best_" + result.selection_metric: result.best_value,
+        "final_val": result.final_val,
+        "epochs": result.epochs,
+        "global_step": result.global_step,
+        **stage_fields,
+        "resumed_from": result.resumed_from,
+        "last_checkpoint": result.last_checkpoint,
+        "train_time_s": round(result.train_time_s, 2),
+        "world_size": result.world_size,
+        "device": result.device,
+        "config": str(yaml_path),
+    }
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf -> None, tensors/numpy scalars -> Python numbers, Paths -> str, keys -> str."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):
         try:
-            return _json_safe(obj.item())
+            return json_safe(obj.item())
         except (ValueError, RuntimeError):
             pass
     if isinstance(obj, Path):
@@ -215,8 +306,9 @@ def _json_safe(obj: Any) -> Any:
 def print_json(summary: Mapping) -> None:
     """One JSON object on one line of stdout (NaN/inf -> null)."""
     sys.stdout.flush()
-    print(json.dumps(_json_safe(summary), sort_keys=False), flush=True)
+    print(json.dumps(json_safe(summary), sort_keys=False), flush=True)
 
 
-__all__ = ["user_errors", "add_common_training_args", "resolve_config", "setup_logging", "command_line", "print_json",
-           "ConfigError"]
+__all__ = ["user_errors", "training_parser", "add_preset_argument", "add_common_training_args",
+           "parse_training_cli", "open_train_val", "train_and_report", "run_summary", "resolve_config",
+           "setup_logging", "command_line", "print_json", "json_safe", "ConfigError"]

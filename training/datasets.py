@@ -12,6 +12,7 @@ from typing import Any
 
 from avsnet_ros.data.batvision import BV1Dataset, BV2Dataset, detect_layout
 from avsnet_ros.data.samples import SampleListDataset
+from avsnet_ros.data.sources import is_bag
 
 LOG = logging.getLogger("avsnet_ros.training")
 
@@ -28,16 +29,6 @@ class OpenedData:
     max_depth_m: float
     path: Path
     split: str
-
-
-def is_bag(path: str | Path) -> bool:
-    """A rosbag2: a folder with metadata.yaml or *.mcap/*.db3 files, or a single .mcap/.db3 file."""
-    p = Path(path)
-    if p.is_file():
-        return p.suffix in (".mcap", ".db3")
-    if p.is_dir():
-        return (p / "metadata.yaml").is_file() or any(p.glob("*.mcap")) or any(p.glob("*.db3"))
-    return False
 
 
 _BAG_CACHE: dict[tuple, list] = {}

@@ -184,7 +184,8 @@ def self_supervised_loss(
     keep_fraction = 1.0
     for s in sorted(scales):
         disp = scales[s]
-        disp_full = disp if disp.shape[-2:] == (h, w) else F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False)
+        disp_full = disp if disp.shape[-2:] == (h, w) else F.interpolate(disp, size=(h, w), mode="bilinear",
+                                                                         align_corners=False)
         _, depth = disp_to_depth(disp_full, min_depth, max_depth)
         reprojection = []
         for src, T in zip(sources, T_target_to_source):

@@ -54,24 +54,19 @@ def plot_training_curves(history: Sequence[Mapping], step_losses: Sequence[float
     ax.set_ylabel("learning rate (end of epoch)")
     ax.grid(alpha=0.3)
 
-    ax = axes[1, 0]
-    for key in ("val_abs_rel", "val_sq_rel", "val_rmse_log"):
-        if any(key in r for r in history):
-            ax.plot(epochs, [r.get(key, math.nan) for r in history], "o-", label=key[4:])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("error (lower is better)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
-    ax = axes[1, 1]
-    for key in ("val_delta1", "val_delta2", "val_delta3"):
-        if any(key in r for r in history):
-            ax.plot(epochs, [r.get(key, math.nan) for r in history], "o-", label=key[4:])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (higher is better)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    # validation metrics per epoch: (panel, history keys, y label, y limits)
+    for ax, keys, ylabel, ylim in (
+            (axes[1, 0], ("val_abs_rel", "val_sq_rel", "val_rmse_log"), "error (lower is better)", None),
+            (axes[1, 1], ("val_delta1", "val_delta2", "val_delta3"), "accuracy (higher is better)", (0, 1))):
+        for key in keys:
+            if any(key in r for r in history):
+                ax.plot(epochs, [r.get(key, math.nan) for r in history], "o-", label=key[4:])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

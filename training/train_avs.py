@@ -26,49 +26,46 @@ LOG = logging.getLogger("avsnet_ros.training")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli_common import add_common_training_args
+    from training.cli_common import add_preset_argument, training_parser
 
-    p = argparse.ArgumentParser(
-        prog="train_avs.py", description=__doc__.split("\n\n")[0],
-        epilog="Config precedence: config/train_avs.yaml (or --config) < --set < flags.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_training_args(p, DEFAULT_CONFIG)
+    p = training_parser("train_avs.py", __doc__, DEFAULT_CONFIG)
     model = p.add_argument_group("model")
     model.add_argument("--no-audio", action="store_true",
                        help="train the RGB-only baseline (model.use_audio=false; same code path)")
-    model.add_argument("--preset", choices=("tiny", "paper"), default=None,
-                       help="model size preset with its input size (tiny 128x256, paper 256x512); for paper runs "
-                            "prefer --config config/train_avs_paper.yaml (schedule too)")
+    add_preset_argument(model, "tiny 128x256, paper 256x512", "train_avs_paper.yaml")
     return p
 
 
-def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
-    """Run the CLI with ``argv`` (default sys.argv[1:]); ``callbacks``: training.loop.Callback objects
-    handed to the Trainer (tests: test/train_with_hooks.py). Returns the exit code."""
-    args = build_parser().parse_args(argv)
-
-    from avsnet_ros.data.samples import DatasetError
-    from training.cli_common import (command_line, load_cli_config, print_json, run_distributed, seed_everything,
-                                     write_run_files)
-    from training.configs import AVSTrainConfig
-
+def _overrides(args: argparse.Namespace) -> dict:
+    """This script's flags as config overrides (applied last)."""
     extra: dict = {}
     if args.no_audio:
         extra.setdefault("model", {})["use_audio"] = False
     if args.preset:
         # The preset's own input size (the YAML's image_size_hw belongs to its preset).
         extra.setdefault("model", {}).update(preset=args.preset, image_size_hw=None)
-    loaded = load_cli_config(AVSTrainConfig, args, DEFAULT_CONFIG, extra, {"model": "avsnet"})
-    if isinstance(loaded, int):
-        return loaded
-    cfg, yaml_path, model_cfgs, config_dict = loaded
+    return extra
+
+
+def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
+    """Run the CLI with ``argv`` (default sys.argv[1:]); ``callbacks``: training.loop.Callback objects
+    handed to the Trainer (tests: test/train_with_hooks.py). Returns the exit code."""
+    from training.cli_common import (command_line, open_train_val, parse_training_cli, run_distributed, run_summary,
+                                     seed_everything, train_and_report)
+    from training.configs import AVSTrainConfig
+
+    parsed = parse_training_cli(argv, build_parser(), AVSTrainConfig, DEFAULT_CONFIG, {"model": "avsnet"},
+                                _overrides)
+    if isinstance(parsed, int):
+        return parsed
+    args, cfg, yaml_path, model_cfgs, config_dict = parsed
     model_cfg = model_cfgs["model"]
 
     from avsnet_ros.data.torch_dataset import TorchSampleDataset
     from avsnet_ros.models.builder import build_model
     from training.avs_task import AVSTask, compute_spectrogram_stats
-    from training.datasets import FirstN, open_split
-    from training.loop import check_resume, run_training
+    from training.datasets import FirstN
+    from training.loop import check_resume
 
     def train(ctx) -> int:
         seed = cfg.train.seed
@@ -77,8 +74,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         run_dir = Path(args.out)
         check_resume(run_dir, args.resume, config_dict, RESUME_KEYS, cfg.train)  # fail fast, before loading data
 
-        train_data = open_split(args.data, cfg.data.train_split, cfg.data.max_depth_m, cfg.data.skip_bad,
-                                cfg.data.bag_val_every, cfg.data.bag_max_echo_age_s)
+        train_data, val_data = open_train_val(args.data, cfg.data)
         max_depth_m = train_data.max_depth_m
         if max_depth_m > model_cfg.max_depth_m:
             LOG.warning("data max depth %.1f m exceeds the model's max_depth_m %.1f m: farther pixels "
@@ -86,15 +82,11 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         train_base = train_data.dataset
         if cfg.data.max_train_samples:
             train_base = FirstN(train_base, cfg.data.max_train_samples)
-        try:
-            val_data = open_split(args.data, cfg.data.val_split, cfg.data.max_depth_m, cfg.data.skip_bad,
-                                  cfg.data.bag_val_every, cfg.data.bag_max_echo_age_s)
+        val_base = None
+        if val_data is not None:
             val_base = val_data.dataset
             if cfg.data.max_val_samples:
                 val_base = FirstN(val_base, cfg.data.max_val_samples)
-        except (FileNotFoundError, DatasetError) as exc:
-            LOG.warning("no validation split (%s): best checkpoint chosen by training loss", exc)
-            val_base = None
 
         size_hw = tuple(model_cfg.image_size_hw)
         use_audio = bool(model_cfg.use_audio)
@@ -129,37 +121,16 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                 LOG.info("spectrogram log1p stats over %d training samples: mean %s std %s", n,
                          [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()])
 
-        if ctx.is_main:
-            write_run_files(run_dir, config_dict, command)
-        result = run_training(task, train_set, val_set, cfg.train, cfg.optim, ctx, run_dir, args.resume,
-                              config_dict, on_fresh_start=on_fresh_start, resume_compare_keys=RESUME_KEYS,
-                              callbacks=callbacks)
-        if ctx.is_main:
-            summary = {
-                "stage": "avs",
-                "use_audio": use_audio,
-                "run_dir": str(run_dir),
-                "best_model": str(run_dir / "best" / "model") if result.best_dir else None,
-                "best_epoch": result.best_epoch,
-                "best_" + result.selection_metric: result.best_value,
-                "final_val": result.final_val,
-                "epochs": result.epochs,
-                "global_step": result.global_step,
-                "train_samples": len(train_set),
-                "val_samples": 0 if val_set is None else len(val_set),
-                "resumed_from": result.resumed_from,
-                "last_checkpoint": result.last_checkpoint,
-                "train_time_s": round(result.train_time_s, 2),
-                "world_size": result.world_size,
-                "device": result.device,
-                "config": str(yaml_path),
-            }
+        def summary(result) -> dict:
+            report = run_summary("avs", run_dir, "model", result, yaml_path, use_audio=use_audio,
+                                 train_samples=len(train_set), val_samples=0 if val_set is None else len(val_set))
             LOG.info("done: best %s %.4f at epoch %s -> %s", result.selection_metric,
                      result.best_value if result.best_value is not None else float("nan"), result.best_epoch,
-                     summary["best_model"])
-            if args.json:
-                print_json(summary)
-        return 0
+                     report["best_model"])
+            return report
+
+        return train_and_report(ctx, args, task, train_set, val_set, cfg, run_dir, config_dict, command, RESUME_KEYS,
+                                callbacks, summary, on_fresh_start=on_fresh_start)
 
     return run_distributed(cfg.train.device, train)
 

@@ -124,7 +124,8 @@ def _check_onset(echo: np.ndarray, templates: Sequence[np.ndarray], config: Echo
     for template in templates:
         head = echo[:, : min(echo.shape[1], search + template.shape[0] - 1)]
         if head.shape[1] < template.shape[0] + ECHO_ONSET_SAMPLE + tol:
-            return EchoProblem(EchoFault.LENGTH, f"{echo.shape[1]} samples cannot hold the onset at {ECHO_ONSET_SAMPLE}")
+            return EchoProblem(EchoFault.LENGTH,
+                               f"{echo.shape[1]} samples cannot hold the onset at {ECHO_ONSET_SAMPLE}")
         try:
             onset = find_onset(head, template, search_samples=min(search, head.shape[1] - template.shape[0] + 1))
         except AudioError as exc:

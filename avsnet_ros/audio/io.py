@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sweep import DEFAULT_SAMPLE_RATE_HZ
+
 __all__ = ["AudioError", "read_wav", "read_bv1_npy", "to_float32"]
 
 
@@ -58,7 +60,7 @@ def _check_length(n: int, min_samples: int, path) -> None:
 
 def read_wav(
     path: "str | os.PathLike[str]",
-    expected_rate_hz: "int | None" = 44100,
+    expected_rate_hz: "int | None" = DEFAULT_SAMPLE_RATE_HZ,
     channels: "int | None" = 2,
     min_samples: int = 1,
 ) -> "tuple[np.ndarray, int]":

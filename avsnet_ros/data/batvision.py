@@ -1,6 +1,7 @@
 """BatVision V1/V2 (and synthetic BV2-layout) datasets -> `Sample`s.
 
-Layouts read exactly as the official dataset (docs/batvision.md, AmandineBtto/Batvision-Dataset):
+Layouts read exactly as the official dataset (README "Data"; Brunetto et al., IROS 2023;
+AmandineBtto/Batvision-Dataset):
 
 BV2: one folder per location; each holds train.csv / val.csv / test.csv with the columns
   'audio path', 'audio file name', 'camera path', 'camera file name', 'depth path', 'depth file name'.
@@ -53,6 +54,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
 from avsnet_ros.data.samples import (
     DatasetError,
     Sample,
@@ -93,7 +95,6 @@ BV1_COLUMNS = ("depth path", "audio path left", "audio path right", "camera path
 OPTIONAL_COLUMNS = ("sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy")
 SPLITS = ("train", "val", "test")
 DEFAULT_FRAME_PERIOD_S = 0.1
-SAMPLE_RATE_HZ = 44100
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,15 @@ def _collect(errors: "list | None", exc: DatasetError) -> None:
     errors.append(exc)
 
 
+def _row(csv_path: Path, line: int, optional: tuple, audio_paths: tuple, camera: Path, depth: Path,
+         default_sequence: str, default_frame: int) -> CsvRow:
+    """A CsvRow; the CSV's optional columns (``_optional_fields``) win over the layout's sequence/frame."""
+    seq, frame, stamp, intr = optional
+    return CsvRow(csv_path=csv_path, row=line, audio_paths=audio_paths, camera_path=camera, depth_path=depth,
+                  sequence_id=seq if seq is not None else default_sequence,
+                  frame_index=frame if frame is not None else default_frame, stamp_ns=stamp, intrinsics=intr)
+
+
 def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" = None) -> "list[CsvRow]":
     """Parse one BV2 location CSV -> CsvRows with files resolved against base_dir (the BV2 root).
 
@@ -225,26 +235,14 @@ def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" =
     out = []
     for i, (line, v) in enumerate(rows):
         try:
-            seq, frame, stamp, intr = _optional_fields(v, csv_path, line)
+            optional = _optional_fields(v, csv_path, line)
             audio = _safe_join(base_dir, [v["audio path"], v["audio file name"]], csv_path, line, "audio path")
             camera = _safe_join(base_dir, [v["camera path"], v["camera file name"]], csv_path, line, "camera path")
             depth = _safe_join(base_dir, [v["depth path"], v["depth file name"]], csv_path, line, "depth path")
         except DatasetError as exc:
             _collect(errors, exc)
             continue
-        out.append(
-            CsvRow(
-                csv_path=csv_path,
-                row=line,
-                audio_paths=(audio,),
-                camera_path=camera,
-                depth_path=depth,
-                sequence_id=seq if seq is not None else location,
-                frame_index=frame if frame is not None else i,
-                stamp_ns=stamp,
-                intrinsics=intr,
-            )
-        )
+        out.append(_row(csv_path, line, optional, (audio,), camera, depth, location, i))
     return out
 
 
@@ -271,7 +269,7 @@ def load_bv1_csv(csv_path, base_dir, errors: "list | None" = None) -> "list[CsvR
             pos = 0
             prev_scene = scene
         try:
-            seq, frame, stamp, intr = _optional_fields(v, csv_path, line)
+            optional = _optional_fields(v, csv_path, line)
             cam = _safe_join(base_dir, [v["camera path left"]], csv_path, line, "camera path left")
             left = _safe_join(base_dir, [v["audio path left"]], csv_path, line, "audio path left")
             right = _safe_join(base_dir, [v["audio path right"]], csv_path, line, "audio path right")
@@ -280,19 +278,7 @@ def load_bv1_csv(csv_path, base_dir, errors: "list | None" = None) -> "list[CsvR
             _collect(errors, exc)
             pos += 1
             continue
-        out.append(
-            CsvRow(
-                csv_path=csv_path,
-                row=line,
-                audio_paths=(left, right),
-                camera_path=cam,
-                depth_path=depth,
-                sequence_id=seq if seq is not None else seq_name,
-                frame_index=frame if frame is not None else pos,
-                stamp_ns=stamp,
-                intrinsics=intr,
-            )
-        )
+        out.append(_row(csv_path, line, optional, (left, right), cam, depth, seq_name, pos))
         pos += 1
     return out
 
@@ -345,10 +331,14 @@ class _CsvDataset:
 
     kind = ""
 
-    def __init__(self, rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz,
-                 row_errors=()):
+    def __init__(self, root, split, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz):
+        """Reads the rows (``_read_rows``, per layout), drops or raises on bad ones, sets the shared state."""
         from avsnet_ros.audio.align import echo_window_samples
 
+        self.root = Path(root)
+        self.split = split
+        row_errors: "list | None" = [] if skip_bad else None  # rows refused while parsing (skip_bad only)
+        rows = self._read_rows(row_errors)
         self.max_depth_m = float(max_depth_m)
         self.skip_bad = bool(skip_bad)
         self.sample_rate_hz = int(sample_rate_hz)
@@ -360,31 +350,26 @@ class _CsvDataset:
         self.skipped = 0
         self.skipped_rows: "list[tuple[str, int, str]]" = []
         self._bad: "set[int]" = set()
-        for exc in row_errors:  # rows already refused while parsing (skip_bad only)
+        for exc in row_errors or ():
             self._count_skip(exc)
-        good = []
-        for r in rows:
+        self.rows: "list[CsvRow]" = self._passing(rows, lambda i, r: _check_files(r))
+        if verify:
+            self.rows = self._passing(self.rows, self._load)
+
+    def _passing(self, rows: "list[CsvRow]", check) -> "list[CsvRow]":
+        """The rows for which ``check(index, row)`` raises no DatasetError; a failing row raises (skip_bad
+        False) or is counted as skipped and left out."""
+        keep = []
+        for i, r in enumerate(rows):
             try:
-                _check_files(r)
+                check(i, r)
             except DatasetError as exc:
                 if not self.skip_bad:
                     raise
                 self._count_skip(exc)
                 continue
-            good.append(r)
-        self.rows: "list[CsvRow]" = good
-        if verify:
-            keep = []
-            for i, r in enumerate(self.rows):
-                try:
-                    self._load(i, r)
-                except DatasetError as exc:
-                    if not self.skip_bad:
-                        raise
-                    self._count_skip(exc)
-                    continue
-                keep.append(r)
-            self.rows = keep
+            keep.append(r)
+        return keep
 
     def _count_skip(self, exc: DatasetError) -> None:
         self.skipped += 1
@@ -397,6 +382,10 @@ class _CsvDataset:
     def frame_keys(self) -> "list[tuple[str, int]]":
         """(sequence_id, frame_index) of every row, in dataset order, without loading files."""
         return [(r.sequence_id, r.frame_index) for r in self.rows]
+
+    def _read_rows(self, errors: "list | None") -> "list[CsvRow]":
+        """The layout's rows of ``self.split`` under ``self.root``; bad rows go to ``errors`` when a list."""
+        raise NotImplementedError
 
     def _read_audio(self, r: CsvRow) -> np.ndarray:
         raise NotImplementedError
@@ -493,10 +482,14 @@ class BV2Dataset(_CsvDataset):
         intrinsics=None,
         frame_period_s: float = DEFAULT_FRAME_PERIOD_S,
         verify: bool = False,
-        sample_rate_hz: int = SAMPLE_RATE_HZ,
+        sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
     ):
-        self.root = Path(root)
-        self.split = split
+        self._wanted_locations = locations
+        super().__init__(root, split, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz)
+
+    def _read_rows(self, errors: "list | None") -> "list[CsvRow]":
+        """The rows of <split>.csv of every (wanted) location folder; ``self.locations`` in that order."""
+        split, locations = self.split, self._wanted_locations
         if not self.root.is_dir():
             raise DatasetError(f"BV2 root {str(self.root)!r} is not a directory")
         rows: "list[CsvRow]" = []
@@ -521,14 +514,12 @@ class BV2Dataset(_CsvDataset):
                 f"no {split}.csv under {str(self.root)!r}: expected <root>/<location>/{split}.csv "
                 f"(a BV2 root) or <root>/{split}.csv (one location folder)"
             )
-        errors: "list | None" = [] if skip_bad else None
         for d in loc_dirs:
             csv_path = d / f"{split}.csv"
             base = self._base_for(d, csv_path)
             rows.extend(load_bv2_csv(csv_path, base, location=d.name, errors=errors))
             self.locations.append(d.name)
-        super().__init__(rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz,
-                         row_errors=errors or ())
+        return rows
 
     @staticmethod
     def _base_for(loc_dir: Path, csv_path: Path) -> Path:
@@ -564,26 +555,16 @@ class BV1Dataset(_CsvDataset):
 
     kind = "BV1"
 
-    def __init__(
-        self,
-        root,
-        split: str = "train",
-        max_depth_m: float = 12.0,
-        skip_bad: bool = False,
-        intrinsics=None,
-        frame_period_s: float = DEFAULT_FRAME_PERIOD_S,
-        verify: bool = False,
-        sample_rate_hz: int = SAMPLE_RATE_HZ,
-    ):
-        self.root = Path(root)
-        self.split = split
-        csv_path = self.root / f"{split}.csv"
+    def __init__(self, root, split: str = "train", max_depth_m: float = 12.0, skip_bad: bool = False, intrinsics=None,
+                 frame_period_s: float = DEFAULT_FRAME_PERIOD_S, verify: bool = False,
+                 sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ):
+        super().__init__(root, split, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz)
+
+    def _read_rows(self, errors: "list | None") -> "list[CsvRow]":
+        csv_path = self.root / f"{self.split}.csv"
         if not csv_path.is_file():
             raise DatasetError(f"BV1 split file {str(csv_path)!r} does not exist")
-        errors: "list | None" = [] if skip_bad else None
-        rows = load_bv1_csv(csv_path, self.root, errors=errors)
-        super().__init__(rows, max_depth_m, skip_bad, intrinsics, frame_period_s, verify, sample_rate_hz,
-                         row_errors=errors or ())
+        return load_bv1_csv(csv_path, self.root, errors=errors)
 
     def _read_audio(self, r: CsvRow) -> np.ndarray:
         from avsnet_ros.audio.io import read_bv1_npy

@@ -44,6 +44,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
 from avsnet_ros.data.codec import (IMAGE_ENCODINGS, MessageError, depth_from_image_msg, echo_from_image_msg,
                                    header_stamp_ns, image_msg_to_array, image_payload,
                                    intrinsics_from_camera_info_msg, pinhole_camera_info_arrays, rgb_from_image_msg,
@@ -60,7 +61,6 @@ __all__ = [
     "CAMERA_INFO_TYPE",
     "CAMERA_FRAME_ID",
     "ECHO_FRAME_ID",
-    "SAMPLE_RATE_HZ",
     "FRAMES_CUSTOM_KEY",
     "BagReadReport",
     "MessageError",
@@ -92,7 +92,6 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 CAMERA_FRAME_ID = "camera_optical_frame"
 ECHO_FRAME_ID = "microphones"
-SAMPLE_RATE_HZ = 44100
 FRAMES_CUSTOM_KEY = "avsnet_ros.frames"
 BAG_VERSION = 8
 
@@ -188,7 +187,7 @@ def write_samples_to_bag(
     camera_frame_id: str = CAMERA_FRAME_ID,
     echo_frame_id: str = ECHO_FRAME_ID,
     depth_encoding: str = "32FC1",
-    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
     custom_data: "dict[str, str] | None" = None,
 ) -> "dict[str, object]":
     """Write Samples to a new rosbag2 directory (mcap by default); returns a summary dict.
@@ -465,7 +464,7 @@ def iter_bag_samples(
     max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S,
     topics: BagTopics = DEFAULT_TOPICS,
     depth_tolerance_s: float = 0.001,
-    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
     min_echo_samples: int = 1,
 ) -> Iterator[Sample]:
     """Stream the Samples of a bag (see the module docstring); fills `report` as it goes.
@@ -584,7 +583,8 @@ def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, 
     )
 
 
-def read_bag_samples(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S, **kwargs) -> "tuple[list[Sample], BagReadReport]":
+def read_bag_samples(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S,
+                     **kwargs) -> "tuple[list[Sample], BagReadReport]":
     """All Samples of a bag plus the BagReadReport (keyword arguments as iter_bag_samples)."""
     report = BagReadReport()
     samples = list(iter_bag_samples(bag_path, report, max_echo_age_s=max_echo_age_s, **kwargs))

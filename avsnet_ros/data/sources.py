@@ -2,7 +2,7 @@
 emitter's replay backend and tools.
 
     resolve_data_path("")        -> the bundled assets/demo_sequence (else assets/batvision_v2_sample)
-    is_bag(path)                 -> rosbag2 directory (metadata.yaml) or a .mcap/.db3 file
+    is_bag(path)                 -> rosbag2 folder (metadata.yaml or *.mcap/*.db3) or a .mcap/.db3 file
     open_dataset(path, split)    -> BV2Dataset over a BV2-layout folder (<split>.csv) or a folder of
                                     loose BV2 instances (audio_<id>.wav, camera_<id>.jpeg, depth_<id>.npy)
     load_samples(path, split)    -> all Samples of a folder or bag (bags: data.rosbag_io.read_bag_samples)
@@ -32,10 +32,17 @@ def resolve_data_path(path: str) -> Path:
     raise FileNotFoundError("no bundled replay data under assets/ (demo_sequence, batvision_v2_sample)")
 
 
-def is_bag(path: Path) -> bool:
-    """A rosbag2 directory (with metadata.yaml) or a single .mcap/.db3 file."""
-    return (path.is_dir() and (path / "metadata.yaml").is_file()) or \
-        (path.is_file() and path.suffix in (".mcap", ".db3"))
+def is_bag(path: "str | Path") -> bool:
+    """A rosbag2: a folder with metadata.yaml or *.mcap/*.db3 files, or a single .mcap/.db3 file.
+
+    The one rule for the replay source, the chirp emitter's replay backend and training's --data.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p.suffix in (".mcap", ".db3")
+    if p.is_dir():
+        return (p / "metadata.yaml").is_file() or any(p.glob("*.mcap")) or any(p.glob("*.db3"))
+    return False
 
 
 def _has_csv(path: Path, split: str) -> bool:

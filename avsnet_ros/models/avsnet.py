@@ -194,7 +194,8 @@ class AVSMetricHead(ZoeDepthMetricDepthEstimationHead):
         last = torch.cat([last, relative], dim=1)
         bin_embedding = nn.functional.interpolate(bin_embedding, last.shape[-2:], mode="bilinear", align_corners=True)
         probabilities = self.conditional_log_binomial(last, bin_embedding)
-        centers_full = nn.functional.interpolate(bin_centers, probabilities.shape[-2:], mode="bilinear", align_corners=True)
+        centers_full = nn.functional.interpolate(bin_centers, probabilities.shape[-2:], mode="bilinear",
+                                                 align_corners=True)
         depth = torch.sum(probabilities * centers_full, dim=1, keepdim=True)
         return depth.clamp(self.min_depth, self.max_depth), bin_centers, attention
 
@@ -220,7 +221,8 @@ class AVSNet(nn.Module):
         self.audio_encoder = AudioEncoder(config) if config.use_audio else None
         fusion = (
             CrossModalAttention(
-                config.bottleneck_features, config.audio_hidden_sizes[-1], config.attention_heads, config.attention_dropout
+                config.bottleneck_features, config.audio_hidden_sizes[-1], config.attention_heads,
+                config.attention_dropout
             )
             if config.use_audio
             else None

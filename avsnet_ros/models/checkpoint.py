@@ -6,8 +6,8 @@ Layout of a checkpoint directory::
                         command, metrics, ...) and "format_version"
     model.safetensors   the model's state dict (tensors only)
 
-Both files are written atomically (temporary file in the same directory, fsync, ``os.replace``),
-so a crash never leaves a half-written checkpoint under the final name. Loading is strict: the
+Both files are written atomically (avsnet_ros.fileio: temporary file in the same directory, fsync,
+``os.replace``), so a crash never leaves a half-written checkpoint under the final name. Loading is strict: the
 network is rebuilt from ``config.json`` and every tensor must match by name and shape.
 
 Pickle payloads are refused: a ``.pt``/``.pth``/``.bin``/``.ckpt`` file is only ever opened with
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
+from ..fileio import atomic_write_bytes, atomic_write_text
 from .builder import build_model
 from .config import AVSNetConfig, ModelConfig, RelativeDepthConfig, asdict, config_from_dict, replace
 
@@ -42,37 +42,13 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded safely and exactly; the message names the path and keys."""
 
 
-def _atomic_write(path: Path, write_fn) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def save_checkpoint(path_dir: PathLike, model: nn.Module, config: ModelConfig, extra: Optional[dict] = None) -> Path:
     """Write ``model`` (state dict) and ``config`` (+ ``extra``, JSON-serialisable) to ``path_dir``.
 
     Returns the directory. Tensors are saved on CPU, contiguous, each with its own storage (so
     tied/shared tensors never trip safetensors).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,13 +57,8 @@ def save_checkpoint(path_dir: PathLike, model: nn.Module, config: ModelConfig, e
     doc["extra"] = dict(extra or {})
     doc["format_version"] = FORMAT_VERSION
     text = json.dumps(doc, indent=2, sort_keys=False) + "\n"  # fails early if extra is not JSON
-    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"kind": config.kind}))
-
-    def write_json(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-
-    _atomic_write(out / CONFIG_NAME, write_json)
+    atomic_write_bytes(out / WEIGHTS_NAME, save(state, metadata={"kind": config.kind}))
+    atomic_write_text(out / CONFIG_NAME, text)
     return out
 
 

@@ -20,13 +20,15 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
 
+from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
+
 PRESETS = ("tiny", "paper")
 
 # ----------------------------------------------------------------------------------------------
 # Preset tables. Only architecture sizes live here; behavioural fields have ordinary defaults.
 # ----------------------------------------------------------------------------------------------
 _AVS_PRESETS: dict[str, dict[str, Any]] = {
-    # Tiny: the BEiT/ZoeDepth configuration measured in docs/ml-stack.md (1.29 M parameters for the
+    # Tiny: the BEiT/ZoeDepth configuration of the README Benchmarks model table (1.29 M parameters for the
     # visual branch), bounded ("normed") bins because it is trained from scratch, and a ResNet-18
     # layout (basic blocks, depths 2-2-2-2) at 1/4 of the width for the echoes.
     "tiny": dict(
@@ -141,7 +143,7 @@ class AVSNetConfig:
     use_audio: bool = True
     min_depth_m: float = 0.1
     max_depth_m: float = 30.0
-    sample_rate_hz: int = 44100
+    sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ
     # "file": crop the echo window from the start of the buffer (BatVision preprocessing, the
     # project's buffer layout, see ARCHITECTURE.md); "onset": from the detected onset.
     audio_crop: str = "file"
@@ -183,10 +185,12 @@ class AVSNetConfig:
         if not 0.0 < self.min_depth_m < self.max_depth_m:
             raise ValueError(f"need 0 < min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}")
         if self.bottleneck_features != self.fusion_hidden_size:
-            raise ValueError("ZoeDepth's bottleneck is a neck feature: bottleneck_features must equal fusion_hidden_size")
+            raise ValueError("ZoeDepth's bottleneck is a neck feature: "
+                             "bottleneck_features must equal fusion_hidden_size")
         if self.bottleneck_features % self.attention_heads:
             raise ValueError(
-                f"bottleneck_features={self.bottleneck_features} not divisible by attention_heads={self.attention_heads}"
+                f"bottleneck_features={self.bottleneck_features} not divisible by "
+                f"attention_heads={self.attention_heads}"
             )
         if len(self.backbone_out_indices) != 4 or len(self.neck_hidden_sizes) != 4 or len(self.num_attractors) != 4:
             raise ValueError("backbone_out_indices, neck_hidden_sizes and num_attractors need 4 entries")

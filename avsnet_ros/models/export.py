@@ -30,6 +30,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..fileio import atomic_open
+
 
 class InferenceGraph(nn.Module):
     """AVS-Net + relative model + scaling as one module of tensors (see module docstring)."""
@@ -68,11 +70,11 @@ def _graph(pipeline) -> InferenceGraph:
 
 
 def _atomic_save(path: Union[str, Path], save_fn) -> Path:
+    """``save_fn(file)`` into a temporary file that replaces ``path`` only once complete (fileio)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_fn(str(tmp))
-    tmp.replace(out)
+    with atomic_open(out, "wb") as fh:
+        save_fn(fh)
     return out
 
 
@@ -81,7 +83,7 @@ def export_program(pipeline, path: Union[str, Path], batch_size: int = 1) -> Pat
     inputs = example_inputs(pipeline, batch_size)
     with torch.no_grad():
         program = torch.export.export(_graph(pipeline), inputs, strict=False)
-    return _atomic_save(path, lambda tmp: torch.export.save(program, tmp))
+    return _atomic_save(path, lambda fh: torch.export.save(program, fh))
 
 
 def load_torchscript(path: Union[str, Path], map_location: Optional[str] = None):
@@ -103,7 +105,7 @@ def export_torchscript(pipeline, path: Union[str, Path], batch_size: int = 1) ->
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)  # transformers' gradient-checkpointing probe
         traced = torch.jit.trace(_graph(pipeline), inputs, check_trace=False, strict=False)
-        return _atomic_save(path, lambda tmp: torch.jit.save(traced, tmp))
+        return _atomic_save(path, lambda fh: torch.jit.save(traced, fh))
 
 
 def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: int = 17) -> Path:
@@ -111,7 +113,8 @@ def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: in
     try:
         import onnx  # noqa: F401
     except ImportError as exc:
-        raise RuntimeError("ONNX export needs the 'onnx' package (pip install onnx); use export_torchscript otherwise") from exc
+        raise RuntimeError("ONNX export needs the 'onnx' package (pip install onnx); "
+                           "use export_torchscript otherwise") from exc
     inputs = example_inputs(pipeline, batch_size)
     out = Path(path)
     torch.onnx.export(
@@ -125,4 +128,5 @@ def export_onnx(pipeline, path: Union[str, Path], batch_size: int = 1, opset: in
     return out
 
 
-__all__ = ["InferenceGraph", "export_program", "export_torchscript", "load_torchscript", "export_onnx", "example_inputs"]
+__all__ = ["InferenceGraph", "export_program", "export_torchscript", "load_torchscript", "export_onnx",
+           "example_inputs"]

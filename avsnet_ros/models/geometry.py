@@ -56,7 +56,8 @@ class BackprojectDepth(nn.Module):
     def forward(self, depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
         b = depth.shape[0]
         if tuple(depth.shape[-2:]) != (self.height, self.width):
-            raise ValueError(f"depth is {tuple(depth.shape[-2:])}, BackprojectDepth built for {(self.height, self.width)}")
+            raise ValueError(f"depth is {tuple(depth.shape[-2:])}, "
+                             f"BackprojectDepth built for {(self.height, self.width)}")
         inv_K = intrinsics_4x4(inv_K).to(depth.dtype)
         rays = inv_K[:, :3, :3] @ self.pix_coords.to(depth.dtype).expand(b, -1, -1)  # (B, 3, N)
         points = depth.reshape(b, 1, -1) * rays
@@ -140,11 +141,15 @@ def warp_source(
     K4 = intrinsics_4x4(K).to(depth.dtype)
     if K4.shape[0] == 1 and depth.shape[0] > 1:
         K4 = K4.expand(depth.shape[0], -1, -1)
-    inv4 = torch.linalg.inv(K4) if inv_K is None else intrinsics_4x4(inv_K).to(depth.dtype).expand(depth.shape[0], -1, -1)
+    if inv_K is None:
+        inv4 = torch.linalg.inv(K4)
+    else:
+        inv4 = intrinsics_4x4(inv_K).to(depth.dtype).expand(depth.shape[0], -1, -1)
     backproject = BackprojectDepth(h, w).to(depth.device)
     project = Project3D(h, w)
     grid = project(backproject(depth, inv4), K4, T_target_to_source)
-    return F.grid_sample(source_img, grid.to(source_img.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    return F.grid_sample(source_img, grid.to(source_img.dtype), mode="bilinear", padding_mode=padding_mode,
+                         align_corners=True)
 
 
 __all__ = [

@@ -54,7 +54,8 @@ def load_visual_pretrained(visual: ZoeDepthForDepthEstimation, path: str, zcfg: 
     visual.load_state_dict(copied, strict=False)
     head_missing = [k for k in dst if k.startswith("metric_head.") and k not in copied]
     if head_missing:
-        LOG.warning("metric head starts from random weights for %d tensors (e.g. %s)", len(head_missing), head_missing[:3])
+        LOG.warning("metric head starts from random weights for %d tensors (e.g. %s)", len(head_missing),
+                    head_missing[:3])
 
 
 def load_local_resnet(path: str, rcfg: ResNetConfig) -> ResNetModel:
@@ -79,9 +80,11 @@ def load_local_resnet(path: str, rcfg: ResNetConfig) -> ResNetModel:
             src[stem] = w.sum(dim=1, keepdim=True).repeat(1, n_in, 1, 1) / n_in
     dst = model.state_dict()
     missing = [k for k in dst if k not in src]
-    bad = [f"{k}: {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in dst if k in src and src[k].shape != dst[k].shape]
+    bad = [f"{k}: {tuple(src[k].shape)} vs {tuple(dst[k].shape)}"
+           for k in dst if k in src and src[k].shape != dst[k].shape]
     if missing or bad:
-        raise ValueError(f"ResNet weights in {p} do not fit the configured widths/depths: missing {missing[:10]}, shape {bad[:10]}")
+        raise ValueError(f"ResNet weights in {p} do not fit the configured widths/depths: "
+                         f"missing {missing[:10]}, shape {bad[:10]}")
     model.load_state_dict({k: src[k] for k in dst})
     return model
 

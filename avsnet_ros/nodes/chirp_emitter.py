@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP
@@ -34,8 +34,8 @@ from avsnet_ros.audio.backends import (AudioDeviceError, EchoBackend, ReplayBack
                                        SoundDeviceBackend, SweepSettings, WallReflector)
 from avsnet_ros.nodes import conversions as conv
 from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, WARN, DropCounter, ParamSpec,
-                                     RateMeter, declare_parameters, diagnostic_array, diagnostic_status,
-                                     guarded, read_parameters, run_node_main)
+                                     RateMeter, ThreadedLifecycleNode, declare_parameters, diagnostic_array,
+                                     diagnostic_status, guarded, read_parameters, run_node_main)
 
 BACKENDS = ("sounddevice", "replay", "sim")
 
@@ -49,7 +49,8 @@ PARAMS = (
     ParamSpec("output_channels", 2, "device output channels (the sweep plays on all)", 1, 64),
     ParamSpec("stream_latency_s", 0.0, "PortAudio suggested latency (0 = PortAudio's 'high', robust with a "
               "Python callback; the echo alignment removes any latency)", 0.0, 1.0),
-    ParamSpec("sample_rate_hz", DEFAULT_SAMPLE_RATE_HZ, "audio sample rate (the echo contract and the models: 44100 Hz)",
+    ParamSpec("sample_rate_hz", DEFAULT_SAMPLE_RATE_HZ,
+              "audio sample rate (the echo contract and the models: 44100 Hz)",
               8000, 192000),
     ParamSpec("gain", 0.5, "sweep peak amplitude (full scale 1.0)", 0.0, 1.0),
     ParamSpec("sweep_method", DEFAULT_SWEEP["method"], "sweep phase law (default: DEFAULT_SWEEP, the sweep "
@@ -117,7 +118,7 @@ def make_backend(v: dict) -> EchoBackend:
                       motion_period_s=v["sim_motion_period_s"], noise_std=v["sim_noise_std"])
 
 
-class ChirpEmitter(LifecycleNode):
+class ChirpEmitter(ThreadedLifecycleNode):
     """Lifecycle node publishing /avsnet/echo from one backend (see module docstring)."""
 
     def __init__(self, node_name: str = "chirp_emitter", *,
@@ -169,7 +170,8 @@ class ChirpEmitter(LifecycleNode):
         self._diag_timer = self.create_timer(self.values["diagnostics_period_s"], self._publish_diagnostics)
         v = self.values
         self.get_logger().info(f"configured {backend.describe()}: {v['sweep_method']} sweep {v['sweep_f0_hz']:g}-"
-                               f"{v['sweep_f1_hz']:g} Hz, {1e3 * v['sweep_duration_s']:g} ms every {v['period_s']:g} s, "
+                               f"{v['sweep_f1_hz']:g} Hz, {1e3 * v['sweep_duration_s']:g} ms "
+                               f"every {v['period_s']:g} s, "
                                f"{backend.settings.echo_samples} samples at {v['sample_rate_hz']} Hz")
         return TransitionCallbackReturn.SUCCESS
 
@@ -187,27 +189,18 @@ class ChirpEmitter(LifecycleNode):
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_thread()
+        self._stop_background()
         if self.backend is not None:
             self.backend.stop()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_thread()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def close(self) -> None:
-        self._stop_thread()
+        super().close()
         if self.backend is not None:
             self.backend.stop()
             self.backend.close()
 
-    def _stop_thread(self) -> None:
+    def _stop_background(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)

@@ -14,6 +14,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -29,6 +30,36 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
                           DiagnosticStatus.STALE)
+
+
+# --------------------------------------------------------------------------------------------
+# lifecycle
+class ThreadedLifecycleNode(LifecycleNode):
+    """A LifecycleNode that runs a background thread and creates its resources in on_configure.
+
+    Subclasses implement ``_stop_background()`` (stop and join the thread) and ``_release()`` (destroy
+    what on_configure created); both must be safe to call again. on_cleanup releases; on_shutdown
+    stops, then releases (both return SUCCESS: the node reaches unconfigured / finalized); close()
+    (called by main and shutdown_nodes before destroy_node) stops the thread.
+    """
+
+    def _stop_background(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_background()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        self._stop_background()
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,14 +335,6 @@ def diagnostic_array(node: Node, statuses: list[DiagnosticStatus]) -> Diagnostic
     msg.header.stamp = node.get_clock().now().to_msg()
     msg.status = statuses
     return msg
-
-
-def diagnostic_values(msg: DiagnosticArray, name_contains: str) -> dict[str, str]:
-    """Key/values of the first status whose name contains `name_contains` (tests, tools)."""
-    for status in msg.status:
-        if name_contains in status.name:
-            return {kv.key: kv.value for kv in status.values}
-    return {}
 
 
 # --------------------------------------------------------------------------------------------

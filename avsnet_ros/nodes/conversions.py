@@ -169,16 +169,3 @@ def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
         cols = raw[:, : msg.width * msg.point_step].reshape(msg.height, msg.width, msg.point_step)
         out[..., i] = cols[..., offsets[name]: offsets[name] + 4].copy().view("<f4")[..., 0]
     return out
-
-
-def msg_type_from_name(type_name: str):
-    """'sensor_msgs/msg/Image' (rosbags/ROS 2 naming) -> the rclpy message class."""
-    import importlib
-
-    parts = type_name.split("/")
-    if len(parts) == 2:  # 'sensor_msgs/Image'
-        parts = [parts[0], "msg", parts[1]]
-    if len(parts) != 3:
-        raise ValueError(f"bad message type name {type_name!r}")
-    module = importlib.import_module(f"{parts[0]}.{parts[1]}")
-    return getattr(module, parts[2])

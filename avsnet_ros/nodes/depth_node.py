@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout
 
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer, RateMeter,
-                                     declare_parameters, diagnostic_array, diagnostic_status, guarded,
-                                     read_parameters, resident_memory_mb, run_node_main)
+from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer,
+                                     RateMeter, ThreadedLifecycleNode, declare_parameters, diagnostic_array,
+                                     diagnostic_status, guarded, read_parameters, resident_memory_mb, run_node_main)
 from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
                                             diagnostic_values, make_scale_filter, prepare_models, scale_policy, warm_up)
 from avsnet_ros.nodes.worker import LatestSlot
@@ -53,7 +53,7 @@ class _Frame:
     camera_info: CameraInfo | None
 
 
-class DepthNode(LifecycleNode):
+class DepthNode(ThreadedLifecycleNode):
     """Lifecycle node publishing avsnet/metric_depth (see module docstring)."""
 
     def __init__(self, node_name: str = "depth_node", *, pipeline_factory=None, **kwargs):
@@ -145,12 +145,13 @@ class DepthNode(LifecycleNode):
             pass
         if "error" in box or not warmed.is_set():
             exc = box.get("error", RuntimeError("the inference worker stopped during the warm-up"))
-            self._stop_worker()
+            self._stop_background()
             self.startup_error = f"depth_node warm-up failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
         self._subs = [  # the echo and camera_info callbacks never wait behind a frame
-            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS, callback_group=self._input_group),
+            self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
+                                     callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, SENSOR_QOS,
                                      callback_group=self._echo_group),
             self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS, callback_group=self._echo_group),
@@ -163,26 +164,13 @@ class DepthNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self._stop_background()
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def close(self) -> None:
-        """Stop the worker thread (called by main before destroy_node)."""
-        self._stop_worker()
-
-    def _stop_worker(self) -> None:
+    def _stop_background(self) -> None:
         self._stop.set()
         self._slot.clear()
         if self._worker is not None:
@@ -312,7 +300,8 @@ class DepthNode(LifecycleNode):
         if warmed is not None:  # warm up in this thread, where inference will run
             try:
                 t0 = time.perf_counter()
-                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples, self.values["sample_rate_hz"])
+                warm_up(self.pipeline, self.rgb_only_pipeline, self._echo_checker.window_samples,
+                        self.values["sample_rate_hz"])
                 self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.0f} ms")
             except Exception as exc:  # noqa: BLE001 - reported by on_activate
                 box["error"] = exc
@@ -326,7 +315,8 @@ class DepthNode(LifecycleNode):
             try:
                 self._process(frame)
                 # after a burst of large frames, give the freed memory back (common.FreedMemoryTrimmer)
-                if self.values["malloc_keep_freed_mb"] > 0 and self._trimmer.after_frame(frame.rgb.shape[0] * frame.rgb.shape[1]):
+                frame_pixels = frame.rgb.shape[0] * frame.rgb.shape[1]
+                if self.values["malloc_keep_freed_mb"] > 0 and self._trimmer.after_frame(frame_pixels):
                     self.events.count("memory_trims")
             except Exception as exc:  # noqa: BLE001 - keep the worker alive
                 self.frame_drops.count("inference_error", f"{type(exc).__name__}: {exc}")

@@ -59,7 +59,8 @@ PARAMS = (
               "before it (never after it)", 0.0, 60.0, live=True),
     ParamSpec("scale_hold_s", DEFAULT_SCALE_HOLD_S, "after the echo is too old, keep the last scale this long "
               "(confidence decaying) before echo_fallback applies", 0.0, 3600.0, live=True),
-    ParamSpec("confidence_half_life_s", DEFAULT_CONFIDENCE_HALF_LIFE_S, "held-scale confidence halves every this many seconds",
+    ParamSpec("confidence_half_life_s", DEFAULT_CONFIDENCE_HALF_LIFE_S,
+              "held-scale confidence halves every this many seconds",
               0.001, 3600.0, live=True),
     ParamSpec("echo_fallback", "drop", "without a usable echo or held scale: drop the frame, hold the "
               "last scale indefinitely, or publish the RGB-only model's pseudo-metric depth",
@@ -76,7 +77,8 @@ PARAMS = (
               "shipped Fast DDS profile carries up to 2560x1440 between processes",
               1, 2**31 - 1, live=True),
     ParamSpec("require_camera_info", False, "drop frames until a camera_info arrived", live=True),
-    ParamSpec("max_echo_samples", 441000, "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
+    ParamSpec("max_echo_samples", 10 * DEFAULT_SAMPLE_RATE_HZ,  # 10 s of audio
+              "longer echo buffers are rejected (echo_length)", 1, 2**31 - 1, live=True),
     ParamSpec("echo_onset_check", True, "reject echoes whose direct-path onset is not at "
               "ECHO_ONSET_SAMPLE (misaligned, wrong sample rate, silent)", live=True),
     ParamSpec("echo_onset_tolerance_samples", 16, "allowed onset offset from ECHO_ONSET_SAMPLE", 0, 10000, live=True),
@@ -347,7 +349,8 @@ def diagnostic_values(counters: dict, details: dict, measured: dict) -> dict:
     values.update(measured, frames_dropped=sum(frame_drops.values()), echoes_dropped=sum(echo_drops.values()))
     values.update({f"drop.{k}": n for k, n in sorted(frame_drops.items())})
     values.update({f"echo_drop.{k}": n for k, n in sorted(echo_drops.items())})
-    values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(("scale_", "skipped", "memory_"))})
+    counted = ("scale_", "skipped", "memory_")
+    values.update({f"count.{k}": n for k, n in sorted(events.items()) if k.startswith(counted)})
     values.update({f"last.{k}": d[:200] for k, d in sorted(details.items())})
     return values
 
@@ -361,6 +364,7 @@ def diagnostic_level(startup_error: Optional[str], state: str, recent_drops: dic
         return WARN, state
     if recent_drops.get("inference_error"):
         return ERROR, "inference errors (see last.inference_error)"
-    if last_mode in (ScaleMode.HOLD.value, ScaleMode.RGB_ONLY.value) or any(recent_drops.get(r.value) for r in DropReason):
+    degraded = last_mode in (ScaleMode.HOLD.value, ScaleMode.RGB_ONLY.value)
+    if degraded or any(recent_drops.get(r.value) for r in DropReason):
         return WARN, f"echo missing or stale: scale mode {last_mode or 'none'}"
     return OK, "running"

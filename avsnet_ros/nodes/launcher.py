@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:  # the listener first, so it holds every ground truth the replay sends
             from avsnet_ros.nodes.collector import DepthCollector
 
-            nodes.append(DepthCollector(keep_frames=args.pngs, namespace=args.namespace, parameter_overrides=_parameters(
+            nodes.append(DepthCollector(keep_frames=args.pngs, namespace=args.namespace,
+                                        parameter_overrides=_parameters(
                 {"use_sim_time": True} if args.use_sim_time else {})))
         nodes += create_nodes(args.source, config, namespace=args.namespace)
         failed = [n for n in nodes if getattr(n, "startup_error", None)]
@@ -401,7 +402,9 @@ def summary_markdown(report: dict, pngs: list[Path]) -> str:
     m = report["metrics"]
     rows = "\n".join(f"| {t} | {report['counts'].get(t, 0)} | {_fmt(r)} |" for t, r in report["rates_hz"].items())
     lat = report["latency_ms"]
-    lat_line = (f"p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, p99 {lat['p99']:.0f} ms" if lat.get("count") else "n/a")
+    lat_line = "n/a"
+    if lat.get("count"):
+        lat_line = f"p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, p99 {lat['p99']:.0f} ms"
     return (
         f"# avsnet-launch --demo\n\ndata: `{report['data']}`  \npipeline: {report['pipeline']}\n\n"
         f"| topic | messages | rate (Hz) |\n| --- | --- | --- |\n{rows}\n\n"

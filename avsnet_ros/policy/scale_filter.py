@@ -163,33 +163,16 @@ class ScaleUpdate:
     innovation_sigma: float
     estimate: ScaleEstimateState
 
-    # shortcuts for callers that only publish
-    @property
-    def scale(self) -> float:
-        return self.estimate.scale
-
-    @property
-    def confidence(self) -> float:
-        return self.estimate.confidence
-
-    @property
-    def variance_log(self) -> float:
-        return self.estimate.variance_log
-
-    @property
-    def has_estimate(self) -> bool:
-        return self.estimate.has_estimate
+    # shortcuts for callers that only publish: estimate.scale (float), .confidence (float),
+    # .variance_log (float), .has_estimate (bool)
+    scale = property(lambda self: self.estimate.scale)
+    confidence = property(lambda self: self.estimate.confidence)
+    variance_log = property(lambda self: self.estimate.variance_log)
+    has_estimate = property(lambda self: self.estimate.has_estimate)
 
 
-@dataclass
-class _Counters:
-    updates: int = 0
-    accepted: int = 0
-    gated: int = 0
-    reinitialised: int = 0
-    invalid: int = 0
-    stamps_backwards: int = 0
-    resets: int = 0
+#: ScaleFilter.counters keys, in diagnostics order
+_COUNTER_NAMES = ("updates", "accepted", "gated", "reinitialised", "invalid", "stamps_backwards", "resets")
 
 
 class ScaleFilter:
@@ -201,7 +184,7 @@ class ScaleFilter:
 
     def __init__(self, config: Optional[ScaleFilterConfig] = None):
         self.config = config or ScaleFilterConfig()
-        self._counters = _Counters()
+        self._counters = dict.fromkeys(_COUNTER_NAMES, 0)
         self._x: Optional[float] = None
         self._p: float = math.inf
         self._stamp_ns: Optional[int] = None
@@ -213,7 +196,7 @@ class ScaleFilter:
     def counters(self) -> dict:
         """Diagnostics: updates, accepted (incl. initialised/reinitialised), gated, reinitialised,
         invalid, stamps_backwards, resets."""
-        return asdict(self._counters)
+        return dict(self._counters)
 
     @property
     def has_estimate(self) -> bool:
@@ -223,7 +206,8 @@ class ScaleFilter:
         """The current estimate without advancing the clock."""
         if self._x is None:
             return ScaleEstimateState(False, math.nan, math.nan, math.inf, 0.0, self._stamp_ns)
-        return ScaleEstimateState(True, math.exp(self._x), self._x, self._p, confidence_from_variance(self._p), self._stamp_ns)
+        return ScaleEstimateState(True, math.exp(self._x), self._x, self._p, confidence_from_variance(self._p),
+                                  self._stamp_ns)
 
     def reset(self) -> None:
         """Forget the estimate and the clock (counters are kept; ``resets`` counts this)."""
@@ -232,7 +216,7 @@ class ScaleFilter:
         self._stamp_ns = None
         self._pending.clear()
         self._pending_sign = 0
-        self._counters.resets += 1
+        self._counters["resets"] += 1
 
     # ------------------------------------------------------------------ time
     def _advance(self, stamp_ns: int, travelled_m: float) -> None:
@@ -244,7 +228,7 @@ class ScaleFilter:
             self._stamp_ns = stamp_ns
             dt_s = 0.0
         elif stamp_ns < self._stamp_ns:
-            self._counters.stamps_backwards += 1
+            self._counters["stamps_backwards"] += 1
             if (self._stamp_ns - stamp_ns) * 1e-9 > self.config.reset_on_backwards_s:
                 self.reset()
                 self._stamp_ns = stamp_ns
@@ -268,27 +252,27 @@ class ScaleFilter:
     def update(self, stamp_ns: int, scale: float, confidence: float, travelled_m: float = 0.0) -> ScaleUpdate:
         """Predict to stamp_ns, then fuse one echo's scale (> 0) with its confidence in [0, 1]."""
         c = self.config
-        self._counters.updates += 1
+        self._counters["updates"] += 1
         self._advance(stamp_ns, travelled_m)
         try:
             s, conf = float(scale), float(confidence)
         except (TypeError, ValueError):
             s, conf = math.nan, math.nan
         if not (math.isfinite(s) and s > 0 and math.isfinite(conf) and conf > c.min_confidence_accept):
-            self._counters.invalid += 1
+            self._counters["invalid"] += 1
             return ScaleUpdate("invalid", False, math.nan, self.state())
         z = math.log(s)
         r = c.measurement_var(min(conf, 1.0))
         if self._x is None:
             self._x, self._p = z, r
             self._clear_pending()
-            self._counters.accepted += 1
+            self._counters["accepted"] += 1
             return ScaleUpdate("initialised", True, math.nan, self.state())
         innov = z - self._x
         s_var = self._p + r
         sigma = abs(innov) / math.sqrt(s_var)
         if sigma > c.gate_sigma:
-            self._counters.gated += 1
+            self._counters["gated"] += 1
             sign = 1 if innov > 0 else -1
             if sign != self._pending_sign:
                 self._pending.clear()
@@ -299,15 +283,15 @@ class ScaleFilter:
                 self._x = sum(p[0] for p in self._pending) / n
                 self._p = sum(p[1] for p in self._pending) / n
                 self._clear_pending()
-                self._counters.reinitialised += 1
-                self._counters.accepted += 1
+                self._counters["reinitialised"] += 1
+                self._counters["accepted"] += 1
                 return ScaleUpdate("reinitialised", True, sigma, self.state())
             return ScaleUpdate("gated", False, sigma, self.state())
         k = self._p / s_var
         self._x += k * innov
         self._p *= 1.0 - k
         self._clear_pending()
-        self._counters.accepted += 1
+        self._counters["accepted"] += 1
         return ScaleUpdate("accepted", True, sigma, self.state())
 
     def _clear_pending(self) -> None:

@@ -255,9 +255,11 @@ def _sample_look(rng: np.random.Generator, role: str, palette: str, base=None) -
             rng.uniform(0.15, 0.7),
         )
     elif role == "wall":
-        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 0.9) if vivid else rng.uniform(0.0, 0.35), rng.uniform(0.45, 0.9))
+        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 0.9) if vivid else rng.uniform(0.0, 0.35),
+                             rng.uniform(0.45, 0.9))
     else:  # furniture
-        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 1.0) if vivid else rng.uniform(0.1, 0.7), rng.uniform(0.15, 0.85))
+        albedo = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 1.0) if vivid else rng.uniform(0.1, 0.7),
+                             rng.uniform(0.15, 0.85))
     if role == "floor":
         kind = int(rng.choice([1, 2, 3, 0], p=[0.35, 0.35, 0.2, 0.1]))
     elif role == "ceiling":
@@ -269,7 +271,8 @@ def _sample_look(rng: np.random.Generator, role: str, palette: str, base=None) -
     period = float(np.exp(rng.uniform(np.log(0.02), np.log(0.12))))
     contrast = float(rng.uniform(0.1, 0.45))
     grid = rng.uniform(0.0, 1.0, size=(16, 16))
-    return Look(albedo=np.asarray(albedo, dtype=np.float64), kind=kind, period=period, contrast=contrast, grid=grid, axis=int(rng.integers(0, 2)))
+    return Look(albedo=np.asarray(albedo, dtype=np.float64), kind=kind, period=period, contrast=contrast, grid=grid,
+                axis=int(rng.integers(0, 2)))
 
 
 # --------------------------------------------------------------------------------------- layouts

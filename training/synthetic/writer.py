@@ -99,7 +99,8 @@ def scene_rng(seed: int, preset: Preset, stream: int, *index: int) -> np.random.
     """The random generator of one stream (see module docstring)."""
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    ss = np.random.SeedSequence(entropy=[SEED_SALT, int(seed)], spawn_key=(int(preset.code), int(stream)) + tuple(int(i) for i in index))
+    ss = np.random.SeedSequence(entropy=[SEED_SALT, int(seed)],
+                                spawn_key=(int(preset.code), int(stream)) + tuple(int(i) for i in index))
     return np.random.default_rng(ss)
 
 
@@ -118,7 +119,8 @@ def make_sequence_spec(seed: int, preset: Preset, sequence_index: int, frames: i
     layout_index, twin = divmod(int(sequence_index), r)
     layout = sample_layout(scene_rng(seed, preset, _STREAM_LAYOUT, layout_index), preset, frames, layout_index)
     spec = sample_sequence_spec(
-        scene_rng(seed, preset, _STREAM_SEQUENCE, sequence_index), preset, layout, twin=twin, sequence_index=sequence_index
+        scene_rng(seed, preset, _STREAM_SEQUENCE, sequence_index), preset, layout, twin=twin,
+        sequence_index=sequence_index
     )
     spec.max_order = int(max_order)
     return spec
@@ -187,7 +189,8 @@ def _sequence_job(job: dict) -> list:
         mm, dropped = depth_m_to_mm(depth_m)
         if dropped:
             raise RuntimeError(f"sample {sample_id}: {dropped} depth pixels beyond 65.535 m")
-        ok, jpg = cv2.imencode(".jpeg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(opt.jpeg_quality)])
+        ok, jpg = cv2.imencode(".jpeg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(opt.jpeg_quality)])
         if not ok:
             raise RuntimeError(f"sample {sample_id}: JPEG encoding failed")
         _write(loc_dir / "audio" / f"audio_{sample_id}.wav", _wav_bytes(echo, opt.wav_format, SAMPLE_RATE_HZ))
@@ -209,7 +212,8 @@ def _sequence_job(job: dict) -> list:
                     sample_id, seq_id, f, spec.layout.layout_index, f"{spec.scale_m:.6f}",
                     *[f"{v:.4f}" for v in spec.layout.room * spec.scale_m], len(spec.layout.boxes),
                     *[f"{v:.4f}" for v in cam],
-                    f"{math.degrees(pose.yaw):.3f}", f"{math.degrees(pose.pitch):.3f}", f"{math.degrees(pose.roll):.3f}",
+                    f"{math.degrees(pose.yaw):.3f}", f"{math.degrees(pose.pitch):.3f}",
+                    f"{math.degrees(pose.roll):.3f}",
                     f"{float(np.mean(spec.absorption)):.4f}", f"{info['t60_s']:.4f}", f"{spec.noise_std:.6f}",
                     f"{info['onset_sample']:.3f}", f"{float(np.median(depth_m)):.4f}",
                 ],
