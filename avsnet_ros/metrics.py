@@ -96,7 +96,8 @@ class DepthMetricAccumulator:
     summary()["skipped"]. `per_image` keeps every image's dict (with its optional `name`).
     """
 
-    def __init__(self, max_depth_m: float, min_depth_m: float = 1e-3, strict_max: bool = False, invalid_pred: str = "error"):
+    def __init__(self, max_depth_m: float, min_depth_m: float = 1e-3, strict_max: bool = False,
+                 invalid_pred: str = "error"):
         self.max_depth_m = float(max_depth_m)
         self.min_depth_m = float(min_depth_m)
         self.strict_max = bool(strict_max)

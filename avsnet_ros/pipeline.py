@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avsnet_ros.audio import echo_to_spectrogram, echo_window_samples
+from avsnet_ros.audio import DEFAULT_SAMPLE_RATE_HZ, echo_to_spectrogram, echo_window_samples
 from avsnet_ros.preprocessing import FrameStager, as_image_list, crop_echoes
 from avsnet_ros.scaling import (SCALING_MODES, LocalScaleFit, apply_local_scale, disparity_to_depth,
                                 mask_depth_range, rescale_depth, rescale_disparity_depth, resize_masked_depth,
@@ -101,7 +101,8 @@ class PipelineResult:
 
 
 class ScaleEstimate(NamedTuple):
-    """Result of :meth:`DepthPipeline.scale_only`: (scale (B,), confidence (B,), pseudo_depth_m (B, h, w) at the AVS-Net input size, shift (B,))."""
+    """Result of :meth:`DepthPipeline.scale_only`: (scale (B,), confidence (B,), pseudo_depth_m (B, h, w) at the
+    AVS-Net input size, shift (B,))."""
 
     scale: np.ndarray
     confidence: np.ndarray
@@ -219,7 +220,8 @@ class DepthPipeline:
                 relative_checkpoint = shipped
             else:
                 LOG.warning("no relative checkpoint given and none shipped at %s: pseudo-metric-only mode", shipped)
-        if relative_checkpoint is not None and relative_checkpoint is not False and str(relative_checkpoint).lower() != "none":
+        if (relative_checkpoint is not None and relative_checkpoint is not False
+                and str(relative_checkpoint).lower() != "none"):
             from avsnet_ros.models.hf_depth import load_relative_model
 
             relative, _ = load_relative_model(relative_checkpoint, dev)
@@ -258,12 +260,14 @@ class DepthPipeline:
         rel = "none (pseudo-metric only)" if self.relative_model is None else (
             f"{type(self.relative_model).__name__} ({self.relative_output}) at {self.relative_size_hw}")
         return (
-            f"AVS-Net {self.avs_config.preset} {'RGB+echo' if self.use_audio else 'RGB-only'} at {self.input_size_hw()}, "
+            f"AVS-Net {self.avs_config.preset} {'RGB+echo' if self.use_audio else 'RGB-only'} "
+            f"at {self.input_size_hw()}, "
             f"relative: {rel}, scaling {self.scaling}, device {self.device}{', AMP' if self.amp else ''}"
         )
 
     # ------------------------------------------------------------------ preprocessing
-    def preprocess(self, rgb, echo=None, sample_rate_hz: int = 44100, need_avs: bool = True, need_relative: bool = True) -> PreparedBatch:
+    def preprocess(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, need_avs: bool = True,
+                   need_relative: bool = True) -> PreparedBatch:
         """uint8 RGB (H, W, 3) / (B, H, W, 3) / list, echo (2, N) / (B, 2, N) / list -> device tensors.
 
         RGB is resized on the host like the training data (avsnet_ros.preprocessing.prepare_rgb:
@@ -306,7 +310,8 @@ class DepthPipeline:
         return F.interpolate(x, size=tuple(size_hw), mode="bilinear", align_corners=False)
 
     @torch.inference_mode()
-    def __call__(self, rgb, echo=None, sample_rate_hz: int = 44100, output_size_hw: Optional[Sequence[int]] = None,
+    def __call__(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
+                 output_size_hw: Optional[Sequence[int]] = None,
                  depth_only: bool = False) -> PipelineResult:
         """RGB + echo -> :class:`PipelineResult` (batched; B = 1 for a single image).
 
@@ -382,7 +387,7 @@ class DepthPipeline:
         return out
 
     @torch.inference_mode()
-    def scale_only(self, rgb, echo=None, sample_rate_hz: int = 44100) -> ScaleEstimate:
+    def scale_only(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ) -> ScaleEstimate:
         """Scale (and shift) from one RGB + echo pair, for reuse on the next frames (no output resizing)."""
         batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
         pseudo, relative = self._forward(batch)
@@ -390,7 +395,8 @@ class DepthPipeline:
             pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
         )
         small = torch.stack([scale, conf, shift]).cpu().numpy()
-        return ScaleEstimate(scale=small[0], confidence=small[1], pseudo_depth_m=pseudo[:, 0].cpu().numpy(), shift=small[2])
+        return ScaleEstimate(scale=small[0], confidence=small[1], pseudo_depth_m=pseudo[:, 0].cpu().numpy(),
+                             shift=small[2])
 
     @torch.inference_mode()
     def relative(self, rgb) -> np.ndarray:

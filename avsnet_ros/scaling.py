@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from avsnet_ros.data.samples import valid_depth
 
-__all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "resolve_scaling", "scale_relative", "mask_depth_range",
-           "resize_masked_depth", "scaled_output_depth"]
+__all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "resolve_scaling", "scale_relative",
+           "mask_depth_range", "resize_masked_depth", "scaled_output_depth"]
 
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
 #: The ``scaling`` parameter (README "Scaling"): "affine" = robust scale and shift in inverse depth
@@ -154,7 +154,8 @@ def _unsaturated(depth: torch.Tensor, min_depth_m: float, max_depth_m: float) ->
     return torch.isfinite(depth) & (depth > lo) & (depth < hi)
 
 
-def mask_depth_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float, inplace: bool = False) -> torch.Tensor:
+def mask_depth_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float,
+                     inplace: bool = False) -> torch.Tensor:
     """NaN outside [min_depth_m, max_depth_m] (and for NaN / inf): the published depth's validity.
 
     Any shape, float tensor; ``inplace=True`` fills ``depth_m`` itself (the pipeline's freshly
@@ -585,7 +586,8 @@ def disparity_affine_scale(relative_disp, reference_m, valid=None, iterations: i
     r, r4, m4, mask, single, was_numpy = _prepare(relative_disp, reference_m, valid)
     bsz = r4.shape[0]
     d = torch.where(mask, r4, torch.zeros_like(r4)).reshape(bsz, -1).double()
-    t = torch.where(mask, 1.0 / torch.where(mask, m4, torch.ones_like(m4)), torch.zeros_like(m4)).reshape(bsz, -1).double()
+    inv_m = torch.where(mask, 1.0 / torch.where(mask, m4, torch.ones_like(m4)), torch.zeros_like(m4))
+    t = inv_m.reshape(bsz, -1).double()
     w0 = mask.reshape(bsz, -1).double()
     # centre D (per image, over the valid pixels) so the 2x2 normal equations stay well conditioned
     n = w0.sum(1)

@@ -70,7 +70,8 @@ def test_kind_and_output_type_come_from_config_json(folders, checkpoints):
     assert relative_checkpoint_kind(checkpoints["rel"]) == "avsnet_ros"
     model, out = load_relative_model(checkpoints["rel"])
     assert isinstance(model, DepthNet) and out == "depth"
-    expected = {"depth_anything": "disparity", "dpt": "disparity", "zoedepth": "metric", "depth_anything_metric": "metric"}
+    expected = {"depth_anything": "disparity", "dpt": "disparity", "zoedepth": "metric",
+                "depth_anything_metric": "metric"}
     for key, output_type in expected.items():
         assert relative_checkpoint_kind(folders[key]) == "transformers"
         model, out = load_relative_model(folders[key])

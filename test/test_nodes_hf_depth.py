@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hf_tiny import save_tiny
-from test_nodes_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
+from ros_support import Harness, fixture_data, make_tiny_checkpoints, ros_context, wait_for
 
 pytestmark = pytest.mark.ros
 

@@ -82,7 +82,7 @@ def _hand_jitter(scales) -> float:
 def test_collector_scale_figures_against_hand_computation():
     """Scripted frames fed to the collector's add_* methods: per-frame scale (paired by order),
     scale error |ln(median(depth) / median(GT))| and jitter, each against a hand computation."""
-    from test_nodes_support import ros_context
+    from ros_support import ros_context
 
     from avsnet_ros.nodes.collector import DepthCollector
 
@@ -134,7 +134,7 @@ def test_collector_scale_figures_against_hand_computation():
 
 
 def test_collector_scale_jitter_skips_nonfinite_and_short_runs():
-    from test_nodes_support import ros_context
+    from ros_support import ros_context
 
     from avsnet_ros.nodes.collector import DepthCollector
 

@@ -52,7 +52,8 @@ def test_filter_scales_uses_odometry_and_replaces_invalid_start():
 def test_make_and_eval_tiny(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     script = str(REPO / "training" / "scale_sequences.py")
-    make = subprocess.run([sys.executable, script, "make", "--out", str(tmp_path / "seq"), "--sequences", "2", "--frames", "4",
+    make = subprocess.run([sys.executable, script, "make", "--out", str(tmp_path / "seq"), "--sequences", "2",
+                           "--frames", "4",
                            "--seed", "5"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert make.returncode == 0, make.stderr[-3000:]
     still = np.load(tmp_path / "seq" / "still" / "seq_00.npz")

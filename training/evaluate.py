@@ -38,7 +38,8 @@ LOG = logging.getLogger("avsnet_ros.training")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     d = p.add_argument_group("data")
     d.add_argument("--data", help="BV2-layout root (BatVision V2 or synthetic), BV1 root, or a rosbag2")
     d.add_argument("--split", default="test", help="split CSV to evaluate (default: test)")

@@ -9,7 +9,7 @@ Rows (keys of the JSON summary):
 | relative_rgb_median    | 2     | DepthNet                       | median of the RGB-only AVS-Net     |
 | relative_echo_median   | 2     | DepthNet                       | median of the echo AVS-Net (eq. 3) |
 | relative_echo_meanstd  | 2     | DepthNet                       | mean-std of the echo AVS-Net       |
-| relative_echo_local    | 2     | DepthNet                       | local scale field of the echo AVS-Net (scaling.local_scale) |
+| relative_echo_local    | 2     | DepthNet                       | local scale field (scaling.local_scale) |
 | relative_gt_median     | 2     | DepthNet                       | ground-truth median (upper ref.)   |
 
 Several relative models (``build_pipelines(relative_checkpoint=[DIR, ...])``, evaluate.py
@@ -171,13 +171,15 @@ def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoin
 
     avs = Path(avs_checkpoint) if avs_checkpoint else asset_path("checkpoints", "avsnet_tiny")
     rgb = Path(rgb_checkpoint) if rgb_checkpoint else asset_path("checkpoints", "avsnet_tiny_rgb")
-    if relative_checkpoint is None or (not isinstance(relative_checkpoint, (str, os.PathLike)) and not relative_checkpoint):
+    if relative_checkpoint is None or (not isinstance(relative_checkpoint, (str, os.PathLike))
+                                       and not relative_checkpoint):
         rels = [asset_path("checkpoints", "depthnet_tiny")]
     elif isinstance(relative_checkpoint, (str, os.PathLike)):
         rels = [Path(relative_checkpoint)]
     else:
         rels = [Path(r) for r in relative_checkpoint]
-    for what, p in (("--avs-checkpoint", avs), ("--rgb-checkpoint", rgb), *(("--relative-checkpoint", r) for r in rels)):
+    paths = (("--avs-checkpoint", avs), ("--rgb-checkpoint", rgb), *(("--relative-checkpoint", r) for r in rels))
+    for what, p in paths:
         if not p.exists():
             raise FileNotFoundError(f"{what}: checkpoint {p} does not exist")
     from avsnet_ros.models.checkpoint import load_model
@@ -186,7 +188,8 @@ def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoin
     dev = select_device(device)
     avs_model, avs_cfg = load_model(avs, dev)
     rgb_model, rgb_cfg = load_model(rgb, dev)
-    for what, p, cfg, kind in (("--avs-checkpoint", avs, avs_cfg, "avsnet"), ("--rgb-checkpoint", rgb, rgb_cfg, "avsnet")):
+    for what, p, cfg, kind in (("--avs-checkpoint", avs, avs_cfg, "avsnet"),
+                               ("--rgb-checkpoint", rgb, rgb_cfg, "avsnet")):
         if cfg.kind != kind:
             raise ValueError(f"{what} {p} holds a {cfg.kind!r} model, expected {kind!r}")
     if not avs_cfg.use_audio:
@@ -429,7 +432,8 @@ def _write_gradcam(out_dir: Path, name: str, index: int, sample, pipes: EvalPipe
     cfg = echo_model.config
     from avsnet_ros.audio.align import crop_echo, echo_window_samples
 
-    window = crop_echo(np.asarray(sample.echo, np.float32), cfg.max_depth_m, sample.sample_rate_hz, start=cfg.audio_crop)
+    window = crop_echo(np.asarray(sample.echo, np.float32), cfg.max_depth_m, sample.sample_rate_hz,
+                       start=cfg.audio_crop)
     spec = batvision_stft(torch.from_numpy(window)).numpy()
     with torch.no_grad():
         d_echo = echo_model(echo_inputs["rgb"], echo_inputs["spectrogram"]).depth_m[0, 0].float().cpu().numpy()

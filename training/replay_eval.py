@@ -316,7 +316,8 @@ def _format_run(result: dict) -> str:
     ]
     pe = result.get("pairing_expected")
     if pe:
-        lines.append(f"bag pairing at max_echo_age_s {pe['max_echo_age_s']}: {pe['with_echo']} of {pe['frames']} frames "
+        lines.append(f"bag pairing at max_echo_age_s {pe['max_echo_age_s']}: {pe['with_echo']} of {pe['frames']} "
+                     "frames "
                      f"have an echo ({pe['stale_echo']} of the others only a stale one)")
     if lat.get("count"):
         lines.append(f"latency camera stamp -> depth received (ms): p50 {lat['p50']:.1f}, p90 {lat['p90']:.1f}, "

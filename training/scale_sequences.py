@@ -364,7 +364,8 @@ def evaluate(streams_by_kind: dict, meta: dict, configs: dict) -> dict:
         kres = {v: summarise(streams, v, min_d, max_d) for v in variants}
         for v in variants:
             if v != "raw":
-                kres[v]["counters"] = {k: int(sum(st["counters"][v][k] for st in streams)) for k in streams[0]["counters"][v]}
+                kres[v]["counters"] = {k: int(sum(st["counters"][v][k] for st in streams))
+                                       for k in streams[0]["counters"][v]}
                 kres[v]["jitter_ratio_vs_raw"] = kres[v]["scale_jitter"] / kres["raw"]["scale_jitter"]
                 kres[v]["abs_rel_change_vs_raw"] = kres[v]["abs_rel"] - kres["raw"]["abs_rel"]
         if kind == "rooms":
@@ -401,7 +402,8 @@ def markdown(result: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scale_sequences.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("make", help="render still and moving sequences (npz)")
     m.add_argument("--out", required=True, help="output folder (still/ and moving/ are created)")

@@ -244,7 +244,8 @@ class TransformersDepthModel(nn.Module):
         return 1.0 / inverse.clamp(1e-4, 1e4)
 
 
-def load_transformers_depth(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> TransformersDepthModel:
+def load_transformers_depth(path: Union[str, os.PathLike],
+                            device: Union[str, torch.device] = "cpu") -> TransformersDepthModel:
     """Load a ``save_pretrained`` folder of a ``*ForDepthEstimation`` model (local files only, eval mode).
 
     Raises :class:`CheckpointError` for a missing/unreadable folder, a model type without a known
@@ -282,7 +283,8 @@ def load_relative_model(path: Union[str, os.PathLike], device: Union[str, torch.
 
     model, cfg = load_model(path, device)
     if cfg.kind != "depthnet":
-        raise ValueError(f"{path} holds a {cfg.kind!r} model, expected a DepthNet ('depthnet') or a transformers depth model")
+        raise ValueError(f"{path} holds a {cfg.kind!r} model, expected a DepthNet ('depthnet') or a transformers "
+                         "depth model")
     return model, "depth"
 
 

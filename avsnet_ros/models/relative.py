@@ -43,7 +43,8 @@ class ResNetFeatures(nn.Module):
     (per colour, repeated for each stacked frame) happens here, for DepthNet and PoseNet alike.
     """
 
-    def __init__(self, num_channels: int, embedding_size: int, hidden_sizes, depths, pretrained_path: Optional[str] = None):
+    def __init__(self, num_channels: int, embedding_size: int, hidden_sizes, depths,
+                 pretrained_path: Optional[str] = None):
         super().__init__()
         rcfg = ResNetConfig(
             num_channels=num_channels,
@@ -133,7 +134,8 @@ class DepthNet(nn.Module):
             raise ValueError(f"DepthNet needs a config of kind 'depthnet', got {config.kind!r}")
         self.config = config
         self.encoder = ResNetFeatures(
-            3, config.encoder_embedding_size, config.encoder_hidden_sizes, config.encoder_depths, config.encoder_pretrained_path
+            3, config.encoder_embedding_size, config.encoder_hidden_sizes, config.encoder_depths,
+            config.encoder_pretrained_path
         )
         self.decoder = DepthDecoder(self.encoder.num_ch_enc, config.scales, config.decoder_channels)
 
