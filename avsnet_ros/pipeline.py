@@ -159,6 +159,9 @@ class DepthPipeline:
         self.device = select_device(device)
         self._stager = FrameStager(self.device)
         self.avs_config = cfg
+        # the AVS-Net checkpoint's contract (read-only by convention; the config is frozen)
+        self.min_depth_m, self.max_depth_m = float(cfg.min_depth_m), float(cfg.max_depth_m)
+        self.sample_rate_hz, self.use_audio = int(cfg.sample_rate_hz), bool(cfg.use_audio)
         self.avs_model = avs_model.to(self.device).eval()
         self.amp = bool(amp) and self.device.type == "cuda"
         self.relative_model = None
@@ -228,22 +231,6 @@ class DepthPipeline:
         return cls(avs_model, relative, device=dev, scaling=scaling, amp=amp)
 
     # ------------------------------------------------------------------ properties
-    @property
-    def min_depth_m(self) -> float:
-        return float(self.avs_config.min_depth_m)
-
-    @property
-    def max_depth_m(self) -> float:
-        return float(self.avs_config.max_depth_m)
-
-    @property
-    def sample_rate_hz(self) -> int:
-        return int(self.avs_config.sample_rate_hz)
-
-    @property
-    def use_audio(self) -> bool:
-        return bool(self.avs_config.use_audio)
-
     @property
     def pseudo_metric_only(self) -> bool:
         return self.relative_model is None or self.scaling == "none"

@@ -7,16 +7,8 @@ from .builder import build_model
 from .checkpoint import CheckpointError, load_checkpoint_config, load_model, save_checkpoint
 from .config import AVSNetConfig, RelativeDepthConfig, asdict, config_from_dict
 from .geometry import BackprojectDepth, Project3D, transformation_from_parameters, warp_source
-from .relative import (
-    DepthNet,
-    DepthNetRelative,
-    DepthRelative,
-    DisparityRelative,
-    PoseNet,
-    RelativeDepthModel,
-    as_relative_model,
-    disp_to_depth,
-)
+from . import relative as _relative_module
+from .relative import *  # noqa: F401,F403  (its __all__: DepthNet, PoseNet, the RelativeDepthModel wrappers, ...)
 
 __all__ = [
     "AVSNet",
@@ -34,12 +26,5 @@ __all__ = [
     "Project3D",
     "transformation_from_parameters",
     "warp_source",
-    "DepthNet",
-    "PoseNet",
-    "disp_to_depth",
-    "RelativeDepthModel",
-    "DepthNetRelative",
-    "DisparityRelative",
-    "DepthRelative",
-    "as_relative_model",
 ]
+__all__ += [name for name in _relative_module.__all__ if name not in __all__]

@@ -239,7 +239,16 @@ def _as_b1hw(x: torch.Tensor, what: str) -> torch.Tensor:
     return x
 
 
-class DisparityRelative(nn.Module):
+class _WrappedCallable(nn.Module):
+    """A callable (B, 3, H, W) -> map as an nn.Module, with the input size the pipeline should feed it."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], image_size_hw=None):
+        super().__init__()
+        self.fn = fn
+        self.image_size_hw = tuple(image_size_hw) if image_size_hw else None
+
+
+class DisparityRelative(_WrappedCallable):
     """Wrap a callable returning disparity/inverse depth (B, 1, H, W) or (B, H, W) (e.g. MiDaS).
 
     depth_rel = 1 / max(disp, eps * max(disp)) per image: non-positive disparities (sky, far
@@ -247,10 +256,8 @@ class DisparityRelative(nn.Module):
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], eps: float = 1e-3, image_size_hw=None):
-        super().__init__()
-        self.fn = fn
+        super().__init__(fn, image_size_hw)
         self.eps = eps
-        self.image_size_hw = tuple(image_size_hw) if image_size_hw else None
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         disp = _as_b1hw(self.fn(rgb), "disparity model").float()
@@ -258,14 +265,12 @@ class DisparityRelative(nn.Module):
         return 1.0 / torch.maximum(disp, floor)
 
 
-class DepthRelative(nn.Module):
+class DepthRelative(_WrappedCallable):
     """Wrap a callable returning (relative or metric) depth (B, 1, H, W) or (B, H, W); clamps to > 0."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], min_value: float = 1e-6, image_size_hw=None):
-        super().__init__()
-        self.fn = fn
+        super().__init__(fn, image_size_hw)
         self.min_value = min_value
-        self.image_size_hw = tuple(image_size_hw) if image_size_hw else None
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return _as_b1hw(self.fn(rgb), "depth model").float().clamp_min(self.min_value)
