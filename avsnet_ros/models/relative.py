@@ -121,6 +121,16 @@ class DepthDecoder(nn.Module):
         return out
 
 
+def _encoder_of(config: RelativeDepthConfig, kind: str, in_channels: int) -> "ResNetFeatures":
+    """The ResNet encoder a DepthNet / PoseNet config describes (ValueError for a config of another kind)."""
+    if config.kind != kind:
+        name = {"depthnet": "DepthNet", "posenet": "PoseNet"}[kind]
+        raise ValueError(f"{name} needs a config of kind {kind!r}, got {config.kind!r}")
+    depths = config.encoder_depths if kind == "depthnet" else config.pose_encoder_depths
+    return ResNetFeatures(in_channels, config.encoder_embedding_size, config.encoder_hidden_sizes, depths,
+                          config.encoder_pretrained_path)
+
+
 class DepthNet(nn.Module):
     """rgb (B, 3, H, W) in [0, 1] -> {scale s: sigmoid disparity (B, 1, H/2^s, W/2^s)}.
 
@@ -130,13 +140,8 @@ class DepthNet(nn.Module):
 
     def __init__(self, config: RelativeDepthConfig):
         super().__init__()
-        if config.kind != "depthnet":
-            raise ValueError(f"DepthNet needs a config of kind 'depthnet', got {config.kind!r}")
         self.config = config
-        self.encoder = ResNetFeatures(
-            3, config.encoder_embedding_size, config.encoder_hidden_sizes, config.encoder_depths,
-            config.encoder_pretrained_path
-        )
+        self.encoder = _encoder_of(config, "depthnet", in_channels=3)  # one RGB frame
         self.decoder = DepthDecoder(self.encoder.num_ch_enc, config.scales, config.decoder_channels)
 
     def forward(self, rgb: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -181,16 +186,8 @@ class PoseNet(nn.Module):
 
     def __init__(self, config: RelativeDepthConfig):
         super().__init__()
-        if config.kind != "posenet":
-            raise ValueError(f"PoseNet needs a config of kind 'posenet', got {config.kind!r}")
         self.config = config
-        self.encoder = ResNetFeatures(
-            6,
-            config.encoder_embedding_size,
-            config.encoder_hidden_sizes,
-            config.pose_encoder_depths,
-            config.encoder_pretrained_path,
-        )
+        self.encoder = _encoder_of(config, "posenet", in_channels=6)  # two RGB frames stacked
         self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1], config.pose_decoder_channels,
                                    config.pose_rotation_scale, config.pose_translation_scale)
 
