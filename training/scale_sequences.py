@@ -69,6 +69,7 @@ FOLLOW_TOLERANCE_LOG = math.log(1.1)
 def render_sequences(out_dir: Path, n_sequences: int, frames: int, seed: int, preset_name: str = "test",
                      height: int = 128, width: int = 256) -> dict:
     """Render still and moving sequences to out_dir/{still,moving}/seq_XX.npz; returns a summary."""
+    from avsnet_ros.audio import DEFAULT_SAMPLE_RATE_HZ
     from training.synthetic.scene import PRESETS, intrinsics_for
     from training.synthetic.writer import make_sequence_spec, render_sample
 
@@ -92,7 +93,7 @@ def render_sequences(out_dir: Path, n_sequences: int, frames: int, seed: int, pr
             np.savez_compressed(
                 path, rgb=np.stack(rgbs), depth_m=np.stack(depths), echo=np.stack(echoes).astype(np.float32),
                 stamp_ns=np.arange(frames, dtype=np.int64) * FRAME_PERIOD_NS, position_m=np.stack(positions),
-                scale_m=np.float64(spec.scale_m), sample_rate_hz=np.int64(44100),
+                scale_m=np.float64(spec.scale_m), sample_rate_hz=np.int64(DEFAULT_SAMPLE_RATE_HZ),
             )
             summary["files"].append(str(path))
             LOG.info("%s: %d frames, room scale %.2f m", path, frames, spec.scale_m)
