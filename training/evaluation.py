@@ -23,7 +23,8 @@ models only), ``<p>_echo_local`` (scaling.local_scale of that kind), ``<p>_gt_<m
 alignment with the ground truth as the reference: the upper reference). For one DepthNet these
 are exactly the rows above.
 
-Protocol (README "Evaluation and results"; the BatVision paper): every prediction is produced at (resized to) the ground-truth size;
+Protocol (README "Evaluation and results"; the BatVision paper): every prediction is produced at (resized to)
+the ground-truth size;
 metrics per image with avsnet_ros.metrics.compute_depth_metrics on valid pixels (finite, > 0,
 strictly below the max depth: the paper's footnote 5), then the mean over images. Ground-truth
 median scaling uses the same valid mask. A predicted NaN (no depth, e.g. no valid pixel to take a
