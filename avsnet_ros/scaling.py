@@ -148,12 +148,6 @@ def _finish(scaled4, factors, r, single, was_numpy):
 
 # ------------------------------------------------------------------------------------------------
 # Inference scaling: relative depth R -> metres with the echo model's pseudo-metric depth Mp
-def _unsaturated(depth: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
-    lo = min_depth_m * (1.0 + _SATURATION_MARGIN)
-    hi = max_depth_m * (1.0 - _SATURATION_MARGIN)
-    return torch.isfinite(depth) & (depth > lo) & (depth < hi)
-
-
 def mask_depth_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float,
                      inplace: bool = False) -> torch.Tensor:
     """NaN outside [min_depth_m, max_depth_m] (and for NaN / inf): the published depth's validity.
@@ -243,13 +237,13 @@ def scale_relative(
         depth = pseudo_m
         scale = torch.ones(pseudo_m.shape[0], dtype=torch.float32, device=pseudo_m.device)
         shift = torch.zeros_like(scale)
-        valid = _unsaturated(ref, min_depth_m, max_depth_m)
+        valid = unsaturated_mask(ref, min_depth_m, max_depth_m)
     else:
         relative = relative.float()
         ref = pseudo_m
         if ref.shape[-2:] != relative.shape[-2:]:
             ref = F.interpolate(ref, size=relative.shape[-2:], mode="bilinear", align_corners=False)
-        valid = _unsaturated(ref, min_depth_m, max_depth_m) & torch.isfinite(relative) & (relative > 0)
+        valid = unsaturated_mask(ref, min_depth_m, max_depth_m) & torch.isfinite(relative) & (relative > 0)
         if scaling == "median":
             depth, scale = median_scale(relative, ref, valid)
             shift = torch.zeros_like(scale)
@@ -535,9 +529,10 @@ def apply_local_scale(relative, fit: LocalScaleFit):
     return out.cpu().numpy() if was_numpy else out
 
 
-def unsaturated_mask(depth_m, min_depth_m: float, max_depth_m: float, margin: float = 1e-3):
+def unsaturated_mask(depth_m, min_depth_m: float, max_depth_m: float, margin: float = _SATURATION_MARGIN):
     """Pixels of a bounded depth map strictly inside (min (1 + margin), max (1 - margin)): saturated
-    bins of a pseudo-metric map carry no scale information (torch; the local fit's reference mask)."""
+    bins of a pseudo-metric map carry no scale information (torch; scale_relative's and the local
+    fit's reference mask)."""
     lo, hi = min_depth_m * (1.0 + margin), max_depth_m * (1.0 - margin)
     return torch.isfinite(depth_m) & (depth_m > lo) & (depth_m < hi)
 

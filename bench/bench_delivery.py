@@ -34,13 +34,6 @@ from bench_util import REPO_ROOT, environment, write_result  # noqa: E402
 FIXTURE = REPO_ROOT / "assets" / "batvision_v2_sample"
 
 
-def _diag_values(msg, name_contains: str) -> dict[str, str]:
-    for status in msg.status:
-        if name_contains in status.name:
-            return {kv.key: kv.value for kv in status.values}
-    return {}
-
-
 def _stop(proc: subprocess.Popen, timeout_s: float = 20.0) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -86,7 +79,7 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS
+    from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS, diagnostic_values
 
     profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
     import tempfile
@@ -120,7 +113,7 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
     diag = {}
 
     def on_diag(msg):
-        values = _diag_values(msg, "depth_node")
+        values = diagnostic_values(msg, "depth_node")
         if values:
             diag.update(values)
 

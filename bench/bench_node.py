@@ -47,7 +47,7 @@ class NodeProcess:
         from sensor_msgs.msg import CameraInfo, Image
 
         from avsnet_ros.models import save_checkpoint
-        from avsnet_ros.nodes.common import SENSOR_QOS
+        from avsnet_ros.nodes.common import SENSOR_QOS, diagnostic_values
 
         self._tmp = tempfile.TemporaryDirectory(prefix="bench_node_")
         ckpt = {}
@@ -89,9 +89,9 @@ class NodeProcess:
                 self._got.set()
 
         def on_diag(msg) -> None:
-            for status in msg.status:
-                if status.name.startswith("depth_node"):
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+            values = diagnostic_values(msg, "depth_node")
+            if values:
+                self.diagnostics = values
 
         self.depth_sub = self.driver.create_subscription(
             Image, "/avsnet/metric_depth", on_depth, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))

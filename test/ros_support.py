@@ -77,12 +77,14 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, period_s: f
     return predicate()
 
 
-def diagnostic_values(msg, name_contains: str) -> dict[str, str]:
-    """Key/values of the first status of a DiagnosticArray whose name contains `name_contains`."""
-    for status in msg.status:
-        if name_contains in status.name:
-            return {kv.key: kv.value for kv in status.values}
-    return {}
+def stop_nodes(executor, *nodes) -> None:
+    """Remove nodes from a running executor, close() them (stops their threads) and destroy them."""
+    for n in nodes:
+        executor.remove_node(n)
+        close = getattr(n, "close", None)
+        if close is not None:
+            close()
+        n.destroy_node()
 
 
 class Harness:

@@ -33,7 +33,7 @@ REPEAT_SLACK_RATIO = 0.05
 def test_memory_returns_after_bursts_of_large_frames(tiny_checkpoints):
     import psutil
 
-    from ros_support import diagnostic_values
+    from avsnet_ros.nodes.common import diagnostic_values
 
     ckpt = tiny_checkpoints
     rgb, echo, _, _ = fixture_data()

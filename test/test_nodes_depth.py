@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ros_support import Harness, fixture_data, wait_for
+from ros_support import Harness, fixture_data, stop_nodes, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -229,7 +229,7 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, tiny_checkpo
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float32MultiArray
 
-    from ros_support import diagnostic_values
+    from avsnet_ros.nodes.common import diagnostic_values
     from avsnet_ros.nodes.depth_node import DepthNode
     from avsnet_ros.nodes.depth_support import load_pipelines
 
@@ -298,11 +298,7 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, tiny_checkpo
         # gated: the outlier and the 3 step echoes (the 3rd of which re-initialises)
         assert int(values["scale_filter.gated"]) == 4 and int(values["scale_filter.reinitialised"]) == 1
     finally:
-        executor.remove_node(node)
-        node.close()
-        node.destroy_node()
-        executor.remove_node(harness.node)
-        harness.node.destroy_node()
+        stop_nodes(executor, node, harness.node)
 
 
 def test_local_scaling_in_the_node_reuses_the_scale_field(node, harness, data):

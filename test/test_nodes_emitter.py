@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ros_support import Harness, wait_for
+from ros_support import Harness, stop_nodes, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -99,11 +99,7 @@ def test_sim_backend_publishes_aligned_echoes(ros):
         assert wait_for(lambda: any(s.name.endswith("echoes") for _, d in harness.received["diagnostics"]
                                     for s in d.status), 5.0)
     finally:
-        executor.remove_node(node)
-        node.close()
-        node.destroy_node()
-        executor.remove_node(harness.node)
-        harness.node.destroy_node()
+        stop_nodes(executor, node, harness.node)
 
 
 def test_replay_backend_publishes_recorded_echoes(ros, bv2_tree):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from ros_support import FIXTURE, Harness, wait_for
+from ros_support import FIXTURE, Harness, stop_nodes, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -39,15 +39,6 @@ def _start(context, executor, **params):
     assert node.startup_error is None, node.startup_error
     executor.add_node(node)
     return node
-
-
-def _stop(executor, *nodes):
-    for n in nodes:
-        executor.remove_node(n)
-        close = getattr(n, "close", None)
-        if close is not None:
-            close()
-        n.destroy_node()
 
 
 def _listen_all(harness):
@@ -97,7 +88,7 @@ def test_bv2_folder_replay_publishes_the_fixture(ros, bv2_tree, reference):
         assert all(0.03e9 < b - a < 0.2e9 for a, b in zip(stamps, stamps[1:]))  # ~20 Hz
         assert node.counts.get("frames") == 3
     finally:
-        _stop(executor, node, harness.node)
+        stop_nodes(executor, node, harness.node)
 
 
 def test_loose_instance_folder(ros):
@@ -111,7 +102,7 @@ def test_loose_instance_folder(ros):
     try:
         assert wait_for(lambda: harness.count("image") == 1 and harness.count("gt") == 1, 20.0)
     finally:
-        _stop(executor, node, harness.node)
+        stop_nodes(executor, node, harness.node)
 
 
 def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp_path):
@@ -143,7 +134,7 @@ def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp
         assert clocks and clocks == sorted(clocks) and clocks[0] == 5_000_000_000 and clocks[-1] == 5_200_000_000
         np.testing.assert_array_equal(_img(harness.messages("image")[1], np.uint8, 3), base.rgb)
     finally:
-        _stop(executor, node, harness.node)
+        stop_nodes(executor, node, harness.node)
     # stamp_mode now: one constant shift, spacing kept
     harness = Harness(context, executor, name="bag_probe_now")
     harness.received["info_in"] = []
@@ -155,7 +146,7 @@ def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp
         assert [b - a for a, b in zip(stamps, stamps[1:])] == [100_000_000, 100_000_000]
         assert abs(stamps[0] - harness.now_ns()) < 10e9
     finally:
-        _stop(executor, node, harness.node)
+        stop_nodes(executor, node, harness.node)
 
 
 @pytest.mark.process

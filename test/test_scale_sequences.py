@@ -48,7 +48,6 @@ def test_filter_scales_uses_odometry_and_replaces_invalid_start():
     assert counters["invalid"] == 1 and counters["accepted"] == n - 1
 
 
-@pytest.mark.skipif(not (REPO / "assets" / "checkpoints" / "avsnet_tiny").is_dir(), reason="no shipped checkpoints")
 def test_make_and_eval_tiny(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     script = str(REPO / "training" / "scale_sequences.py")

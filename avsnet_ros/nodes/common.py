@@ -330,6 +330,15 @@ def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str,
                             values=[KeyValue(key=str(k), value=fmt(v)) for k, v in values.items()])
 
 
+def diagnostic_values(msg: DiagnosticArray, name_contains: str) -> dict[str, str]:
+    """Key/values of the first status of a DiagnosticArray whose name contains `name_contains` (the inverse of
+    diagnostic_status, for listeners: tests, benchmarks)."""
+    for status in msg.status:
+        if name_contains in status.name:
+            return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
 def diagnostic_array(node: Node, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
     msg = DiagnosticArray()
     msg.header.stamp = node.get_clock().now().to_msg()
