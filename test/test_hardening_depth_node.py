@@ -129,7 +129,14 @@ def _diagnostics_show(harness, node, frame_counts: dict, echo_counts: dict, time
     return last
 
 
-def _valid_pair_is_answered(harness, data, timeout_s: float = 15.0) -> None:
+def _send_echo_accepted(node, harness, echo, stamp_ns: int, timeout_s: float = 15.0) -> None:
+    """Publish an echo and wait until the node has checked and stored it, so a frame sent next pairs
+    with it (a fixed sleep lost this race on a loaded CI machine: the frame was then dropped as stale)."""
+    harness.send_echo(echo, stamp_ns)
+    assert wait_for(lambda: node.echo_state.newest_echo_ns() == stamp_ns, timeout_s), node.counters()
+
+
+def _valid_pair_is_answered(node, harness, data, timeout_s: float = 15.0) -> None:
     """A valid camera_info + echo + frame gets a finite metric depth with the frame's stamp."""
     from avsnet_ros.nodes import conversions as conv
 
@@ -137,8 +144,7 @@ def _valid_pair_is_answered(harness, data, timeout_s: float = 15.0) -> None:
     t = harness.now_ns()
     harness.clear()
     harness.send_info(k, CAM_HW[1], CAM_HW[0], t)
-    harness.send_echo(echo, t - 20_000_000)
-    time.sleep(0.05)
+    _send_echo_accepted(node, harness, echo, t - 20_000_000)
     harness.send_image(rgb, t)
     assert wait_for(lambda: any(conv.stamp_to_ns(m.header.stamp) == t for m in harness.messages("depth")), timeout_s), \
         "a valid frame after the bad input was not answered"
@@ -244,7 +250,7 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
     diag = _diagnostics_show(harness, node, c["frame_drops"], c["echo_drops"])
     for reason in expected_frames:
         assert f"last.{reason}" in diag, f"no detail for {reason} in diagnostics"
-    _valid_pair_is_answered(harness, data)
+    _valid_pair_is_answered(node, harness, data)
     assert _exceptions(node) == {}
 
 
@@ -271,8 +277,7 @@ def test_future_stale_and_out_of_order_stamps(node, harness, data, tiny_checkpoi
     assert wait_for(lambda: _delta(node.counters()["echo_drops"], echoes0).get("echo_out_of_order", 0) == 2, 10.0), \
         node.counters()
     # a fresh echo: the next frame is answered
-    harness.send_echo(echo, now - 20_000_000)
-    time.sleep(0.1)
+    _send_echo_accepted(node, harness, echo, now - 20_000_000)
     harness.send_image(rgb, now)
     assert wait_for(lambda: any(conv.stamp_to_ns(m.header.stamp) == now for m in harness.messages("depth")), 15.0)
     # out-of-order frame: older than the last accepted frame
@@ -290,7 +295,7 @@ def test_future_stale_and_out_of_order_stamps(node, harness, data, tiny_checkpoi
     c = node.counters()
     _diagnostics_show(harness, node, c["frame_drops"], c["echo_drops"])
     assert _exceptions(node) == {}
-    _valid_pair_is_answered(harness, data)
+    _valid_pair_is_answered(node, harness, data)
 
 
 def test_burst_of_1000_messages_is_fully_accounted(node, harness, data):
@@ -351,7 +356,7 @@ def test_burst_of_1000_messages_is_fully_accounted(node, harness, data):
     assert stamps == sorted(set(stamps))
     diag_counts = {r: n for r, n in c["frame_drops"].items()}
     _diagnostics_show(harness, node, diag_counts, c["echo_drops"])
-    _valid_pair_is_answered(harness, data)
+    _valid_pair_is_answered(node, harness, data)
 
 
 def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
@@ -373,8 +378,7 @@ def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
     frames0 = node.counters()["frame_drops"]
     t = harness.now_ns()
     harness.send_info(k_big, big_hw[1], big_hw[0], t)
-    harness.send_echo(echo, t - 20_000_000)
-    time.sleep(0.1)
+    _send_echo_accepted(node, harness, echo, t - 20_000_000)
     harness.send_image(big, t)
     assert wait_for(lambda: any(conv.stamp_to_ns(m.header.stamp) == t for m in harness.messages("depth")), 30.0), \
         node.counters()
@@ -390,4 +394,4 @@ def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
     finally:
         node.set_parameters([Parameter("max_image_pixels", value=4096 * 4096)])
     assert _exceptions(node) == {}
-    _valid_pair_is_answered(harness, data)
+    _valid_pair_is_answered(node, harness, data)
