@@ -250,7 +250,10 @@ class ReplaySource(Node):
                 if role == "depth" and not v["publish_depth_gt"]:
                     continue
                 if first_log_ns is None:
-                    first_log_ns = log_ns
+                    # pace from the first message itself, not from before the bag was opened: the stamp
+                    # shift is taken at that message, so a slow open would otherwise publish every later
+                    # message that much ahead of its stamp (negative latencies downstream)
+                    first_log_ns, start_mono = log_ns, time.monotonic()
                 if not self._sleep_until(start_mono + (log_ns - first_log_ns) / 1e9 / v["playback_speed"]):
                     return
                 stamp_ns = header_stamp_ns(raw)
