@@ -30,23 +30,34 @@ def user_errors() -> tuple:
 
 
 
-def training_parser(prog: str, doc: str, default_config: str) -> argparse.ArgumentParser:
-    """A training CLI's parser: description = the first paragraph of ``doc`` (the script's docstring),
-    the config precedence as epilog, and the common argument groups (:func:`add_common_training_args`);
-    the script adds its own groups."""
+def training_parser(prog: str, doc: str, default_config: str, group_title: str, preset_sizes: str,
+                    paper_config: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """A training CLI's parser and its own argument group.
+
+    The parser: description = the first paragraph of ``doc`` (the script's docstring), the config
+    precedence as epilog, the common argument groups (:func:`add_common_training_args`), then the group
+    ``group_title`` holding --preset tiny|paper (``preset_sizes``: the input size of each preset, for the
+    help; ``paper_config``: the YAML recommended for paper runs). Returns (parser, group): the script adds
+    its own flags to the group.
+    """
     parser = argparse.ArgumentParser(
         prog=prog, description=doc.split("\n\n")[0],
         epilog=f"Config precedence: config/{default_config} (or --config) < --set < flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_training_args(parser, default_config)
-    return parser
-
-
-def add_preset_argument(group, sizes: str, paper_config: str) -> None:
-    """--preset tiny|paper of a training CLI (``sizes``: the input size of each preset, for the help)."""
+    group = parser.add_argument_group(group_title)
     group.add_argument("--preset", choices=("tiny", "paper"), default=None,
-                       help=f"model size preset with its input size ({sizes}); for paper runs prefer "
+                       help=f"model size preset with its input size ({preset_sizes}); for paper runs prefer "
                             f"--config config/{paper_config} (schedule too)")
+    return parser, group
+
+
+def preset_overrides(args: argparse.Namespace, sections: Sequence[str]) -> dict:
+    """--preset as config overrides of the model ``sections`` (e.g. ("model", "pose_model")): each takes the
+    preset and the preset's own input size (the YAML's image_size_hw belongs to the YAML's preset)."""
+    if not args.preset:
+        return {}
+    return {section: {"preset": args.preset, "image_size_hw": None} for section in sections}
 
 
 def add_common_training_args(parser: argparse.ArgumentParser, default_config: str) -> None:
@@ -309,6 +320,6 @@ def print_json(summary: Mapping) -> None:
     print(json.dumps(json_safe(summary), sort_keys=False), flush=True)
 
 
-__all__ = ["user_errors", "training_parser", "add_preset_argument", "add_common_training_args",
+__all__ = ["user_errors", "training_parser", "preset_overrides", "add_common_training_args",
            "parse_training_cli", "open_train_val", "train_and_report", "run_summary", "resolve_config",
            "setup_logging", "command_line", "print_json", "json_safe", "ConfigError"]

@@ -26,24 +26,22 @@ LOG = logging.getLogger("avsnet_ros.training")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli_common import add_preset_argument, training_parser
+    from training.cli_common import training_parser
 
-    p = training_parser("train_avs.py", __doc__, DEFAULT_CONFIG)
-    model = p.add_argument_group("model")
+    p, model = training_parser("train_avs.py", __doc__, DEFAULT_CONFIG, "model", "tiny 128x256, paper 256x512",
+                               "train_avs_paper.yaml")
     model.add_argument("--no-audio", action="store_true",
                        help="train the RGB-only baseline (model.use_audio=false; same code path)")
-    add_preset_argument(model, "tiny 128x256, paper 256x512", "train_avs_paper.yaml")
     return p
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     """This script's flags as config overrides (applied last)."""
-    extra: dict = {}
+    from training.cli_common import preset_overrides
+
+    extra = preset_overrides(args, ("model",))
     if args.no_audio:
         extra.setdefault("model", {})["use_audio"] = False
-    if args.preset:
-        # The preset's own input size (the YAML's image_size_hw belongs to its preset).
-        extra.setdefault("model", {}).update(preset=args.preset, image_size_hw=None)
     return extra
 
 

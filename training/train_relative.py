@@ -27,22 +27,20 @@ LOG = logging.getLogger("avsnet_ros.training")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli_common import add_preset_argument, training_parser
+    from training.cli_common import training_parser
 
-    p = training_parser("train_relative.py", __doc__, DEFAULT_CONFIG)
-    model = p.add_argument_group("model and data")
-    add_preset_argument(model, "DepthNet/PoseNet: tiny 96x320, paper 192x640", "train_relative_paper.yaml")
-    model.add_argument("--interval", type=int, default=None,
+    p, group = training_parser("train_relative.py", __doc__, DEFAULT_CONFIG, "model and data",
+                               "DepthNet/PoseNet: tiny 96x320, paper 192x640", "train_relative_paper.yaml")
+    group.add_argument("--interval", type=int, default=None,
                        help="frame offset k of the triples (default: 20 for BV1, 1 otherwise)")
     return p
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     """This script's flags as config overrides (applied last)."""
-    extra: dict = {}
-    if args.preset:
-        extra["model"] = {"preset": args.preset, "image_size_hw": None}
-        extra["pose_model"] = {"preset": args.preset, "image_size_hw": None}
+    from training.cli_common import preset_overrides
+
+    extra = preset_overrides(args, ("model", "pose_model"))
     if args.interval is not None:
         extra["data"] = {"triplet_interval": args.interval}
     return extra
