@@ -25,7 +25,7 @@ import array
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
-from std_msgs.msg import Header
+from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension, MultiArrayLayout
 
 from avsnet_ros.data.codec import (CAMERA_ENCODINGS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, MessageError,  # noqa: F401
                                    depth_from_image_msg, echo_from_image_msg, image_msg_to_array, image_payload,
@@ -126,6 +126,27 @@ def scale_camera_info(msg: CameraInfo, width: int, height: int, header: Header |
     p_scaled[1, 3] = p[1, 3] * (to_hw[0] / from_hw[0])
     out.p = p_scaled.reshape(-1).tolist()
     return out
+
+
+def camera_info_problem(msg: CameraInfo) -> str | None:
+    """Why a CameraInfo cannot describe the depth output (K unset or invalid, no image size), or None."""
+    try:
+        intrinsics_from_camera_info_msg(msg)
+    except MessageError as exc:
+        return str(exc)
+    if msg.width == 0 or msg.height == 0:
+        return "camera_info without image size"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# scale
+_SCALE_LAYOUT = MultiArrayLayout(dim=[MultiArrayDimension(label="scale,confidence", size=2, stride=2)], data_offset=0)
+
+
+def scale_to_msg(scale: float, confidence: float) -> Float32MultiArray:
+    """avsnet/scale: Float32MultiArray [scale, confidence in [0, 1]] (no header; scale: FrameDepth.scale)."""
+    return Float32MultiArray(layout=_SCALE_LAYOUT, data=[float(scale), float(confidence)])
 
 
 # --------------------------------------------------------------------------------------------

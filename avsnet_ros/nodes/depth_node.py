@@ -32,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray, MultiArrayDimension, MultiArrayLayout
+from std_msgs.msg import Float32MultiArray
 
 from avsnet_ros.nodes import conversions as conv
 from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer,
@@ -241,13 +241,9 @@ class DepthNode(ThreadedLifecycleNode):
 
     @guarded("echo_drops", "camera_info_callback_exception")
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            conv.intrinsics_from_camera_info_msg(msg)
-        except conv.MessageError as exc:
-            self.echo_drops.count("camera_info_invalid", str(exc))
-            return
-        if msg.width == 0 or msg.height == 0:
-            self.echo_drops.count("camera_info_invalid", "camera_info without image size")
+        problem = conv.camera_info_problem(msg)
+        if problem is not None:
+            self.echo_drops.count("camera_info_invalid", problem)
             return
         with self._lock:
             self._camera_info = msg
@@ -325,11 +321,7 @@ class DepthNode(ThreadedLifecycleNode):
     def _process(self, frame: _Frame) -> None:
         v = self.values
         policy = scale_policy(v, self.rgb_only_pipeline is not None)
-        decision, echo = self.echo_state.decide(frame.stamp_ns, policy)
-        # an echo published just before this frame may still be in its (parallel) callback
-        if decision.mode is not ScaleMode.FRESH and v["echo_wait_s"] > 0 and \
-                self.echo_state.wait_for_echoes(v["echo_wait_s"]):
-            decision, echo = self.echo_state.decide(frame.stamp_ns, policy)
+        decision, echo = self.echo_state.decide_waiting(frame.stamp_ns, policy, v["echo_wait_s"])
         if decision.mode is ScaleMode.DROP:  # no usable echo and no scale to hold
             self.frame_drops.count(decision.reason.value, DROP_DETAILS[decision.reason])
             return
@@ -350,7 +342,7 @@ class DepthNode(ThreadedLifecycleNode):
         if frame.camera_info is not None:
             info_out = conv.scale_camera_info(frame.camera_info, depth_m.shape[1], depth_m.shape[0], header)
             self._pubs["camera_info"].publish(info_out)
-        self._pubs["scale"].publish(Float32MultiArray(layout=_SCALE_LAYOUT, data=[float(scale), float(confidence)]))
+        self._pubs["scale"].publish(conv.scale_to_msg(scale, confidence))
         points = self._pubs.get("points")
         if points is not None and info_out is not None and points.get_subscription_count() > 0:
             k = np.asarray(info_out.k, dtype=np.float64).reshape(3, 3)
@@ -393,9 +385,6 @@ class DepthNode(ThreadedLifecycleNode):
         level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)
         self._diag_pub.publish(diagnostic_array(self, [status]))
-
-
-_SCALE_LAYOUT = MultiArrayLayout(dim=[MultiArrayDimension(label="scale,confidence", size=2, stride=2)], data_offset=0)
 
 
 def main(args: list[str] | None = None) -> int:

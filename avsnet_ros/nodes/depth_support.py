@@ -248,6 +248,16 @@ class EchoScaleState:
         decision = decide_scale(frame_stamp_ns, [(e.stamp_ns, e.serial) for e in echoes], cached, policy)
         return decision, (echoes[decision.echo_index] if decision.echo_index is not None else None)
 
+    def decide_waiting(self, frame_stamp_ns: int, policy: ScalePolicy,
+                       echo_wait_s: float) -> "tuple[ScaleDecision, Optional[StoredEcho]]":
+        """decide(), deciding again when a decision that is not FRESH can wait (echo_wait_s > 0) for the
+        echoes still in their (parallel) callbacks and a new one arrived: an echo published just before
+        the frame may still be being checked."""
+        decision, echo = self.decide(frame_stamp_ns, policy)
+        if decision.mode is not ScaleMode.FRESH and echo_wait_s > 0 and self.wait_for_echoes(echo_wait_s):
+            decision, echo = self.decide(frame_stamp_ns, policy)
+        return decision, echo
+
     def wait_for_echoes(self, timeout_s: float) -> bool:
         """Wait until no echo is being checked; True when a new echo arrived since the cached scale's."""
         with self._lock:
