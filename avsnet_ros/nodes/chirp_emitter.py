@@ -25,7 +25,6 @@ from collections import deque
 from typing import Any, Callable
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
@@ -33,9 +32,9 @@ from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP
 from avsnet_ros.audio.backends import (AudioDeviceError, EchoBackend, ReplayBackend, SimBackend,
                                        SoundDeviceBackend, SweepSettings, WallReflector)
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, ERROR, OK, OUTPUT_QOS, WARN, DropCounter, ParamSpec,
-                                     RateMeter, ThreadedLifecycleNode, declare_parameters, diagnostic_array,
-                                     diagnostic_status, guarded, read_parameters, run_node_main)
+from avsnet_ros.nodes.common import (ERROR, OK, OUTPUT_QOS, WARN, DropCounter, ParamSpec, RateMeter,
+                                     ThreadedLifecycleNode, declare_parameters, guarded, read_parameters,
+                                     run_node_main)
 
 BACKENDS = ("sounddevice", "replay", "sim")
 
@@ -144,7 +143,6 @@ class ChirpEmitter(ThreadedLifecycleNode):
         self._stop = threading.Event()
         self._failed = False
         self._echo_pub = None
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diag_timer = None
         if self.values["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -324,8 +322,7 @@ class ChirpEmitter(ThreadedLifecycleNode):
             level, message = WARN, "no echo published yet"
         else:
             level, message = OK, "emitting"
-        status = diagnostic_status(f"{self.get_name()}: echoes", "avsnet_audio", level, message, values)
-        self._diag_pub.publish(diagnostic_array(self, [status]))
+        self.publish_status("echoes", "avsnet_audio", level, message, values)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -40,8 +40,18 @@ class ThreadedLifecycleNode(LifecycleNode):
     Subclasses implement ``_stop_background()`` (stop and join the thread) and ``_release()`` (destroy
     what on_configure created); both must be safe to call again. on_cleanup releases; on_shutdown
     stops, then releases (both return SUCCESS: the node reaches unconfigured / finalized); close()
-    (called by main and shutdown_nodes before destroy_node) stops the thread.
+    (called by main and shutdown_nodes before destroy_node) stops the thread. Both nodes report
+    one DiagnosticStatus on /diagnostics (publish_status).
     """
+
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+
+    def publish_status(self, what: str, hardware_id: str, level: bytes, message: str, values: dict[str, Any]) -> None:
+        """Publish the status "<node name>: <what>" (diagnostic_status) as a DiagnosticArray on /diagnostics."""
+        status = diagnostic_status(f"{self.get_name()}: {what}", hardware_id, level, message, values)
+        self._diag_pub.publish(diagnostic_array(self, [status]))
 
     def _stop_background(self) -> None:
         raise NotImplementedError

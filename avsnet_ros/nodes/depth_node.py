@@ -28,16 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray
 
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (DIAGNOSTICS_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer,
-                                     RateMeter, ThreadedLifecycleNode, declare_parameters, diagnostic_array,
-                                     diagnostic_status, guarded, read_parameters, resident_memory_mb, run_node_main)
+from avsnet_ros.nodes.common import (OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer, RateMeter,
+                                     ThreadedLifecycleNode, declare_parameters, guarded, read_parameters,
+                                     resident_memory_mb, run_node_main)
 from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
                                             diagnostic_values, make_scale_filter, prepare_models, scale_policy, warm_up)
 from avsnet_ros.nodes.worker import LatestSlot
@@ -83,7 +82,6 @@ class DepthNode(ThreadedLifecycleNode):
         self._inference_ms: deque[float] = deque(maxlen=50)
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diag_timer = None
         self._echo_checker: EchoChecker | None = None  # content checks on the model's echo window
         self._stamp_gaps = StampGapMeter()  # camera header stamps: rate and frames missing
@@ -383,8 +381,7 @@ class DepthNode(ThreadedLifecycleNode):
             **self.echo_state.filter_values(),
         })
         level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
-        status = diagnostic_status(f"{self.get_name()}: depth", "avsnet", level, message, values)
-        self._diag_pub.publish(diagnostic_array(self, [status]))
+        self.publish_status("depth", "avsnet", level, message, values)
 
 
 def main(args: list[str] | None = None) -> int:
