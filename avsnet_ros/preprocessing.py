@@ -8,15 +8,13 @@
 
 Frame path of the pipeline (:class:`FrameStager`): every model input of a batch is written straight
 into one float32 host buffer (no intermediate tensors, stacks or concatenations), which is copied
-to the model's device once (pinned and reused on CUDA; on the CPU the buffer is the input itself);
-a helper thread resizes the frame to the second model size meanwhile. The STFT then runs on the
-device. Values equal prepare_rgb / echo_spectrogram exactly (same
+to the model's device once (pinned and reused on CUDA; on the CPU the buffer is the input itself).
+The STFT then runs on the device. Values equal prepare_rgb / echo_spectrogram exactly (same
 operations in the same order).
 """
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Optional, Sequence
 
 import numpy as np
@@ -61,54 +59,36 @@ def prepare_rgb(rgb: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
 
 
 def prepare_rgb_sizes(rgb: np.ndarray, sizes_hw: Sequence[Sequence[int]],
-                      out: Optional[Sequence[np.ndarray]] = None,
-                      executor: "Optional[Executor]" = None) -> "list[torch.Tensor]":
+                      out: Optional[Sequence[np.ndarray]] = None) -> "list[torch.Tensor]":
     """`prepare_rgb` of one image at several sizes (the pipeline's two models), converting it once.
 
     out: optional (3, h, w) float32 arrays (views of the pipeline's staging buffer) to write into;
     the returned tensors then share their memory. Speed (bench/bench_pipeline.py): the 1/255
     scaling comes after the resize, on the small image. Both resamplers are linear, so this equals
     scaling first up to float rounding (< 1e-6), with one full-resolution pass per image.
-    executor: optional (the pipeline's FrameStager passes its one helper thread): the sizes after the
-    first are resized there while this thread resizes the first. OpenCV and numpy release the GIL,
-    and one chain of resizes keeps the second core only partly busy, so on 2 cores the two model
-    sizes of a 1280x720 frame take ~2/3 of the time of one after the other. Same values either way.
     """
+    import cv2
+
     x = np.asarray(rgb)
     if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {x.shape} {x.dtype}")
-    sizes = [checked_size_hw(size_hw) for size_hw in sizes_hw]
-    dsts = []
-    for i, (h, w) in enumerate(sizes):
+    full = _float_frame(x)
+    result = []
+    for i, size_hw in enumerate(sizes_hw):
+        h, w = checked_size_hw(size_hw)
+        if full.shape[:2] != (h, w):
+            shrink = h <= full.shape[0] and w <= full.shape[1]
+            y = _resize_area(full, h, w) if shrink else cv2.resize(full, (w, h), interpolation=cv2.INTER_LINEAR)
+        else:
+            y = full
         dst = out[i] if out is not None else np.empty((3, h, w), dtype=np.float32)
         if dst.shape != (3, h, w) or dst.dtype != np.float32:
             raise ValueError(f"out[{i}] must be (3, {h}, {w}) float32, got {dst.shape} {dst.dtype}")
-        dsts.append(dst)
-    full = _float_frame(x)
-    later = [executor.submit(_resize_into, full, dst) for dst in dsts[1:]] if executor is not None else []
-    try:
-        for dst in dsts[: len(dsts) - len(later)]:
-            _resize_into(full, dst)
-    finally:
-        for job in later:  # also after an error: nothing may still read `full` once this returns
-            job.result()
-    return [torch.from_numpy(dst) for dst in dsts]
-
-
-def _resize_into(full: np.ndarray, dst: np.ndarray) -> None:
-    """full (H, W, 3) float32 in [0, 255] -> dst (3, h, w) float32 in [0, 1]: INTER_AREA when shrinking
-    (anti-aliased), INTER_LINEAR otherwise, then / 255 and clipped."""
-    import cv2
-
-    h, w = dst.shape[1:]
-    if full.shape[:2] != (h, w):
-        shrink = h <= full.shape[0] and w <= full.shape[1]
-        y = _resize_area(full, h, w) if shrink else cv2.resize(full, (w, h), interpolation=cv2.INTER_LINEAR)
-    else:
-        y = full
-    # scale and HWC -> CHW in one pass (the same float operations as y * (1 / 255) then transpose)
-    np.multiply(y.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=dst)
-    np.clip(dst, 0.0, 1.0, out=dst)
+        # scale and HWC -> CHW in one pass (the same float operations as y * (1 / 255) then transpose)
+        np.multiply(y.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=dst)
+        np.clip(dst, 0.0, 1.0, out=dst)
+        result.append(torch.from_numpy(dst))
+    return result
 
 
 def _resize_area(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -215,11 +195,6 @@ class FrameStager:
     On CUDA the host buffer is pinned and reused: a CUDA event recorded after the asynchronous
     copy guards the next write. On the CPU a fresh buffer is the input itself (no copy; tensors
     handed out earlier are never overwritten). Thread-safe (one lock around staging).
-
-    With two model sizes, one helper thread (started on first use, ends with the stager) resizes
-    the second while the calling thread resizes the first (prepare_rgb_sizes' executor). It runs
-    OpenCV and numpy only, never torch: a second thread calling torch would start a second OpenMP
-    thread team, which slows both on 2 cores.
     """
 
     def __init__(self, device: torch.device):
@@ -227,12 +202,6 @@ class FrameStager:
         self._pinned: Optional[torch.Tensor] = None
         self._copied: Optional["torch.cuda.Event"] = None
         self._lock = threading.Lock()
-        self._helper: Optional[ThreadPoolExecutor] = None
-
-    def _resize_helper(self) -> ThreadPoolExecutor:
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame_resize")
-        return self._helper
 
     def _host(self, n: int) -> torch.Tensor:
         if self.device.type != "cuda":
@@ -259,9 +228,8 @@ class FrameStager:
                 views.append(host[offset: offset + n].view(shape))
                 offset += n
             arrays = [v.numpy() for v in views]
-            helper = self._resize_helper() if len(sizes_hw) > 1 else None
             for i, im in enumerate(images):
-                prepare_rgb_sizes(im, sizes_hw, out=[a[i] for a in arrays[: len(sizes_hw)]], executor=helper)
+                prepare_rgb_sizes(im, sizes_hw, out=[a[i] for a in arrays[: len(sizes_hw)]])
             if echoes is not None:
                 for i, e in enumerate(echoes):
                     arrays[-1][i] = e
