@@ -11,7 +11,7 @@ from scipy import fft as sfft
 from scipy import signal
 
 from avsnet_ros.audio import ECHO_ONSET_SAMPLE, read_wav
-from avsnet_ros.audio.frontend import (CANONICAL_PEAK, MIN_DIRECT_QUALITY, EchoFrontEnd, SweepSpec,
+from avsnet_ros.audio.frontend import (CANONICAL_PEAK, MIN_DIRECT_QUALITY, MIN_SWEEP_MATCH, EchoFrontEnd, SweepSpec,
                                        deconvolve_spectrum, direct_quality, identify_sweep, rerender)
 from avsnet_ros.paths import asset_path
 
@@ -100,14 +100,22 @@ def test_level_invariance_with_noise(rir):
         assert np.linalg.norm(o - outs[0]) / np.linalg.norm(outs[0]) < 0.02
 
 
-def test_mismatched_sweep_has_low_quality(rir):
-    """Deconvolving by a sweep that was not played leaves a residual chirp: quality well below
-    MIN_DIRECT_QUALITY, while the played one scores > 0.9."""
-    rec = record(rir, SweepSpec(duration_s=0.03, method="exponential"), 0.5)
-    assert direct_quality(rec, SweepSpec(duration_s=0.03, method="exponential")) > 0.9
-    assert direct_quality(rec, SweepSpec()) < MIN_DIRECT_QUALITY
+def test_mismatched_sweep_is_detected(rir):
+    """Deconvolving by a sweep that was not played leaves a residual chirp: quality far below the played
+    sweep's (> 0.9), so the announcement's match falls below MIN_SWEEP_MATCH; the played one matches."""
+    played = SweepSpec(duration_s=0.03, method="exponential")
+    rec = record(rir, played, 0.5)
+    assert direct_quality(rec, played) > 0.9
+    assert direct_quality(rec, SweepSpec()) < 0.35
+    fe = EchoFrontEnd("rerender")
+    assert fe(rec, SweepSpec()).match < MIN_SWEEP_MATCH
+    assert fe(rec, played).match == 1.0
     rec2 = record(rir, SweepSpec(), 0.5)
     assert direct_quality(rec2, SweepSpec(duration_s=0.03)) < MIN_DIRECT_QUALITY
+    assert EchoFrontEnd("rerender")(rec2, SweepSpec(duration_s=0.03)).match < MIN_SWEEP_MATCH
+    # white noise is no echo of any sweep
+    noise = np.random.default_rng(3).standard_normal((2, 20000)).astype(np.float32) * 0.1
+    assert identify_sweep(noise)[1] < MIN_DIRECT_QUALITY
 
 
 @pytest.mark.parametrize("sweep", [SweepSpec(duration_s=0.01), SweepSpec(duration_s=0.03, method="exponential"),
@@ -152,3 +160,5 @@ def test_real_batvision_recording():
     assert abs(out.direct_sample - 287) <= 3
     assert out.level_dbfs == pytest.approx(-2.45, abs=0.5)
     assert 0.2 <= out.quality <= 0.5
+    # its own (BatVision's) sweep is accepted: the rig rings with any sweep (match > MIN_SWEEP_MATCH)
+    assert EchoFrontEnd("rerender")(echo, SweepSpec()).match > MIN_SWEEP_MATCH

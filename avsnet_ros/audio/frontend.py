@@ -23,7 +23,8 @@ When the sweep is not known (a dataset or bag without a description, an old emit
 the one whose deconvolved direct path is the most compact (`direct_quality`): deconvolving by the
 right sweep collapses the direct sound into one short pulse; a wrong sweep leaves a residual chirp
 spread over the length difference. The same measure detects a mismatch between the announced sweep
-and the recording (quality below MIN_DIRECT_QUALITY).
+and the recording: its quality falls far below the best identified sweep's (`FrontEndResult.match`
+below MIN_SWEEP_MATCH); no sweep at all explains a recording below MIN_DIRECT_QUALITY.
 
 Echo layout (in and out): float (2, N), row 0 = left, full scale 1.0, direct path near
 ECHO_ONSET_SAMPLE. All times in samples at the sweep's sample rate.
@@ -44,6 +45,8 @@ from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, make_sweep
 __all__ = [
     "CANONICAL_PEAK",
     "MIN_DIRECT_QUALITY",
+    "MIN_SWEEP_MATCH",
+    "GOOD_DIRECT_QUALITY",
     "FRONTEND_MODES",
     "SweepSpec",
     "CANONICAL_SWEEP",
@@ -59,10 +62,18 @@ __all__ = [
 #: Peak of the re-rendered direct-path sweep (full scale 1.0): the synthetic world's level (~0.5) and
 #: below the real BatVision V2 sample's 0.75, so re-rendered echoes sit where the models were trained.
 CANONICAL_PEAK = 0.5
-#: Below this direct-path compactness the sweep does not explain the recording (module docstring).
-#: Measured (test/test_audio_frontend.py, the README's table): the right sweep gives 0.85-1.0 on
-#: simulated rooms, a wrong law or a length off by 3x or more gives < 0.4.
-MIN_DIRECT_QUALITY = 0.5
+#: Below this direct-path compactness no sweep explains the recording (module docstring): not an echo
+#: of a sweep. Measured on simulated rooms (test/test_audio_frontend.py): the played sweep gives
+#: 0.9-1.0, a length off by 3x or more 0.03-0.3; a similar sweep (3 ms linear vs 3 ms exponential)
+#: 0.7-0.8, which re-renders nearly as well. The real BatVision V2 recording gives 0.28 with its own
+#: 3 ms sweep and at most 0.39 with any (its loudspeaker and microphones ring for ~1 ms): absolute
+#: compactness alone cannot tell a ringing rig from a wrong sweep, hence the relative MIN_SWEEP_MATCH.
+MIN_DIRECT_QUALITY = 0.2
+#: An announced sweep whose quality is below this fraction of the best identified sweep's does not
+#: describe the recording (FrontEndResult.match): the sweep was changed without announcing it.
+MIN_SWEEP_MATCH = 0.5
+#: An announced sweep this compact is taken as right without comparing (simulated rooms: 0.9-1.0).
+GOOD_DIRECT_QUALITY = 0.8
 #: "rerender": this module; "raw": the recording as it is (models trained before the front-end).
 FRONTEND_MODES = ("raw", "rerender")
 
@@ -168,6 +179,9 @@ class FrontEndResult:
     quality: direct-path compactness in [0, 1] (mean over channels); 1.0 in "raw" mode.
     direct_level: (2,) the recording's peak over the direct-path sweep (full scale 1.0): the rig's level.
     direct_sample: where the direct path was found in the input (samples).
+    match: for an announced sweep, its quality over the best identified sweep's (capped at 1; 1 when
+        the announced sweep is GOOD_DIRECT_QUALITY compact, when identified, and in "raw" mode).
+        Below MIN_SWEEP_MATCH the announcement does not describe the recording.
     """
 
     echo: np.ndarray
@@ -176,6 +190,7 @@ class FrontEndResult:
     quality: float
     direct_level: np.ndarray = field(default_factory=lambda: np.ones(2))
     direct_sample: int = ECHO_ONSET_SAMPLE
+    match: float = 1.0
 
     @property
     def level_dbfs(self) -> float:
@@ -383,8 +398,14 @@ class EchoFrontEnd:
     mode "raw": the echo unchanged (quality 1). mode "rerender": rerender() with the announced sweep,
     or, when none is announced, the sweep identified from the recording. Identification is sticky: the
     last identified sweep is tried first and the grid is searched again only when it no longer explains
-    the recording (quality < MIN_DIRECT_QUALITY), so a stream from one rig pays for the grid once.
+    the recording (quality < MIN_DIRECT_QUALITY), so a stream from one rig pays for the grid once. A
+    search whose best sweep is still below MIN_DIRECT_QUALITY (no sweep explains the recording, e.g. a
+    broken input) is not repeated for the next RETRY_AFTER echoes, which reuse its answer: the grid
+    costs ~0.1 s and such a stream would otherwise pay it on every echo. The caller sees the low
+    quality in every result either way.
     """
+
+    RETRY_AFTER = 32
 
     def __init__(self, mode: str = "rerender", *, regularisation: float = 1e-3,
                  sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ):
@@ -394,17 +415,32 @@ class EchoFrontEnd:
         self.regularisation = float(regularisation)
         self.canonical = replace(CANONICAL_SWEEP, sample_rate_hz=int(sample_rate_hz))
         self._last_identified: Optional[SweepSpec] = None
+        self._skip_searches = 0
+
+    def identified(self, echo: np.ndarray) -> "tuple[SweepSpec, float]":
+        """The sweep that best explains `echo` (sticky, see the class docstring) and its quality on it."""
+        sweep = self._last_identified
+        q = direct_quality(echo, sweep, regularisation=self.regularisation) if sweep is not None else -1.0
+        if self._skip_searches > 0:
+            self._skip_searches -= 1
+        elif q < MIN_DIRECT_QUALITY:
+            sweep, q = identify_sweep(echo, regularisation=self.regularisation,
+                                      sample_rate_hz=self.canonical.sample_rate_hz)
+            self._skip_searches = self.RETRY_AFTER if q < MIN_DIRECT_QUALITY else 0
+        self._last_identified = sweep
+        return sweep, q
 
     def __call__(self, echo: np.ndarray, sweep: Optional[SweepSpec] = None) -> FrontEndResult:
         if self.mode == "raw":
             return FrontEndResult(echo=np.asarray(echo, dtype=np.float32), sweep=None, identified=False, quality=1.0)
-        identified = False
         if sweep is None:
-            identified = True
-            sweep = self._last_identified
-            if sweep is None or direct_quality(echo, sweep, regularisation=self.regularisation) < MIN_DIRECT_QUALITY:
-                sweep, _ = identify_sweep(echo, regularisation=self.regularisation,
-                                          sample_rate_hz=self.canonical.sample_rate_hz)
-            self._last_identified = sweep
+            best, _ = self.identified(echo)
+            return replace(rerender(echo, best, canonical=self.canonical, regularisation=self.regularisation),
+                           identified=True)
         result = rerender(echo, sweep, canonical=self.canonical, regularisation=self.regularisation)
-        return replace(result, identified=identified)
+        if result.quality >= GOOD_DIRECT_QUALITY:
+            return result
+        # Not clearly the played sweep: compare with the sweep that explains the recording best (a real
+        # rig's ringing lowers both alike; a wrong announcement only the announced one's).
+        _, best_q = self.identified(echo)
+        return replace(result, match=min(1.0, result.quality / max(best_q, 1e-9)))
