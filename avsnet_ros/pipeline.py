@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsnet_ros.audio import DEFAULT_SAMPLE_RATE_HZ, echo_to_spectrogram, echo_window_samples
-from avsnet_ros.preprocessing import FrameStager, as_image_list, crop_echoes
+from avsnet_ros.audio.frontend import EchoFrontEnd, FrontEndResult, SweepSpec
+from avsnet_ros.preprocessing import FrameStager, as_image_list, checked_echoes, crop_echoes
 from avsnet_ros.scaling import (SCALING_MODES, LocalScaleFit, apply_local_scale, disparity_to_depth,
                                 mask_depth_range, rescale_depth, rescale_disparity_depth, resize_masked_depth,
                                 resolve_scaling, scale_relative,
@@ -89,6 +90,8 @@ class PipelineResult:
         1 / (scale * D + shift) with affine scaling.
     local_fit: scaling "local" only: the scale field (scaling.LocalScaleFit; depth = R * field, scale =
         its global median factor); pass it to depth_from_scale to reuse it on later frames.
+    echo_quality, echo_level_dbfs: (B,) the echo front-end's direct-path quality (0..1) and the
+        recording's direct-path level (dBFS), None for an RGB-only model (prepare_echo).
     """
 
     depth_m: np.ndarray
@@ -98,6 +101,8 @@ class PipelineResult:
     confidence: np.ndarray
     shift: np.ndarray
     local_fit: Optional[LocalScaleFit] = None
+    echo_quality: Optional[np.ndarray] = None
+    echo_level_dbfs: Optional[np.ndarray] = None
 
 
 class ScaleEstimate(NamedTuple):
@@ -108,6 +113,7 @@ class ScaleEstimate(NamedTuple):
     confidence: np.ndarray
     pseudo_depth_m: np.ndarray
     shift: np.ndarray
+    echo_quality: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -120,6 +126,13 @@ class PreparedBatch:
     rgb_rel: Optional[torch.Tensor]
     input_size_hw: tuple[int, int]
     single: bool
+    echoes: "Optional[list[FrontEndResult]]" = None
+
+    def echo_quality(self) -> Optional[np.ndarray]:
+        return None if self.echoes is None else np.array([e.quality for e in self.echoes], dtype=np.float32)
+
+    def echo_level_dbfs(self) -> Optional[np.ndarray]:
+        return None if self.echoes is None else np.array([e.level_dbfs for e in self.echoes], dtype=np.float32)
 
 
 class DepthPipeline:
@@ -162,6 +175,8 @@ class DepthPipeline:
         # the AVS-Net checkpoint's contract (read-only by convention; the config is frozen)
         self.min_depth_m, self.max_depth_m = float(cfg.min_depth_m), float(cfg.max_depth_m)
         self.sample_rate_hz, self.use_audio = int(cfg.sample_rate_hz), bool(cfg.use_audio)
+        #: The checkpoint's echo front-end ("raw" for checkpoints trained before it existed).
+        self.frontend = EchoFrontEnd(getattr(cfg, "audio_frontend", "raw"), sample_rate_hz=self.sample_rate_hz)
         self.avs_model = avs_model.to(self.device).eval()
         self.amp = bool(amp) and self.device.type == "cuda"
         self.relative_model = None
@@ -253,8 +268,29 @@ class DepthPipeline:
         )
 
     # ------------------------------------------------------------------ preprocessing
+    def prepare_echo(self, echo, sweep: Optional[SweepSpec] = None,
+                     sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ) -> FrontEndResult:
+        """One echo (2, N) through this model's front-end (audio.frontend.EchoFrontEnd; "raw" returns it
+        unchanged with quality 1). sweep: the emitted sweep when known (the emitter's avsnet/chirp, a
+        dataset's `sweep` column), else None (identified from the recording). A FrontEndResult passed
+        as ``echo`` to __call__/scale_only is used as it is, so a caller that checks the quality first
+        (the depth node) pays for the front-end once per echo. Raises AudioError like __call__."""
+        e = checked_echoes(echo, 1, sample_rate_hz, self.sample_rate_hz)[0]
+        return self.frontend(e, sweep)
+
+    def _front_end(self, echo, batch: int, sample_rate_hz: int, sweep) -> "list[FrontEndResult]":
+        if isinstance(echo, FrontEndResult):
+            echo = [echo]
+        if isinstance(echo, (list, tuple)) and echo and all(isinstance(e, FrontEndResult) for e in echo):
+            if len(echo) != batch:
+                raise ValueError(f"got {batch} images but {len(echo)} echo buffers")
+            return list(echo)
+        raw = checked_echoes(echo, batch, sample_rate_hz, self.sample_rate_hz)
+        sweeps = list(sweep) if isinstance(sweep, (list, tuple)) else [sweep] * batch
+        return [self.frontend(e, s) for e, s in zip(raw, sweeps)]
+
     def preprocess(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, need_avs: bool = True,
-                   need_relative: bool = True) -> PreparedBatch:
+                   need_relative: bool = True, sweep=None) -> PreparedBatch:
         """uint8 RGB (H, W, 3) / (B, H, W, 3) / list, echo (2, N) / (B, 2, N) / list -> device tensors.
 
         RGB is resized on the host like the training data (avsnet_ros.preprocessing.prepare_rgb:
@@ -267,15 +303,16 @@ class DepthPipeline:
         use_rel = need_relative and self.relative_model is not None
         use_echo = need_avs and self.use_audio
         sizes = ([self.input_size_hw()] if need_avs else []) + ([self.relative_size_hw] if use_rel else [])
-        echoes = None
+        echoes = fronted = None
         if use_echo:
-            echoes = crop_echoes(echo, len(images), sample_rate_hz, self.sample_rate_hz, self.max_depth_m,
-                                 self.avs_config.audio_crop)
+            fronted = self._front_end(echo, len(images), sample_rate_hz, sweep)
+            echoes = crop_echoes([f.echo for f in fronted], len(images), self.sample_rate_hz, self.sample_rate_hz,
+                                 self.max_depth_m, self.avs_config.audio_crop)
         staged = self._stager.stage(images, list(dict.fromkeys(sizes)), echoes)
         rgb_avs = staged.rgb[self.input_size_hw()] if need_avs else None
         rgb_rel = staged.rgb[self.relative_size_hw] if use_rel else None
         spec = echo_to_spectrogram(staged.echo, self.input_size_hw()) if use_echo else None
-        return PreparedBatch(rgb_avs, spec, rgb_rel, (int(size[0]), int(size[1])), single)
+        return PreparedBatch(rgb_avs, spec, rgb_rel, (int(size[0]), int(size[1])), single, fronted)
 
     # ------------------------------------------------------------------ inference
     def _autocast(self):
@@ -299,15 +336,18 @@ class DepthPipeline:
     @torch.inference_mode()
     def __call__(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
                  output_size_hw: Optional[Sequence[int]] = None,
-                 depth_only: bool = False) -> PipelineResult:
+                 depth_only: bool = False, sweep=None) -> PipelineResult:
         """RGB + echo -> :class:`PipelineResult` (batched; B = 1 for a single image).
+
+        echo: (2, N) / (B, 2, N) / list of buffers, or FrontEndResults from prepare_echo. sweep: the
+        emitted SweepSpec (one, or one per image) when known; None lets the front-end identify it.
 
         depth_only: skip resizing and copying pseudo_depth_m and relative_depth to the output size
         (both None in the result), for callers that publish only the depth (the depth node).
         Scaling, resizing and masking run on the model's device; the maps reach the host in one
         copy (on the CPU the result arrays are the tensors' own memory).
         """
-        batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
+        batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only, sweep=sweep)
         pseudo, relative = self._forward(batch)
         fits: list = []
         depth, scale, shift, conf = scale_relative(
@@ -356,6 +396,8 @@ class DepthPipeline:
             confidence=small[1].astype(np.float32),
             shift=small[2].astype(np.float32),
             local_fit=fits[0] if fits else None,
+            echo_quality=batch.echo_quality(),
+            echo_level_dbfs=batch.echo_level_dbfs(),
         )
 
     def _output_size(self, output_size_hw, batch: PreparedBatch) -> tuple[int, int]:
@@ -374,16 +416,16 @@ class DepthPipeline:
         return out
 
     @torch.inference_mode()
-    def scale_only(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ) -> ScaleEstimate:
+    def scale_only(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, sweep=None) -> ScaleEstimate:
         """Scale (and shift) from one RGB + echo pair, for reuse on the next frames (no output resizing)."""
-        batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only)
+        batch = self.preprocess(rgb, echo, sample_rate_hz, need_relative=not self.pseudo_metric_only, sweep=sweep)
         pseudo, relative = self._forward(batch)
         _, scale, shift, conf = scale_relative(
             pseudo, relative, self.min_depth_m, self.max_depth_m, "none" if self.pseudo_metric_only else self.scaling
         )
         small = torch.stack([scale, conf, shift]).cpu().numpy()
         return ScaleEstimate(scale=small[0], confidence=small[1], pseudo_depth_m=pseudo[:, 0].cpu().numpy(),
-                             shift=small[2])
+                             shift=small[2], echo_quality=batch.echo_quality())
 
     @torch.inference_mode()
     def relative(self, rgb) -> np.ndarray:

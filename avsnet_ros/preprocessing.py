@@ -27,6 +27,7 @@ __all__ = [
     "echo_spectrogram",
     "as_image_list",
     "crop_echoes",
+    "checked_echoes",
     "FrameStager",
     "StagedBatch",
 ]
@@ -108,8 +109,11 @@ def _resize_area(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def echo_spectrogram(echo: np.ndarray, size_hw: Sequence[int], max_depth_m: float, sample_rate_hz: int,
-                     audio_crop: str = "file") -> torch.Tensor:
+                     audio_crop: str = "file", frontend=None, sweep=None) -> torch.Tensor:
     """(2, N) float32 echo -> (2, h, w) raw magnitude spectrogram at size_hw.
+
+    frontend: an avsnet_ros.audio.frontend.EchoFrontEnd applied first (with the emitted `sweep`, a
+    SweepSpec or None = identify), as DepthPipeline does with the model's ``audio_frontend``.
 
     The echo is cut to its first echo_window_samples(max_depth_m) samples ("file") or to the window
     starting at the detected sweep onset ("onset") by avsnet_ros.audio.crop_echo, then STFT'd and
@@ -118,6 +122,8 @@ def echo_spectrogram(echo: np.ndarray, size_hw: Sequence[int], max_depth_m: floa
     from avsnet_ros.audio.align import crop_echo
     from avsnet_ros.audio.spectrogram import echo_to_spectrogram
 
+    if frontend is not None:
+        echo = frontend(echo, sweep).echo
     window = crop_echo(echo, max_depth_m, sample_rate_hz, start=audio_crop)
     return echo_to_spectrogram(torch.from_numpy(window)[None], checked_size_hw(size_hw))[0]
 
@@ -153,7 +159,16 @@ def crop_echoes(echo, batch: int, sample_rate_hz: int, model_rate_hz: int, max_d
     AudioError when the echo is missing, at another sample rate than the model's, not (2, N),
     non-finite or too short; ValueError when the number of echoes differs from ``batch``.
     """
-    from avsnet_ros.audio import AudioError, crop_echo
+    from avsnet_ros.audio import crop_echo
+
+    return [crop_echo(e, max_depth_m, model_rate_hz, start=audio_crop)
+            for e in checked_echoes(echo, batch, sample_rate_hz, model_rate_hz)]
+
+
+def checked_echoes(echo, batch: int, sample_rate_hz: int, model_rate_hz: int) -> "list[np.ndarray]":
+    """One echo (2, N), a batch (B, 2, N) or a list -> ``batch`` whole float32 (2, N) buffers (checked as
+    crop_echoes, without cropping)."""
+    from avsnet_ros.audio import AudioError
 
     if echo is None:
         raise AudioError("this AVS-Net uses echoes: an echo buffer (2, N) per image is required")
@@ -176,7 +191,7 @@ def crop_echoes(echo, batch: int, sample_rate_hz: int, model_rate_hz: int, max_d
             raise AudioError(f"echo {i} must be (2, N) (row 0 left, row 1 right), got shape {e.shape}")
         if not np.all(np.isfinite(e)):
             raise AudioError(f"echo {i} holds non-finite samples")
-        out.append(crop_echo(e.astype(np.float32, copy=False), max_depth_m, model_rate_hz, start=audio_crop))
+        out.append(e.astype(np.float32, copy=False))
     return out
 
 

@@ -249,8 +249,11 @@ def gt_valid_mask(gt_m: np.ndarray, max_depth_m: float) -> np.ndarray:
 
 
 def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, sample_rate_hz: int,
-                 max_depth_m: float) -> list[dict[str, np.ndarray]]:
+                 max_depth_m: float, sweeps: "list | None" = None) -> list[dict[str, np.ndarray]]:
     """Every row's prediction (H, W) float32 metres at the GT size for a batch of one GT size.
+
+    sweeps: the emitted sweep of each echo (Sample.sweep; None entries or None = unknown, identified by
+    the echo front-end of models trained with one).
 
     Returns one dict per sample: {row key: prediction} plus "scale:<row key>" (the multiplicative
     factor of the echo, RGB and GT rows of each model: median ratio, or the affine fit's a).
@@ -262,10 +265,10 @@ def predict_rows(pipes: EvalPipelines, rgbs: list, echoes: list, gts: list, samp
                                                 pipes.rgb_median, pipes.echo_meanstd)]
     out: list[dict] = [{} for _ in gts]
     for k, mod in enumerate(models):
-        r_echo = mod.echo(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
-        r_rgb = mod.rgb(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw)
-        r_ms = mod.echo_meanstd(rgbs, echoes, sample_rate_hz=sample_rate_hz, output_size_hw=size_hw) \
-            if mod.echo_meanstd is not None else None
+        kw = dict(sample_rate_hz=sample_rate_hz, output_size_hw=size_hw, sweep=sweeps)
+        r_echo = mod.echo(rgbs, echoes, **kw)
+        r_rgb = mod.rgb(rgbs, echoes, **kw)
+        r_ms = mod.echo_meanstd(rgbs, echoes, **kw) if mod.echo_meanstd is not None else None
         p, m, disparity = mod.prefix, mod.alignment, mod.output_type == "disparity"
         for b, gt in enumerate(gts):
             preds = out[b]
@@ -369,7 +372,8 @@ def evaluate_split(pipes: EvalPipelines, dataset, name: str, data_path: str, max
             groups.setdefault((tuple(s.depth_m.shape), tuple(s.rgb.shape), int(s.sample_rate_hz)), []).append((i, s))
         for (size_hw, _rgb_shape, sr), group in groups.items():
             gts = [np.asarray(s.depth_m, dtype=np.float32) for _, s in group]
-            preds = predict_rows(pipes, [s.rgb for _, s in group], [s.echo for _, s in group], gts, sr, max_depth_m)
+            preds = predict_rows(pipes, [s.rgb for _, s in group], [s.echo for _, s in group], gts, sr, max_depth_m,
+                                 sweeps=[s.sweep for _, s in group])
             for (i, s), gt, p in zip(group, gts, preds):
                 for key in row_keys:
                     m = accs[key].update(p[key], gt, name=s.source)
@@ -433,8 +437,8 @@ def _write_gradcam(out_dir: Path, name: str, index: int, sample, pipes: EvalPipe
     cfg = echo_model.config
     from avsnet_ros.audio.align import crop_echo, echo_window_samples
 
-    window = crop_echo(np.asarray(sample.echo, np.float32), cfg.max_depth_m, sample.sample_rate_hz,
-                       start=cfg.audio_crop)
+    echo = pipes.echo_median.prepare_echo(sample.echo, sample.sweep, sample.sample_rate_hz).echo  # what the model read
+    window = crop_echo(echo, cfg.max_depth_m, sample.sample_rate_hz, start=cfg.audio_crop)
     spec = batvision_stft(torch.from_numpy(window)).numpy()
     with torch.no_grad():
         d_echo = echo_model(echo_inputs["rgb"], echo_inputs["spectrogram"]).depth_m[0, 0].float().cpu().numpy()
@@ -452,7 +456,7 @@ def _write_gradcam(out_dir: Path, name: str, index: int, sample, pipes: EvalPipe
 
 def _model_and_inputs(pipe, sample) -> tuple[torch.nn.Module, dict]:
     """The pipeline's AVS-Net module and its preprocessed model inputs for one sample."""
-    batch = pipe.preprocess(sample.rgb, sample.echo, sample.sample_rate_hz, need_relative=False)
+    batch = pipe.preprocess(sample.rgb, sample.echo, sample.sample_rate_hz, need_relative=False, sweep=sample.sweep)
     return pipe.avs_model, {"rgb": batch.rgb_avs, "spectrogram": batch.spectrogram}
 
 

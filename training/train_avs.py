@@ -89,11 +89,13 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         size_hw = tuple(model_cfg.image_size_hw)
         use_audio = bool(model_cfg.use_audio)
         train_set = TorchSampleDataset(train_base, size_hw, audio_crop=model_cfg.audio_crop, max_depth_m=max_depth_m,
-                                       hflip_prob=cfg.data.hflip_prob, seed=seed, with_audio=use_audio)
+                                       hflip_prob=cfg.data.hflip_prob, seed=seed, with_audio=use_audio,
+                                       audio_frontend=model_cfg.audio_frontend)
         val_set = None
         if val_base is not None and len(val_base) > 0:
             val_set = TorchSampleDataset(val_base, size_hw, audio_crop=model_cfg.audio_crop, max_depth_m=max_depth_m,
-                                         hflip_prob=0.0, seed=seed, with_audio=use_audio)
+                                         hflip_prob=0.0, seed=seed, with_audio=use_audio,
+                                         audio_frontend=model_cfg.audio_frontend)
         if ctx.is_main:
             LOG.info("stage 1 (%s): %d train / %d val samples from %s (%s, max depth %.0f m), %s preset at %dx%d, "
                      "%d process(es) on %s", "RGB+echo" if use_audio else "RGB-only", len(train_set),
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
             if not use_audio:
                 return
             stats_set = TorchSampleDataset(train_base, size_hw, audio_crop=model_cfg.audio_crop,
-                                           max_depth_m=max_depth_m, hflip_prob=0.0, seed=seed, with_audio=True)
+                                           max_depth_m=max_depth_m, hflip_prob=0.0, seed=seed, with_audio=True,
+                                           audio_frontend=model_cfg.audio_frontend)
             mean, std, n = compute_spectrogram_stats(stats_set, ctx, cfg.spec_stats_max_samples,
                                                      num_workers=cfg.train.num_workers, progress=cfg.train.progress)
             model.set_spectrogram_stats(mean, std)

@@ -54,6 +54,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from avsnet_ros.audio.frontend import SweepSpec
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
 from avsnet_ros.data.samples import (
     DatasetError,
@@ -68,6 +69,8 @@ __all__ = [
     "BV1_COLUMNS",
     "OPTIONAL_COLUMNS",
     "CsvRow",
+    "SWEEP_FILE",
+    "folder_sweep",
     "read_csv_rows",
     "load_bv2_csv",
     "load_bv1_csv",
@@ -92,7 +95,9 @@ BV2_COLUMNS = (
     "depth file name",
 )
 BV1_COLUMNS = ("depth path", "audio path left", "audio path right", "camera path left")
-OPTIONAL_COLUMNS = ("sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy")
+OPTIONAL_COLUMNS = ("sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", "sweep")
+#: A dataset folder's (location's or root's) sweep description for rows without a `sweep` cell.
+SWEEP_FILE = "sweep.txt"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRAME_PERIOD_S = 0.1
 
@@ -103,6 +108,8 @@ class CsvRow:
 
     audio_paths: (wav,) for BV2, (left.npy, right.npy) for BV1. row: line number in the CSV file.
     intrinsics: (fx, fy, cx, cy) from optional columns, or None.
+    sweep: the emitted sweep from the optional `sweep` column (SweepSpec text form), else from a
+        `sweep.txt` next to the CSV or in the dataset root, else None (unknown).
     """
 
     csv_path: Path
@@ -114,6 +121,7 @@ class CsvRow:
     frame_index: int
     stamp_ns: "int | None"
     intrinsics: "tuple[float, float, float, float] | None"
+    sweep: "SweepSpec | None" = None
 
 
 def read_csv_rows(csv_path, required: Sequence[str]) -> "tuple[list[str], list[tuple[int, dict]]]":
@@ -198,7 +206,25 @@ def _optional_fields(values: dict, csv_path: Path, row: int):
             raise DatasetError(f"bad intrinsics value ({exc})", csv_path, row) from None
         if not all(np.isfinite(intr)) or intr[0] <= 0 or intr[1] <= 0:
             raise DatasetError(f"bad intrinsics {intr}", csv_path, row)
-    return (seq or None), frame_i, stamp_i, intr
+    sweep = None
+    if values.get("sweep") not in (None, ""):
+        try:
+            sweep = SweepSpec.from_text(values["sweep"])
+        except ValueError as exc:
+            raise DatasetError(f"sweep column: {exc}", csv_path, row) from None
+    return (seq or None), frame_i, stamp_i, intr, sweep
+
+
+def folder_sweep(csv_path: Path, base_dir: Path) -> "SweepSpec | None":
+    """The sweep described by `sweep.txt` (SweepSpec text form) next to the CSV, else in base_dir."""
+    for folder in dict.fromkeys((Path(csv_path).parent, Path(base_dir))):
+        path = folder / SWEEP_FILE
+        if path.is_file():
+            try:
+                return SweepSpec.from_text(path.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as exc:
+                raise DatasetError(f"{exc}", path) from None
+    return None
 
 
 def _check_files(r: CsvRow) -> None:
@@ -214,12 +240,14 @@ def _collect(errors: "list | None", exc: DatasetError) -> None:
 
 
 def _row(csv_path: Path, line: int, optional: tuple, audio_paths: tuple, camera: Path, depth: Path,
-         default_sequence: str, default_frame: int) -> CsvRow:
-    """A CsvRow; the CSV's optional columns (``_optional_fields``) win over the layout's sequence/frame."""
-    seq, frame, stamp, intr = optional
+         default_sequence: str, default_frame: int, default_sweep: "SweepSpec | None" = None) -> CsvRow:
+    """A CsvRow; the CSV's optional columns (``_optional_fields``) win over the layout's sequence/frame
+    and the folder's sweep.txt."""
+    seq, frame, stamp, intr, sweep = optional
     return CsvRow(csv_path=csv_path, row=line, audio_paths=audio_paths, camera_path=camera, depth_path=depth,
                   sequence_id=seq if seq is not None else default_sequence,
-                  frame_index=frame if frame is not None else default_frame, stamp_ns=stamp, intrinsics=intr)
+                  frame_index=frame if frame is not None else default_frame, stamp_ns=stamp, intrinsics=intr,
+                  sweep=sweep if sweep is not None else default_sweep)
 
 
 def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" = None) -> "list[CsvRow]":
@@ -232,6 +260,7 @@ def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" =
     csv_path = Path(csv_path)
     base_dir = Path(base_dir)
     _, rows = read_csv_rows(csv_path, BV2_COLUMNS)
+    default_sweep = folder_sweep(csv_path, base_dir)
     out = []
     for i, (line, v) in enumerate(rows):
         try:
@@ -242,7 +271,7 @@ def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" =
         except DatasetError as exc:
             _collect(errors, exc)
             continue
-        out.append(_row(csv_path, line, optional, (audio,), camera, depth, location, i))
+        out.append(_row(csv_path, line, optional, (audio,), camera, depth, location, i, default_sweep))
     return out
 
 
@@ -255,6 +284,7 @@ def load_bv1_csv(csv_path, base_dir, errors: "list | None" = None) -> "list[CsvR
     csv_path = Path(csv_path)
     base_dir = Path(base_dir)
     _, rows = read_csv_rows(csv_path, BV1_COLUMNS)
+    default_sweep = folder_sweep(csv_path, base_dir)
     out = []
     prev_scene = None
     runs_seen: "dict[str, int]" = {}
@@ -278,7 +308,7 @@ def load_bv1_csv(csv_path, base_dir, errors: "list | None" = None) -> "list[CsvR
             _collect(errors, exc)
             pos += 1
             continue
-        out.append(_row(csv_path, line, optional, (left, right), cam, depth, seq_name, pos))
+        out.append(_row(csv_path, line, optional, (left, right), cam, depth, seq_name, pos, default_sweep))
         pos += 1
     return out
 
@@ -430,6 +460,7 @@ class _CsvDataset:
             sequence_id=r.sequence_id,
             frame_index=int(r.frame_index),
             source=f"{r.csv_path}:row {r.row}",
+            sweep=r.sweep,
         )
 
     def __getitem__(self, index: int) -> Sample:

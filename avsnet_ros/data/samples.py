@@ -74,6 +74,8 @@ class Sample:
         sequence_id: which continuous recording the frame belongs to (frame triples never cross it).
         frame_index: position of the frame in its sequence (integer frame counter).
         source: human-readable origin, e.g. "path/test.csv:row 2" or "bag.mcap:/camera/image_raw#5".
+        sweep: the emitted sweep (avsnet_ros.audio.frontend.SweepSpec) when the source describes it (a
+            dataset's `sweep` column or sweep.txt, a bag's avsnet/chirp topic), else None (unknown).
     """
 
     rgb: np.ndarray
@@ -85,6 +87,7 @@ class Sample:
     sequence_id: str = ""
     frame_index: int = 0
     source: str = ""
+    sweep: "object | None" = None
 
     def valid_mask(self, max_depth_m: float, min_depth_m: float = 0.0) -> np.ndarray:
         """(H, W) bool: finite ground truth with min_depth_m < depth <= max_depth_m.

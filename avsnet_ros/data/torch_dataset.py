@@ -88,6 +88,8 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         hflip_prob: probability of the horizontal flip augmentation (0 = never).
         seed: seed of the flip decisions.
         with_audio: False skips the STFT (spectrogram omitted), e.g. for RGB-only evaluation.
+        audio_frontend: the model's echo front-end ("raw" or "rerender", AVSNetConfig.audio_frontend),
+            applied with each sample's announced sweep (Sample.sweep; None = identified).
     """
 
     def __init__(
@@ -99,7 +101,10 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         hflip_prob: float = 0.0,
         seed: int = 0,
         with_audio: bool = True,
+        audio_frontend: str = "raw",
     ):
+        from avsnet_ros.audio.frontend import EchoFrontEnd
+
         if audio_crop not in ("file", "onset"):
             raise ValueError(f"audio_crop must be 'file' or 'onset', got {audio_crop!r}")
         self.base = base
@@ -110,6 +115,8 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.with_audio = bool(with_audio)
+        # one per dataset copy (DataLoader workers each get their own): identification is sticky per rig
+        self.frontend = EchoFrontEnd(audio_frontend) if audio_frontend != "raw" else None
 
     def __len__(self) -> int:
         return len(self.base)
@@ -145,7 +152,8 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         if flip:
             echo = echo[::-1]  # swap left and right
         try:
-            return echo_spectrogram(echo, self.image_size_hw, self.max_depth_m, s.sample_rate_hz, self.audio_crop)
+            return echo_spectrogram(echo, self.image_size_hw, self.max_depth_m, s.sample_rate_hz, self.audio_crop,
+                                    frontend=self.frontend, sweep=getattr(s, "sweep", None))
         except AudioError as exc:
             raise DatasetError(f"{s.source}: echo: {exc}") from exc
 

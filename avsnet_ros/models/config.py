@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
 
+from avsnet_ros.audio.frontend import FRONTEND_MODES
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
 
 PRESETS = ("tiny", "paper")
@@ -147,6 +148,10 @@ class AVSNetConfig:
     # "file": crop the echo window from the start of the buffer (BatVision preprocessing, the
     # project's buffer layout, see ARCHITECTURE.md); "onset": from the detected onset.
     audio_crop: str = "file"
+    # Echo front-end before the STFT (avsnet_ros.audio.frontend): "raw" (the recording as it is; every
+    # checkpoint trained before the front-end existed) or "rerender" (deconvolved by the emitted
+    # sweep, normalised by the direct path, re-rendered with the canonical sweep).
+    audio_frontend: str = "raw"
     # visual branch (ZoeDepth)
     patch_size: Optional[int] = None
     backbone_image_size: Optional[int] = None
@@ -198,6 +203,8 @@ class AVSNetConfig:
             raise ValueError(f"bin_centers_type must be 'normed' or 'softplus', got {self.bin_centers_type!r}")
         if self.audio_crop not in ("file", "onset"):
             raise ValueError(f"audio_crop must be 'file' or 'onset', got {self.audio_crop!r}")
+        if self.audio_frontend not in FRONTEND_MODES:
+            raise ValueError(f"audio_frontend must be one of {FRONTEND_MODES}, got {self.audio_frontend!r}")
         if len(self.audio_hidden_sizes) != len(self.audio_depths):
             raise ValueError("audio_hidden_sizes and audio_depths need the same length")
 
