@@ -229,16 +229,73 @@ def impulse_responses(room: pra.Room, speaker_m: np.ndarray, mics_m: np.ndarray,
 
     pyroomacoustics' constant 40-sample fractional-delay offset is removed, so an arrival over a path
     of length r (metres) peaks at sample r / SPEED_OF_SOUND_M_S * fs. directivity: the speaker's
-    pyroomacoustics directivity (see speaker_directivity), None = omnidirectional.
+    pyroomacoustics directivity (see speaker_directivity), None = omnidirectional. A room with ray
+    tracing goes through `_hybrid_rirs` (the ray-traced part gated at the earliest reflection).
     """
     room.add_source(np.asarray(speaker_m, dtype=np.float64), directivity=directivity)
     room.add_microphone_array(np.asarray(mics_m, dtype=np.float64))
-    room.compute_rir()
-    rirs = [np.asarray(room.rir[m][0], dtype=np.float64)[PRA_DELAY_SAMPLES:] for m in range(2)]
+    if room.simulator_state["rt_needed"]:
+        rirs = [r[PRA_DELAY_SAMPLES:] for r in _hybrid_rirs(room)]
+    else:
+        room.compute_rir()
+        rirs = [np.asarray(room.rir[m][0], dtype=np.float64)[PRA_DELAY_SAMPLES:] for m in range(2)]
     n = max(len(r) for r in rirs)
     out = np.zeros((2, n))
     for m, r in enumerate(rirs):
         out[m, : len(r)] = r
+    return out
+
+
+def _earliest_reflection_s(room: pra.Room, src: np.ndarray, mic: np.ndarray) -> float:
+    """Lower bound of any reflected path's travel time: the shortest mirror-image distance over the
+    planes of all walls (a path via a point of a plane is at least as long as the specular one)."""
+    best = math.inf
+    for w in room.walls:
+        n = np.asarray(w.normal, dtype=np.float64)
+        n = n / np.linalg.norm(n)
+        c0 = np.asarray(w.corners, dtype=np.float64)[:, 0]
+        img = src - 2.0 * float(np.dot(src - c0, n)) * n
+        best = min(best, float(np.linalg.norm(img - mic)))
+    return best / room.c
+
+
+def _hybrid_rirs(room: pra.Room, ramp_s: float = 0.0005) -> list:
+    """pyroomacoustics' Room.compute_rir for one source and a hybrid room (pinned 0.10.1), with the
+    ray-traced part set to zero before the earliest possible reflection (`_earliest_reflection_s`,
+    raised-cosine ramp of ramp_s): pyroomacoustics builds it from 4 ms histograms interpolated from
+    the direct sound on, which would put reflected energy under the direct path. Returns the RIRs
+    WITH pyroomacoustics' 40-sample offset, float64, one per microphone."""
+    from pyroomacoustics.simulation import compute_ism_rir, compute_rt_rir
+    from pyroomacoustics.utilities import design_highpass_filter_sos
+    from scipy.signal import sosfiltfilt
+
+    room.image_source_model()
+    room.ray_tracing()
+    fs, c = room.fs, room.c
+    fdl = pra.constants.get("frac_delay_length")
+    sos = None
+    if pra.constants.get("rir_hpf_enable"):
+        sos = design_highpass_filter_sos(fs, pra.constants.get("rir_hpf_fc"), **pra.constants.get("rir_hpf_kwargs"))
+    volume = room.get_volume()
+    src = room.sources[0]
+    out = []
+    for m, mic in enumerate(room.mic_array.R.T):
+        ism = compute_ism_rir(src, mic, room.mic_array.directivity[m], src.directions[m, :, :],
+                              room.visibility[0][m, :], fdl, c, fs, room.octave_bands, min_phase=room.min_phase,
+                              air_abs_coeffs=room.air_absorption)
+        t0 = float(np.linalg.norm(src.position - mic)) / c
+        rt = compute_rt_rir(t0, room.rt_histograms[m][0], room.rt_directional_responses[m],
+                            room.rt_args["hist_bin_size"], room.rt_args["hist_bin_size_samples"], volume, fdl, c, fs,
+                            room.octave_bands, air_abs_coeffs=room.air_absorption)
+        gate = fdl // 2 + _earliest_reflection_s(room, np.asarray(src.position, dtype=np.float64), mic) * fs
+        idx = np.arange(rt.shape[0])
+        rt = rt * (0.5 - 0.5 * np.cos(np.pi * np.clip((idx - gate) / (ramp_s * fs), 0.0, 1.0)))
+        rir = np.zeros(max(ism.shape[0], rt.shape[0]))
+        rir[: ism.shape[0]] += ism
+        rir[: rt.shape[0]] += rt
+        if sos is not None:
+            rir = np.ascontiguousarray(sosfiltfilt(sos, rir))
+        out.append(rir.astype(np.float64))
     return out
 
 
