@@ -260,11 +260,14 @@ def _earliest_reflection_s(room: pra.Room, src: np.ndarray, mic: np.ndarray) -> 
 
 
 def _hybrid_rirs(room: pra.Room, ramp_s: float = 0.0005) -> list:
-    """pyroomacoustics' Room.compute_rir for one source and a hybrid room (pinned 0.10.1), with the
-    ray-traced part set to zero before the earliest possible reflection (`_earliest_reflection_s`,
-    raised-cosine ramp of ramp_s): pyroomacoustics builds it from 4 ms histograms interpolated from
-    the direct sound on, which would put reflected energy under the direct path. Returns the RIRs
-    WITH pyroomacoustics' 40-sample offset, float64, one per microphone."""
+    """pyroomacoustics' Room.compute_rir for one source and a hybrid room (pinned 0.10.1) with two
+    fixes for a rig whose microphones sit 5-15 cm from the speaker:
+    - the ray-traced tail's random sequence starts at pyroomacoustics' default mixing time instead
+      of the direct sound (see below: otherwise the tail is empty);
+    - the ray-traced part is set to zero before the earliest possible reflection
+      (`_earliest_reflection_s`, raised-cosine ramp of ramp_s): pyroomacoustics builds it from 4 ms
+      histograms interpolated from the start, which puts reflected energy under the direct path.
+    Returns the RIRs WITH pyroomacoustics' 40-sample offset, float64, one per microphone."""
     from pyroomacoustics.simulation import compute_ism_rir, compute_rt_rir
     from pyroomacoustics.utilities import design_highpass_filter_sos
     from scipy.signal import sosfiltfilt
@@ -283,7 +286,13 @@ def _hybrid_rirs(room: pra.Room, ramp_s: float = 0.0005) -> list:
         ism = compute_ism_rir(src, mic, room.mic_array.directivity[m], src.directions[m, :, :],
                               room.visibility[0][m, :], fdl, c, fs, room.octave_bands, min_phase=room.min_phase,
                               air_abs_coeffs=room.air_absorption)
-        t0 = float(np.linalg.norm(src.position - mic)) / c
+        # pyroomacoustics starts the tail's Poisson sequence (reflection density 4 pi c^3 t^2 / V) at the
+        # direct sound's arrival; at our 5-15 cm that density is ~0 and the first gap lasts seconds: the
+        # tail came out with 2 deltas (measured: -100 dB instead of the diffuse level). Start it no
+        # earlier than pyroomacoustics' own default, ((2 ln 2) V / (4 pi c^3))^(1/3) (10-40 ms here,
+        # where the image sources of order 1-2 still carry the response).
+        t_direct = float(np.linalg.norm(src.position - mic)) / c
+        t0 = max(t_direct, ((2.0 * math.log(2.0)) * volume / (4.0 * math.pi * c ** 3)) ** (1.0 / 3.0))
         rt = compute_rt_rir(t0, room.rt_histograms[m][0], room.rt_directional_responses[m],
                             room.rt_args["hist_bin_size"], room.rt_args["hist_bin_size_samples"], volume, fdl, c, fs,
                             room.octave_bands, air_abs_coeffs=room.air_absorption)

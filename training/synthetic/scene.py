@@ -841,7 +841,8 @@ def sample_emitter(rng: np.random.Generator, preset: Preset) -> Emitter:
     """One frame's Emitter of a random-emitter preset: a 20 Hz - 20 kHz sweep of preset.sweep_ms
     (log-uniform), linear or exponential, fades preset.fade_ms (at most a quarter of the sweep),
     level preset.level_dbfs and SNR preset.snr_db (uniform in dB), noise colour weights ~ Dirichlet(1, 1, 1).
-    Durations and fades are rounded to 1 us so the sweep's text form is exact."""
+    Durations and fades are rounded to 1 us so the sweep's text form is exact (a fade capped at a quarter
+    of the sweep may therefore exceed it by up to 0.5 us, far below one sample)."""
     from avsnet_ros.audio.frontend import SweepSpec
 
     method = "linear" if rng.uniform() < 0.5 else "exponential"
