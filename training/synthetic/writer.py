@@ -123,7 +123,10 @@ class GenerationOptions:
         if out.sweep:
             from avsnet_ros.audio.frontend import SweepSpec
 
-            out.sweep = SweepSpec.from_text(out.sweep).to_text()  # ValueError for a bad description
+            forced = SweepSpec.from_text(out.sweep)  # ValueError for a bad description
+            if forced.sample_rate_hz != 44100:
+                raise ValueError(f"the forced sweep must be at the world's 44100 Hz, not {forced.sample_rate_hz} Hz")
+            out.sweep = forced.to_text()
         if out.level_dbfs is not None:
             out.level_dbfs = float(out.level_dbfs)
             if not -120.0 < out.level_dbfs <= 0.0:
