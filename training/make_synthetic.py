@@ -5,13 +5,23 @@ Example (2,000 training samples with both cores):
     python training/make_synthetic.py --out data_synth/train --n 2000 --seed 1 --preset train \
         --val-fraction 0.1 --workers 2
 
-Scenes: shoebox rooms of 2-15 m with box furniture, random absorption, colours and textures; each
-normalised layout is rendered at two absolute scales, and everything visible scales together, so
-the images cannot tell the scale while the echoes (pyroomacoustics image-source RIRs + a diffuse
-tail, convolved with the emitted sweep) can. See training/synthetic/ for the physics and
-conventions, and the module docstring of training/synthetic/writer.py for the files written and
-how seeds work. Presets: train, test (same distribution, disjoint scenes), shifted (empty
-corridor-like rooms, other materials and colours: the zero-shot set).
+Scenes: rooms with box furniture, random absorption, colours and textures; each normalised layout is
+rendered at two absolute scales, and everything visible scales together, so the images cannot tell
+the scale while the echoes (pyroomacoustics RIRs convolved with the emitted sweep) can. See
+training/synthetic/ for the physics and conventions, and the module docstring of
+training/synthetic/writer.py for the files written and how seeds work. Presets:
+- train, test (same distribution, disjoint scenes), train_seq (stage-2 motion), shifted (empty
+  corridor-like rooms, other materials and colours: the original zero-shot set): shoebox rooms of
+  2-15 m, the default 3 ms sweep at one recording gain, a 20 cm rig, float32 WAV;
+- broad, broad_test: shoeboxes, corridors, pillared halls and open-plan rooms of 1.5-30 m with 0-8
+  boxes, per-band absorption, and per frame a random sweep (2-50 ms, linear/exponential), level
+  (-40..-1 dBFS), SNR (10-50 dB, coloured noise); microphones 10-30 cm apart; depth holes; int32 WAV;
+- xsim: the cross-simulator zero-shot set (hybrid image-source + ray-tracing acoustics, mostly
+  L-shaped rooms, halls and corridors, vivid colours, the broad rig).
+Robustness sets: --sweep forces every frame's emitted sweep, --level-dbfs the recording level (with
+a fixed -70 dBFS noise floor); both change only the audio (RGB and depth stay byte-identical to the
+unforced run with the same --seed/--preset/--n). --no-sweep-column hides the sweep (a dataset whose
+sweep is unknown).
 """
 from __future__ import annotations
 
@@ -50,10 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of layouts (whole twin-sequence groups) written to val.csv instead")
     p.add_argument("--location", default=None, help="location folder name (default synth_<preset>_s<seed>)")
     p.add_argument("--frames-per-sequence", type=int, default=0, help="frames per sequence (0: preset, 5)")
-    p.add_argument("--max-order", type=int, default=0, help="image-source order (0: preset, 3)")
+    p.add_argument("--max-order", type=int, default=0,
+                   help="image-source order (0: the preset's: 3; xsim 1-2 drawn per sequence)")
     p.add_argument("--layout-repeats", type=int, default=0,
                    help="sequences per normalised layout, each at another scale (0: preset, 2)")
-    p.add_argument("--wav-format", choices=["float32", "int32", "int16"], default="float32")
+    p.add_argument("--wav-format", choices=["float32", "int32", "int16"], default=None,
+                   help="WAV encoding (default: the preset's: float32; int32 for broad, broad_test, xsim)")
+    p.add_argument("--sweep", default="",
+                   help='force every frame\'s emitted sweep, a SweepSpec text such as '
+                        '"method=linear;duration_s=0.01;fade_s=0.001" (missing keys: the default sweep\'s)')
+    p.add_argument("--level-dbfs", type=float, default=None,
+                   help="force the recording level (direct-path sweep peak, dBFS) with a fixed noise floor "
+                        "(RMS -70 dBFS, the preset's noise colour)")
+    p.add_argument("--no-sweep-column", action="store_true",
+                   help="write the CSV without the sweep column (a dataset whose sweep is unknown)")
     p.add_argument("--bag", default=None,
                    help="also write a rosbag2 (mcap) of the main split here (the val split, if any, to BAG_val)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -88,9 +108,18 @@ def main(argv=None) -> int:
     if args.bag and Path(args.bag).exists():
         print(f"error: bag {args.bag} already exists", file=sys.stderr)
         return 2
+    if args.sweep:
+        from avsnet_ros.audio.frontend import SweepSpec
+
+        try:
+            SweepSpec.from_text(args.sweep)
+        except ValueError as exc:
+            print(f"error: --sweep: {exc}", file=sys.stderr)
+            return 2
     opt = GenerationOptions(
         height=args.height, width=args.width, frames_per_sequence=args.frames_per_sequence,
-        wav_format=args.wav_format, max_order=args.max_order, layout_repeats=args.layout_repeats,
+        wav_format=args.wav_format or "", max_order=args.max_order, layout_repeats=args.layout_repeats,
+        sweep=args.sweep, level_dbfs=args.level_dbfs, sweep_column=not args.no_sweep_column,
     )
     argv_list = sys.argv[1:] if argv is None else list(argv)
     command = "python training/make_synthetic.py " + " ".join(shlex.quote(a) for a in argv_list)

@@ -20,6 +20,20 @@ Frames (world and rig, all right-handed):
 Surface ids (shared by the ray caster and the acoustics): 0: x = 0 wall, 1: x = Lx wall,
 2: y = 0 wall, 3: y = Ly wall, 4: floor, 5: ceiling; box b has ids 6 + 6 b + k with k in the same
 order (0: x = lo face, 1: x = hi, 2: y = lo, 3: y = hi, 4: bottom, 5: top).
+
+Two generations of presets share this module:
+- the original ones (train, test, train_seq, shifted; `Preset.families` empty): shoebox rooms from
+  `sample_layout`, one frequency-flat absorption per surface, a fixed 20 cm rig, the default 3 ms sweep
+  at a fixed recording gain. Their random streams and files are kept byte for byte.
+- the broad ones (broad, broad_test, xsim; `Preset.families` set): room FAMILIES (shoebox, corridor,
+  hall with pillars, open plan, L-shaped with irregular furniture) drawn per layout by
+  `sample_family_layout`, each with its own size range (`Family.scale_range_m`, still two scales per
+  layout); per-surface and per-octave-band absorption (`BAND_CENTERS_HZ`), a per-sequence microphone
+  spacing and speaker pattern, and a per-frame `Emitter` (`sample_emitter`): the emitted sweep (2-50 ms,
+  linear or exponential), the recording level (the direct-path sweep's peak in dBFS) and the SNR with
+  coloured noise. Families guarantee a metric floor at their smallest scale: the ceiling at least
+  MIN_HEIGHT_M high and the rig RIG_CLEARANCE_M away from walls and furniture (so a 30 cm wide
+  microphone pair never leaves the room).
 """
 from __future__ import annotations
 
@@ -45,6 +59,15 @@ __all__ = [
     "sample_sequence_spec",
     "rig_positions_m",
     "n_surfaces",
+    "Family",
+    "FAMILIES",
+    "BAND_CENTERS_HZ",
+    "MIN_HEIGHT_M",
+    "RIG_CLEARANCE_M",
+    "Emitter",
+    "rig_offsets",
+    "sample_family_layout",
+    "sample_emitter",
 ]
 
 #: Speaker and microphone positions in the rig body frame (REP 103: x forward, y left, z up), metres,
@@ -92,6 +115,32 @@ class Preset:
     # the camera does not hit a wall and turn/stop mid-sequence (off for the presets that predate it:
     # their random streams and files stay byte-identical).
     free_path: bool = False
+    # ---- the broad presets (all defaults below keep the original presets exactly as they were) ----
+    # Room families drawn per layout, ((name, weight), ...) of FAMILIES; () = the original shoebox
+    # sampler (sample_layout) with the fields above.
+    families: tuple = ()
+    # "ism": image sources up to max_order + the statistical diffuse tail (acoustics.diffuse_tail);
+    # "hybrid": pyroomacoustics image sources (order from ism_order) + ray tracing with scattering.
+    acoustic_model: str = "ism"
+    ism_order: tuple = (1, 2)  # hybrid only: image-source order drawn per sequence (inclusive)
+    rt_rays: int = 0  # hybrid only: rays per simulation
+    air_absorption: bool = False
+    # Per-surface, per-octave-band absorption: a(f) = a_1k + slope * log2(f / 1 kHz), clipped to
+    # [0.01, 0.95]; a_1k uniform in `absorption`, slope uniform in band_slope (per octave).
+    per_band_absorption: bool = False
+    band_slope: tuple = (-0.06, 0.12)
+    scattering: tuple = ()  # hybrid only: frequency-flat scattering per surface, uniform; () = none
+    # Random emitter per frame (sample_emitter): sweep, recording level, SNR, coloured noise.
+    random_emitter: bool = False
+    sweep_ms: tuple = (2.0, 50.0)  # log-uniform
+    fade_ms: tuple = (0.1, 2.0)  # uniform, at most a quarter of the sweep
+    level_dbfs: tuple = (-40.0, -1.0)  # direct-path sweep peak, uniform in dB
+    snr_db: tuple = (10.0, 50.0)  # direct-path peak over the noise RMS, uniform in dB
+    mic_spacing_m: tuple = ()  # per sequence, uniform; () = RIG_OFFSETS_M's 20 cm
+    speaker_pattern_range: tuple = ()  # per sequence, uniform; () = speaker_pattern_p
+    jitter_samples: int = 3  # onset jitter +- (samples)
+    depth_holes: bool = False  # random invalid (0) patches in some depth maps
+    wav_format: str = "float32"  # default WAV encoding of the preset's datasets
 
 
 PRESETS = {
@@ -123,6 +172,91 @@ PRESETS = {
         noise_std=(5e-4, 5e-3),
         palette="vivid",
     ),
+}
+
+#: Shared by the broad presets (train on broad, hold out broad_test; xsim is the zero-shot world).
+_BROAD = dict(
+    families=(("shoebox", 0.55), ("open_plan", 0.18), ("corridor", 0.15), ("hall", 0.12)),
+    scale_range_m=(1.5, 30.0),  # documentation: the families' ranges (FAMILIES) cover 1.5-30 m
+    absorption=(0.03, 0.6),
+    per_band_absorption=True,
+    random_emitter=True,
+    mic_spacing_m=(0.1, 0.3),
+    speaker_pattern_range=(0.3, 1.0),
+    jitter_samples=8,
+    depth_holes=True,
+    wav_format="int32",
+)
+# Broad training world: four room families of 1.5-30 m (FAMILIES; corridors and halls at the large end,
+# each family spanning a factor of 3-7 in size), 0-8 boxes, per-band absorption, image sources (order 3)
+# + diffuse tail, and a random rig per sequence/frame: sweep 2-50 ms linear or exponential, level -40..-1
+# dBFS, SNR 10-50 dB with white/pink/brown noise, microphones 10-30 cm apart, speaker pattern 0.3-1.0.
+PRESETS["broad"] = Preset(name="broad", code=5, **_BROAD)
+# Same distribution, its own random streams (code 6): the broad test set.
+PRESETS["broad_test"] = Preset(name="broad_test", code=6, **_BROAD)
+# Cross-simulator zero-shot set: another acoustic model (pyroomacoustics hybrid: image sources of order
+# 1-2 + ray tracing with per-surface scattering, air absorption, no statistical tail), other room families
+# (mostly L-shaped rooms with irregular furniture, halls and corridors), harder materials, vivid colours;
+# the same random rig as broad.
+PRESETS["xsim"] = Preset(
+    name="xsim", code=7, **{
+        **_BROAD,
+        "families": (("lshape", 0.4), ("hall", 0.2), ("corridor", 0.2), ("open_plan", 0.1), ("shoebox", 0.1)),
+        "palette": "vivid",
+        "acoustic_model": "hybrid",
+        "max_order": 0,  # 0: drawn per sequence from ism_order
+        "ism_order": (1, 2),
+        "rt_rays": 3000,
+        "air_absorption": True,
+        "absorption": (0.02, 0.45),
+        "band_slope": (-0.04, 0.16),
+        "scattering": (0.05, 0.7),
+    }
+)
+
+#: Centre frequencies of the octave bands of per-band absorption (pyroomacoustics' bands at 44.1 kHz).
+BAND_CENTERS_HZ = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0)
+#: Metric floors of the family layouts at their smallest scale (module docstring).
+MIN_HEIGHT_M = 0.5
+RIG_CLEARANCE_M = 0.2
+
+
+@dataclass(frozen=True)
+class Family:
+    """A kind of room of the broad presets. Ratios are to the room's longest horizontal side (x)."""
+
+    name: str
+    scale_range_m: tuple  # longest side in metres, log-uniform (two strata per layout)
+    width_ratio: tuple  # Ly / Lx, uniform
+    height_ratio: tuple  # Lz / Lx, uniform (corridors: Lz / Ly, see height_from_width)
+    n_boxes: tuple  # furniture count, inclusive
+    box_size: tuple  # footprint side / Lx, log-uniform
+    box_height: tuple  # / Lz
+    wall_share: float = 0.6  # share of furniture against a wall (the rest stands free)
+    pillars: tuple = (0, 0)  # floor-to-ceiling pillars, inclusive count
+    pillar_size: tuple = (0.015, 0.04)  # square section side / Lx
+    corner_block: tuple = ()  # L-shape: a floor-to-ceiling block in a corner, footprint / side
+    height_from_width: bool = False  # corridors: Lz = Ly x height_ratio
+    heading_sd_deg: float = 20.0  # start heading noise around the farthest point
+    yaw_rate_scale: float = 1.0  # x the preset's yaw rate
+
+
+FAMILIES = {
+    # As the original rooms (boxes against walls or free-standing), smaller on average.
+    "shoebox": Family("shoebox", (1.5, 9.0), (0.5, 1.0), (0.3, 0.6), (0, 8), (0.06, 0.3), (0.15, 0.7)),
+    # Wide, low rooms with scattered free-standing furniture (desks, partitions).
+    "open_plan": Family("open_plan", (4.0, 30.0), (0.6, 1.0), (0.1, 0.22), (2, 8), (0.03, 0.15), (0.2, 0.8),
+                        wall_share=0.2),
+    # Long narrow corridors (width 0.06-0.25 of the length, up to 30 m) with a few cabinets along the walls.
+    "corridor": Family("corridor", (9.0, 30.0), (0.06, 0.25), (0.9, 2.0), (0, 3), (0.01, 0.05), (0.2, 0.6),
+                       wall_share=1.0, height_from_width=True, heading_sd_deg=4.0, yaw_rate_scale=0.25),
+    # Large halls with a grid of floor-to-ceiling pillars and some furniture.
+    "hall": Family("hall", (10.0, 30.0), (0.5, 1.0), (0.15, 0.4), (0, 4), (0.03, 0.12), (0.1, 0.5),
+                   pillars=(2, 8), wall_share=0.5),
+    # L-shaped rooms (a floor-to-ceiling block fills one corner) with irregular furniture: thin shelves,
+    # long benches, cubes (xsim).
+    "lshape": Family("lshape", (1.5, 20.0), (0.5, 1.0), (0.3, 0.6), (1, 6), (0.02, 0.4), (0.05, 0.9),
+                     corner_block=(0.3, 0.6), wall_share=0.5),
 }
 
 
@@ -173,6 +307,7 @@ class Layout:
     ambient: float
     poses: list  # one Pose per frame
     layout_index: int = 0
+    family: str = "shoebox"  # FAMILIES key (the original presets: always shoebox)
 
 
 @dataclass
@@ -190,6 +325,33 @@ class SequenceSpec:
     sequence_index: int = 0
     speaker_pattern_p: float = 0.7
     meta: dict = field(default_factory=dict)
+    # ---- the broad presets (defaults = the original presets) ----
+    # absorption may also be (n_surfaces, len(BAND_CENTERS_HZ)): per surface and octave band.
+    scattering: "np.ndarray | None" = None  # (n_surfaces,) hybrid model only
+    mic_spacing_m: float = 0.2  # left-right microphone distance (rig_offsets)
+    acoustic_model: str = "ism"  # "ism" (+ diffuse tail) or "hybrid" (+ ray tracing)
+    rt_rays: int = 0
+    air_absorption: bool = False
+    emitters: "list | None" = None  # one Emitter per frame; None = the default sweep at the fixed gain
+
+    def rig_offsets(self) -> dict:
+        return rig_offsets(self.mic_spacing_m)
+
+
+@dataclass(frozen=True)
+class Emitter:
+    """What the rig emits and records in one frame.
+
+    sweep: the emitted sweep (avsnet_ros.audio.frontend.SweepSpec). level_dbfs: the direct-path sweep's
+    peak in the recording (louder channel, dBFS); None = the original fixed gain (acoustics.RECORDING_GAIN
+    x the sequence gain) with white noise of the sequence's noise_std. snr_db: direct-path peak over the
+    noise RMS (dB). noise_colour: amplitude weights of white, pink and brown noise at 1 kHz.
+    """
+
+    sweep: object
+    level_dbfs: "float | None" = None
+    snr_db: "float | None" = None
+    noise_colour: tuple = (1.0, 0.0, 0.0)
 
 
 def n_surfaces(layout: Layout) -> int:
@@ -222,12 +384,26 @@ def intrinsics_for(height: int, width: int, hfov_deg: float = 90.0) -> np.ndarra
     return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
-def rig_positions_m(pose: Pose, scale_m: float) -> dict:
-    """World positions in metres of the camera, speaker and both microphones for a normalised pose."""
+def rig_offsets(mic_spacing_m: float = 0.2) -> dict:
+    """Body-frame offsets of RIG_OFFSETS_M with the microphones mic_spacing_m apart (y = +-spacing / 2)."""
+    if mic_spacing_m == 0.2:
+        return RIG_OFFSETS_M
+    half = 0.5 * float(mic_spacing_m)
+    return {
+        "speaker": RIG_OFFSETS_M["speaker"].copy(),
+        "mic_left": np.array([0.0, half, -0.06]),
+        "mic_right": np.array([0.0, -half, -0.06]),
+    }
+
+
+def rig_positions_m(pose: Pose, scale_m: float, offsets: "dict | None" = None) -> dict:
+    """World positions in metres of the camera, speaker and both microphones for a normalised pose.
+
+    offsets: body-frame offsets (rig_offsets); None = RIG_OFFSETS_M."""
     r = rotation_world_body(pose.yaw, pose.pitch, pose.roll)
     cam = np.asarray(pose.position, dtype=np.float64) * scale_m
     out = {"camera": cam}
-    for name, off in RIG_OFFSETS_M.items():
+    for name, off in (RIG_OFFSETS_M if offsets is None else offsets).items():
         out[name] = cam + r @ off
     return out
 
@@ -333,11 +509,11 @@ def _sample_boxes(rng, preset: Preset, room: np.ndarray) -> list:
     return boxes
 
 
-def _sample_start(rng, room: np.ndarray, boxes: list):
+def _sample_start(rng, room: np.ndarray, boxes: list, margin: float = _MARGIN, heading_sd_deg: float = 20.0):
     """A free start point and a heading roughly towards a far point of the room, or None."""
     for _ in range(200):
         xy = np.array([rng.uniform(0, room[0]), rng.uniform(0, room[1])])
-        if _free_xy(xy, room, boxes):
+        if _free_xy(xy, room, boxes, margin):
             break
     else:  # furniture leaves no free spot: the caller removes a box and tries again
         return None
@@ -349,24 +525,27 @@ def _sample_start(rng, room: np.ndarray, boxes: list):
         dist = float(np.hypot(*(tgt - xy)))
         if dist > best_d:
             best, best_d = tgt, dist
-    yaw = math.atan2(best[1] - xy[1], best[0] - xy[0]) + math.radians(float(rng.normal(0.0, 20.0)))
+    yaw = math.atan2(best[1] - xy[1], best[0] - xy[0]) + math.radians(float(rng.normal(0.0, heading_sd_deg)))
     return xy, z, yaw
 
 
-def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frames: int) -> list:
+def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frames: int,
+                       margin: float = _MARGIN, heading_sd_deg: float = 20.0, yaw_rate_scale: float = 1.0) -> list:
     """Smooth camera path: start in free space, walk forward with a slow turn; turn away from obstacles."""
-    start = _sample_start(rng, room, boxes)
+    start = _sample_start(rng, room, boxes, margin, heading_sd_deg)
     if start is None:
         return None
     xy, z, yaw = start
     yaw_rate = math.radians(_uniform(rng, preset.yaw_rate_deg))
+    if yaw_rate_scale != 1.0:
+        yaw_rate *= yaw_rate_scale
     step = _uniform(rng, preset.step)
     if preset.free_path:
         for _ in range(50):  # keep the last draw if no free straight walk is found
             if all(_free_xy(xy + k * step * np.array([math.cos(yaw + k * yaw_rate), math.sin(yaw + k * yaw_rate)]),
-                            room, boxes) for k in range(1, frames + 1)):
+                            room, boxes, margin) for k in range(1, frames + 1)):
                 break
-            start = _sample_start(rng, room, boxes)
+            start = _sample_start(rng, room, boxes, margin, heading_sd_deg)
             if start is None:
                 return None
             xy, z, yaw = start
@@ -388,7 +567,7 @@ def _sample_trajectory(rng, preset: Preset, room: np.ndarray, boxes: list, frame
         for dyaw_deg in (0.0, 10.0, -10.0, 20.0, -20.0, 30.0, -30.0):
             cand = base + turn_sign * math.radians(dyaw_deg)
             nxt = pos[:2] + step * np.array([math.cos(cand), math.sin(cand)])
-            if _free_xy(nxt, room, boxes):
+            if _free_xy(nxt, room, boxes, margin):
                 pos = np.array([nxt[0], nxt[1], z])
                 yaw = cand
                 moved = True
@@ -437,11 +616,14 @@ def sample_sequence_spec(
 ) -> SequenceSpec:
     """Absolute scale and acoustics for one sequence of `layout`.
 
-    The scale is log-uniform over preset.scale_range_m; with layout_repeats R the log-range is cut
-    into R equal strata and twin j draws from stratum j, so the R sequences sharing a layout (and
-    hence identical images) are guaranteed to have clearly different scales, while each scale is
-    still log-uniform over the whole range marginally.
+    The scale is log-uniform over preset.scale_range_m (the broad presets: over the layout's family's
+    Family.scale_range_m); with layout_repeats R the log-range is cut into R equal strata and twin j
+    draws from stratum j, so the R sequences sharing a layout (and hence identical images) are
+    guaranteed to have clearly different scales, while each scale is still log-uniform over the whole
+    range marginally.
     """
+    if preset.families:
+        return _sample_broad_sequence_spec(rng, preset, layout, twin, sequence_index)
     lo, hi = math.log(preset.scale_range_m[0]), math.log(preset.scale_range_m[1])
     r = max(1, preset.layout_repeats)
     u = (twin % r + float(rng.uniform())) / r
@@ -467,3 +649,207 @@ def sample_sequence_spec(
         sequence_index=sequence_index,
         speaker_pattern_p=preset.speaker_pattern_p,
     )
+
+
+# --------------------------------------------------------------------------- broad presets: families
+
+def _log_uniform(rng, lo_hi) -> float:
+    return float(math.exp(rng.uniform(math.log(lo_hi[0]), math.log(lo_hi[1]))))
+
+
+def family_margin(fam: Family) -> float:
+    """Normalised rig clearance of a family: RIG_CLEARANCE_M at its smallest scale."""
+    return RIG_CLEARANCE_M / fam.scale_range_m[0]
+
+
+def _family_room(rng, fam: Family) -> np.ndarray:
+    width = _uniform(rng, fam.width_ratio)
+    base = width if fam.height_from_width else 1.0
+    h_lo = max(fam.height_ratio[0] * base, MIN_HEIGHT_M / fam.scale_range_m[0])
+    h_hi = max(fam.height_ratio[1] * base, h_lo)
+    return np.array([1.0, width, float(rng.uniform(h_lo, h_hi))])
+
+
+def _overlaps(lo, hi, boxes, sep: float = 0.02) -> bool:
+    return any(np.all(lo < b.hi + sep) and np.all(b.lo - sep < hi) for b in boxes)
+
+
+def _family_structure(rng, fam: Family, room: np.ndarray) -> list:
+    """Architecture (drawn before the furniture): the L-shape's corner block or the hall's pillars."""
+    boxes: list = []
+    gap = 0.004  # off the walls/floor/ceiling: no coplanar faces (image-source visibility)
+    zgap = 0.003 * room[2]
+    if fam.corner_block:
+        sx = room[0] * _uniform(rng, fam.corner_block)
+        sy = room[1] * _uniform(rng, fam.corner_block)
+        corner = int(rng.integers(0, 4))
+        x0 = gap if corner % 2 == 0 else room[0] - sx - gap
+        y0 = gap if corner // 2 == 0 else room[1] - sy - gap
+        boxes.append(Box(lo=np.array([x0, y0, zgap]), hi=np.array([x0 + sx, y0 + sy, room[2] - zgap])))
+    n_p = int(rng.integers(fam.pillars[0], fam.pillars[1] + 1))
+    if n_p > 0:
+        # A jittered grid of nx x ny pillars (nx along the length).
+        nx = max(1, min(n_p, int(round(math.sqrt(n_p * room[0] / room[1])))))
+        ny = max(1, n_p // nx)
+        side = _uniform(rng, fam.pillar_size)
+        for i in range(nx):
+            for j in range(ny):
+                cx = room[0] * (i + 0.5) / nx + float(rng.uniform(-0.1, 0.1)) * room[0] / nx
+                cy = room[1] * (j + 0.5) / ny + float(rng.uniform(-0.1, 0.1)) * room[1] / ny
+                lo = np.array([cx - side / 2, cy - side / 2, zgap])
+                hi = np.array([cx + side / 2, cy + side / 2, room[2] - zgap])
+                if lo[0] > gap and lo[1] > gap and hi[0] < room[0] - gap and hi[1] < room[1] - gap \
+                        and not _overlaps(lo, hi, boxes):
+                    boxes.append(Box(lo=lo, hi=hi))
+    return boxes
+
+
+def _family_furniture(rng, fam: Family, room: np.ndarray, boxes: list) -> list:
+    """Furniture boxes (log-uniform footprint sides, on short legs) added to `boxes`."""
+    n = int(rng.integers(fam.n_boxes[0], fam.n_boxes[1] + 1))
+    out = list(boxes)
+    placed, tries = 0, 0
+    gap = 0.015 if fam.name != "corridor" else 0.004
+    while placed < n and tries < 80:
+        tries += 1
+        if fam.name == "corridor":  # cabinets: short along the corridor, 15-35 % of its width deep
+            sx = _log_uniform(rng, fam.box_size)
+            sy = room[1] * float(rng.uniform(0.15, 0.35))
+        else:
+            sx, sy = _log_uniform(rng, fam.box_size), _log_uniform(rng, fam.box_size)
+        sx, sy = min(sx, 0.5 * room[0]), min(sy, 0.5 * room[1])
+        z0 = room[2] * float(rng.uniform(0.02, 0.12))
+        h = min(room[2] * _uniform(rng, fam.box_height), 0.9 * room[2] - z0)
+        x0 = float(rng.uniform(gap, room[0] - sx - gap))
+        y0 = float(rng.uniform(gap, room[1] - sy - gap))
+        if rng.uniform() < fam.wall_share:
+            side = int(rng.integers(0, 4)) if fam.name != "corridor" else int(rng.integers(2, 4))
+            if side == 0:
+                x0 = gap
+            elif side == 1:
+                x0 = room[0] - sx - gap
+            elif side == 2:
+                y0 = gap
+            else:
+                y0 = room[1] - sy - gap
+        lo = np.array([x0, y0, z0])
+        hi = np.array([x0 + sx, y0 + sy, z0 + h])
+        if _overlaps(lo, hi, out):
+            continue
+        out.append(Box(lo=lo, hi=hi))
+        placed += 1
+    return out
+
+
+def sample_family_layout(rng: np.random.Generator, preset: Preset, frames: int, layout_index: int = 0) -> Layout:
+    """Sample a scale-free scene of one of the preset's room families (broad presets).
+
+    The family is drawn first (weights in preset.families), then the room, its architecture (pillars,
+    corner block), furniture, the camera path (clearance family_margin), looks and light; everything
+    from `rng`, in normalised units.
+    """
+    names = [f for f, _ in preset.families]
+    weights = np.array([w for _, w in preset.families], dtype=np.float64)
+    fam = FAMILIES[names[int(rng.choice(len(names), p=weights / weights.sum()))]]
+    room = _family_room(rng, fam)
+    structure = _family_structure(rng, fam, room)
+    boxes = _family_furniture(rng, fam, room, structure)
+    margin = family_margin(fam)
+    kw = dict(margin=margin, heading_sd_deg=fam.heading_sd_deg, yaw_rate_scale=fam.yaw_rate_scale)
+    poses = _sample_trajectory(rng, preset, room, boxes, frames, **kw)
+    while poses is None:
+        if len(boxes) <= len(structure):
+            if not structure:
+                raise RuntimeError(f"could not place the rig in an empty {fam.name}")
+            structure = structure[:-1]  # pillars leave no free spot: drop one
+            boxes = list(structure)
+        else:
+            boxes = boxes[:-1]
+        poses = _sample_trajectory(rng, preset, room, boxes, frames, **kw)
+    wall_base = _sample_look(rng, "wall", preset.palette).albedo
+    looks = [_sample_look(rng, "wall", preset.palette, base=wall_base) for _ in range(4)]
+    looks.append(_sample_look(rng, "floor", preset.palette))
+    looks.append(_sample_look(rng, "ceiling", preset.palette))
+    n_struct = sum(1 for b in boxes if any(b is s for s in structure))
+    pillar_look = _sample_look(rng, "wall", preset.palette, base=wall_base if fam.corner_block else None)
+    for i, _ in enumerate(boxes):
+        lk = pillar_look if i < n_struct else _sample_look(rng, "furniture", preset.palette)
+        looks.extend([lk] * 6)
+    light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
+    return Layout(
+        room=room,
+        boxes=boxes,
+        looks=looks,
+        light=light,
+        light_power=float(rng.uniform(0.5, 0.9)),
+        ambient=float(rng.uniform(0.25, 0.45)),
+        poses=poses,
+        layout_index=layout_index,
+        family=fam.name,
+    )
+
+
+def _band_absorption(rng, n: int, preset: Preset) -> np.ndarray:
+    """(n, len(BAND_CENTERS_HZ)) absorption: a_1k + slope * log2(f / 1 kHz), clipped to [0.01, 0.95]."""
+    a1k = rng.uniform(preset.absorption[0], preset.absorption[1], size=n)
+    slope = rng.uniform(preset.band_slope[0], preset.band_slope[1], size=n)
+    octaves = np.log2(np.asarray(BAND_CENTERS_HZ) / 1000.0)
+    return np.clip(a1k[:, None] + slope[:, None] * octaves[None, :], 0.01, 0.95)
+
+
+def _sample_broad_sequence_spec(rng, preset: Preset, layout: Layout, twin: int, sequence_index: int) -> SequenceSpec:
+    fam = FAMILIES[layout.family]
+    lo, hi = math.log(fam.scale_range_m[0]), math.log(fam.scale_range_m[1])
+    r = max(1, preset.layout_repeats)
+    u = (twin % r + float(rng.uniform())) / r
+    scale_m = math.exp(lo + u * (hi - lo))
+    ns = n_surfaces(layout)
+    absorption = _band_absorption(rng, ns, preset) if preset.per_band_absorption else \
+        rng.uniform(preset.absorption[0], preset.absorption[1], size=ns)
+    scattering = rng.uniform(preset.scattering[0], preset.scattering[1], size=ns) if preset.scattering else None
+    for b in range(len(layout.boxes)):  # a box is one material
+        absorption[6 + 6 * b: 12 + 6 * b] = absorption[6 + 6 * b]
+        if scattering is not None:
+            scattering[6 + 6 * b: 12 + 6 * b] = scattering[6 + 6 * b]
+    channel_gain = 10.0 ** (rng.normal(0.0, 0.2, size=2) / 20.0)
+    jitter = rng.integers(-preset.jitter_samples, preset.jitter_samples + 1, size=len(layout.poses))
+    spacing = _uniform(rng, preset.mic_spacing_m) if preset.mic_spacing_m else 0.2
+    pattern = _uniform(rng, preset.speaker_pattern_range) if preset.speaker_pattern_range else preset.speaker_pattern_p
+    order = preset.max_order
+    if preset.acoustic_model == "hybrid" and order <= 0:
+        order = int(rng.integers(preset.ism_order[0], preset.ism_order[1] + 1))
+    return SequenceSpec(
+        layout=layout,
+        scale_m=scale_m,
+        absorption=absorption,
+        noise_std=0.0,  # the broad presets set the noise per frame (Emitter.snr_db)
+        gain=1.0,
+        channel_gain=channel_gain,
+        jitter=jitter,
+        max_order=order,
+        sequence_index=sequence_index,
+        speaker_pattern_p=round(pattern, 4),
+        scattering=scattering,
+        mic_spacing_m=round(spacing, 4),
+        acoustic_model=preset.acoustic_model,
+        rt_rays=preset.rt_rays,
+        air_absorption=preset.air_absorption,
+    )
+
+
+def sample_emitter(rng: np.random.Generator, preset: Preset) -> Emitter:
+    """One frame's Emitter of a random-emitter preset: a 20 Hz - 20 kHz sweep of preset.sweep_ms
+    (log-uniform), linear or exponential, fades preset.fade_ms (at most a quarter of the sweep),
+    level preset.level_dbfs and SNR preset.snr_db (uniform in dB), noise colour weights ~ Dirichlet(1, 1, 1).
+    Durations and fades are rounded to 1 us so the sweep's text form is exact (a fade capped at a quarter
+    of the sweep may therefore exceed it by up to 0.5 us, far below one sample)."""
+    from avsnet_ros.audio.frontend import SweepSpec
+
+    method = "linear" if rng.uniform() < 0.5 else "exponential"
+    duration = round(_log_uniform(rng, (preset.sweep_ms[0] * 1e-3, preset.sweep_ms[1] * 1e-3)), 6)
+    fade = round(min(_uniform(rng, preset.fade_ms) * 1e-3, duration / 4.0), 6)
+    level = round(_uniform(rng, preset.level_dbfs), 3)
+    snr = round(_uniform(rng, preset.snr_db), 3)
+    colour = tuple(round(float(c), 4) for c in rng.dirichlet([1.0, 1.0, 1.0]))
+    sweep = SweepSpec(duration_s=duration, f0_hz=20.0, f1_hz=20000.0, method=method, fade_s=fade)
+    return Emitter(sweep=sweep, level_dbfs=level, snr_db=snr, noise_colour=colour)
