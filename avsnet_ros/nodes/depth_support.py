@@ -394,6 +394,7 @@ class EchoPath:
             except MessageError as exc:
                 raise ValueError(f"parameter echo_sweep: {exc}") from None
         self.topic_sweep: Optional[SweepSpec] = None
+        self.topic_text = ""  # the latest valid avsnet/chirp text ("" before any)
         self.chirps_received = 0
         self.last: Optional[FrontEndResult] = None  # the newest front-end result (accepted or not)
         self._lock = threading.Lock()
@@ -415,7 +416,7 @@ class EchoPath:
                 self.logger.warning(f"avsnet/chirp: {detail}; keeping the previous sweep", throttle_duration_sec=10.0)
             return detail
         with self._lock:
-            self.topic_sweep = sweep
+            self.topic_sweep, self.topic_text = sweep, str(text).strip()
             self.chirps_received += 1
         return None
 
@@ -528,13 +529,15 @@ class EchoPath:
             self.drops.count("echo_out_of_order", out_of_order)
 
     def diagnostic_values(self) -> dict:
-        """/diagnostics: echo_frontend (mode), echo_sweep (text, '' = none), echo_sweep_origin, echo_quality
+        """/diagnostics: echo_frontend (mode), echo_sweep (the sweep in use as text, '' = none),
+        echo_sweep_origin, echo_chirp (what avsnet/chirp announced last, '' = nothing yet), echo_quality
         and echo_level_dbfs of the newest front-end result (NaN before one / for "raw" models)."""
         sweep, origin = self.sweep_in_use()
         with self._lock:
-            last = self.last
+            last, chirp = self.last, self.topic_text
         return {"echo_frontend": self.mode, "echo_sweep": sweep.to_text() if sweep is not None else "",
-                "echo_sweep_origin": origin, "echo_quality": float(last.quality) if last is not None else math.nan,
+                "echo_sweep_origin": origin, "echo_chirp": chirp,
+                "echo_quality": float(last.quality) if last is not None else math.nan,
                 "echo_level_dbfs": float(last.level_dbfs) if last is not None else math.nan}
 
 
