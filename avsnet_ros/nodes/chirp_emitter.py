@@ -193,7 +193,9 @@ class ChirpEmitter(ThreadedLifecycleNode):
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
         ret = super().on_activate(state)
-        self._announce(self.backend.sweep_description())  # what the first echoes hold (late joiners get it)
+        # what the first echoes hold (late joiners get it); EchoBackend.sweep_description, else the settings'
+        describe = getattr(self.backend, "sweep_description", None)
+        self._announce(describe() if describe is not None else self.backend.settings.spec())
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="chirp_emitter_audio", daemon=True)
         self._thread.start()
