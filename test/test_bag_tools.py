@@ -89,7 +89,7 @@ def test_from_batvision_writes_the_sweep_changes_and_to_batvision_keeps_them(bv2
     short, long = SweepSpec(), SweepSpec(duration_s=0.03, method="exponential")
     loc = "fixture_location"
     files = f"{loc}/audio,audio_47.wav,{loc}/camera,camera_47.jpeg,{loc}/depth,depth_47.npy"
-    rows = [f'{files},""', f'{files},"{short.to_text()}"', f'{files},"{short.to_text()}"', f'{files},"{long.to_text()}"']
+    rows = [f'{files},"{text}"' for text in ("", short.to_text(), short.to_text(), long.to_text())]
     header = "audio path,audio file name,camera path,camera file name,depth path,depth file name,sweep"
     (root / loc / "test.csv").write_text("\n".join([header, *rows]) + "\n")
     bag = tmp_path / "bag"
