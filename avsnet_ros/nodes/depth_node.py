@@ -9,8 +9,9 @@ Lifecycle (rclpy.lifecycle; `autostart:=true` runs configure + activate at start
 Pairing, scale reuse, hold with decay and fallback: avsnet_ros.policy.pairing (decide_scale; the
 same rule pairs frames in rosbags). A FRESH frame runs the full pipeline (AVS-Net on RGB + echo ->
 scale); REUSE/HOLD frames apply the cached scale to their own relative depth (pipeline.depth_from_scale);
-`echo_fallback` picks "drop", "hold" or "rgb_only" (RGB-only AVS-Net, confidence 0). Echo content
-checks (silence and clipping on the model's echo window, direct-path onset): avsnet_ros.audio.echo_checks.
+`echo_fallback` picks "drop", "hold" or "rgb_only" (RGB-only AVS-Net, confidence 0). Echo path: depth_support.EchoPath
+(audio.echo_checks on the model's echo window; "rerender" models: the front-end once per echo in its own thread with
+the sweep of `echo_sweep` / avsnet/chirp / identified, then its level, sweep-mismatch and onset checks).
 Transport loss: /diagnostics reports camera_rate_hz (arrivals) next to camera_stamp_rate_hz (the
 header stamps' median period) and camera_frames_missing_est (stamp gaps, policy.frame_timing).
 
