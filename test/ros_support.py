@@ -68,6 +68,30 @@ def fixture_data():
     return rgb, echo, depth_m, nominal_intrinsics(rgb.shape[:2])
 
 
+#: A small synthetic room: (delay after the direct path in samples, gain) of three reflections (walls at
+#: ~2.3, 5.7 and 12 m), each 3-12x weaker than the direct path; the right microphone hears everything 3
+#: samples later (the rig's ~2 cm path difference) and its reflections 5 samples later again.
+SYNTHETIC_REFLECTIONS = ((600, 0.3), (1500, 0.15), (3100, 0.08))
+
+
+def synthetic_echo(samples: int = 20000, amplitude: float = 0.3, noise_std: float = 1e-4, seed: int = 0,
+                   onset_sample: int = 288, **sweep) -> np.ndarray:
+    """(2, samples) float32: avsnet_ros.audio.make_sweep(**sweep) * amplitude convolved with a direct
+    path at onset_sample (the echo contract's ECHO_ONSET_SAMPLE) plus SYNTHETIC_REFLECTIONS, plus white
+    noise: a recording of that sweep in a simple room, in the echo buffer layout."""
+    from avsnet_ros.audio import make_sweep
+
+    s = make_sweep(**sweep).astype(np.float64) * amplitude
+    impulse = np.zeros((2, samples))
+    for ch in range(2):
+        impulse[ch, onset_sample + 3 * ch] = 1.0
+        for delay, gain in SYNTHETIC_REFLECTIONS:
+            impulse[ch, onset_sample + delay + 8 * ch] = gain
+    echo = np.stack([np.convolve(impulse[ch], s)[:samples] for ch in range(2)])
+    echo += np.random.default_rng(seed).normal(0.0, noise_std, echo.shape)
+    return echo.astype(np.float32)
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

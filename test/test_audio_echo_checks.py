@@ -91,3 +91,56 @@ def test_onset_and_length(echo, templates):
     assert problem is not None and problem.reason == "echo_length"
     with pytest.raises(ValueError):
         _check(echo, templates, start=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# check_front_end: the "rerender" front-end's result (issue 12), on hand-made FrontEndResults
+def _result(quality=0.9, level=0.3, direct_sample=288, identified=False):
+    from avsnet_ros.audio.frontend import FrontEndResult, SweepSpec
+
+    return FrontEndResult(echo=np.zeros((2, 10), np.float32), sweep=SweepSpec(), identified=identified,
+                          quality=quality, direct_level=np.array([level, level / 2]), direct_sample=direct_sample)
+
+
+def test_front_end_check_accepts_a_good_result():
+    from avsnet_ros.audio.echo_checks import check_front_end
+
+    assert check_front_end(_result()) is None
+    # at the limits (default: quality 0.5, -60 dBFS = 0.001 full scale, 288 +- 16)
+    assert check_front_end(_result(quality=0.5, level=0.001, direct_sample=288 + 16)) is None
+    assert check_front_end(_result(direct_sample=288 - 16)) is None
+
+
+@pytest.mark.parametrize("quality", [0.49, 0.0, float("nan")])
+def test_front_end_check_low_quality_is_a_sweep_mismatch(quality):
+    from avsnet_ros.audio.echo_checks import check_front_end
+
+    problem = check_front_end(_result(quality=quality))
+    assert problem.fault is EchoFault.MISMATCH and problem.reason == "echo_sweep_mismatch"
+    assert "announced sweep (duration_s=0.003;" in problem.detail
+    identified = check_front_end(_result(quality=0.2, identified=True))
+    assert identified.fault is EchoFault.MISMATCH and "identified sweep" in identified.detail
+    # the threshold is the config's (depth_node echo_min_quality)
+    assert check_front_end(_result(quality=0.2), EchoCheckConfig(min_direct_quality=0.1)) is None
+
+
+def test_front_end_check_quiet_direct_path_is_a_level_fault_named_first():
+    from avsnet_ros.audio.echo_checks import check_front_end
+
+    # louder channel 0.0009 full scale = -60.9 dBFS < -60; also a bad quality and onset: the level is named
+    problem = check_front_end(_result(quality=0.1, level=0.0009, direct_sample=600))
+    assert problem.fault is EchoFault.LEVEL and problem.reason == "echo_level" and "-60.9 dBFS" in problem.detail
+    assert check_front_end(_result(level=0.0)).fault is EchoFault.LEVEL  # silence: -inf dBFS
+    assert check_front_end(_result(level=0.0009), EchoCheckConfig(min_level_dbfs=-70.0)) is None
+
+
+def test_front_end_check_onset_uses_the_deconvolved_direct_path():
+    from avsnet_ros.audio.echo_checks import check_front_end
+
+    for found in (288 + 17, 288 - 17, 1000):
+        problem = check_front_end(_result(direct_sample=found))
+        assert problem.fault is EchoFault.ONSET and f"sample {found}" in problem.detail
+    assert check_front_end(_result(direct_sample=1000), EchoCheckConfig(onset_check=False)) is None
+    assert check_front_end(_result(direct_sample=300), EchoCheckConfig(onset_tolerance_samples=12)) is None
+    assert check_front_end(_result(direct_sample=301), EchoCheckConfig(onset_tolerance_samples=12)).fault \
+        is EchoFault.ONSET

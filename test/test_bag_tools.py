@@ -77,6 +77,32 @@ def test_from_batvision_info_to_batvision_round_trip(bv2_tree, tmp_path, capsys)
     assert main(["to-batvision", str(bag), "--out", str(out2)]) == 2
 
 
+def test_from_batvision_writes_the_sweep_changes_and_to_batvision_keeps_them(bv2_tree, tmp_path, capsys):
+    """A BV2 CSV whose `sweep` column changes: one /avsnet/chirp message per change, the samples read
+    back carry their sweep, and to-batvision writes it into the sweep column again."""
+    import shutil
+
+    from avsnet_ros.audio.frontend import SweepSpec
+
+    root = tmp_path / "bv2"
+    shutil.copytree(bv2_tree, root)
+    short, long = SweepSpec(), SweepSpec(duration_s=0.03, method="exponential")
+    loc = "fixture_location"
+    files = f"{loc}/audio,audio_47.wav,{loc}/camera,camera_47.jpeg,{loc}/depth,depth_47.npy"
+    rows = [f'{files},"{text}"' for text in ("", short.to_text(), short.to_text(), long.to_text())]
+    header = "audio path,audio file name,camera path,camera file name,depth path,depth file name,sweep"
+    (root / loc / "test.csv").write_text("\n".join([header, *rows]) + "\n")
+    bag = tmp_path / "bag"
+    summary = _run(capsys, "from-batvision", str(root), "--split", "test", "--out", str(bag), "--json")
+    assert summary["samples"] == 4 and summary["messages"]["/avsnet/chirp"] == 2  # at rows 2 and 4
+    samples, report = read_bag_samples(bag)
+    assert [x.sweep for x in samples] == [None, short, short, long] and report.chirps == 2
+    out = tmp_path / "files"
+    _run(capsys, "to-batvision", str(bag), "--out", str(out), "--location", "rec", "--image-format", "png", "--json")
+    back = BV2Dataset(out, "test")
+    assert [back[i].sweep for i in range(len(back))] == [None, short, short, long]
+
+
 # ------------------------------------------------------------------------------------------------
 # record, for real
 def _wait_for(predicate, timeout_s: float, what: str, proc=None):
@@ -98,23 +124,32 @@ def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
     from builtin_interfaces.msg import Time
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import String
+
+    from avsnet_ros.audio.frontend import SweepSpec
+    from avsnet_ros.nodes.common import CHIRP_QOS
 
     domain_id = 120 + (os.getpid() + int(stop_signal)) % 100  # private DDS domain for this test
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     bag = tmp_path / "rec"
-    proc = subprocess.Popen(
-        ["bash", "scripts/with_ros_env.sh", sys.executable, "training/bag_tools.py", "record", "--out", str(bag),
-         "--json"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
+    proc = None
     try:
         node = rclpy.create_node("record_test_publisher", context=ctx)
+        # The emitter's sweep description, published before the recorder exists (transient local: recorded)
+        sweep = SweepSpec(duration_s=0.02, method="exponential")
+        chirp_pub = node.create_publisher(String, "/avsnet/chirp", CHIRP_QOS)
+        chirp_pub.publish(String(data=sweep.to_text()))
+        proc = subprocess.Popen(
+            ["bash", "scripts/with_ros_env.sh", sys.executable, "training/bag_tools.py", "record", "--out", str(bag),
+             "--json"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         pubs = {name: node.create_publisher(Image if name != "camera/camera_info" else CameraInfo, name, qos)
                 for name in ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt")}
-        _wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 60.0,
+        _wait_for(lambda: all(p.get_subscription_count() > 0 for p in [*pubs.values(), chirp_pub]), 60.0,
                   "the recorder's subscriptions", proc)
         # The publisher sees the match before the recorder's (best-effort) reader has matched the
         # writer; data sent in between is dropped by DDS, so give discovery a moment to settle.
@@ -148,16 +183,18 @@ def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
         proc.send_signal(stop_signal)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
         rclpy.shutdown(context=ctx)
     assert proc.returncode == 0, stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["stopped_by"] in ("signal", "shutdown")
     assert summary["messages"] == {"/camera/image_raw": 6, "/camera/camera_info": 6, "/avsnet/echo": 6,
-                                   "/camera/depth_gt": 6}, stderr
+                                   "/camera/depth_gt": 6, "/avsnet/chirp": 1}, stderr
     samples, report = read_bag_samples(bag, max_echo_age_s=0.05)
     assert report.frames_total == 6 and report.samples == 6 and report.rejected == {}
+    # the description (received when the recorder's subscription matched, before any echo) is every sample's
+    assert report.chirps == 1 and all(s.sweep == sweep for s in samples)
     for s, (t, rgb, echo, depth_mm, k_mat) in zip(samples, sent):
         assert s.stamp_ns == t
         assert np.array_equal(s.rgb, rgb) and np.array_equal(s.echo, echo)
@@ -184,3 +221,21 @@ def test_record_duration_stops_by_itself(tmp_path):
 
     info = bag_info(tmp_path / "rec")
     assert info["storage"] == "sqlite3" and info["message_count"] == 0
+
+
+@pytest.mark.ros
+def test_record_subscribes_to_the_chirp_as_the_nodes_publish_it():
+    """record_qos: /avsnet/chirp with CHIRP_QOS's reliability and durability (a late recorder gets the
+    description), the sensor topics best effort and volatile (reliable with --reliable)."""
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    from avsnet_ros.nodes.common import CHIRP_QOS
+    from training.bag_tools import record_qos
+
+    chirp = record_qos("/avsnet/chirp", 100, reliable=False)
+    assert (chirp.reliability, chirp.durability) == (CHIRP_QOS.reliability, CHIRP_QOS.durability)
+    assert CHIRP_QOS.durability == DurabilityPolicy.TRANSIENT_LOCAL
+    echo = record_qos("/avsnet/echo", 100, reliable=False)
+    assert (echo.reliability, echo.durability, echo.depth) == (ReliabilityPolicy.BEST_EFFORT,
+                                                               DurabilityPolicy.VOLATILE, 100)
+    assert record_qos("/avsnet/echo", 5, reliable=True).reliability == ReliabilityPolicy.RELIABLE

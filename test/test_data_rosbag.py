@@ -1,6 +1,8 @@
 """rosbag2 I/O: files -> bag -> samples bit for bit, echo pairing by hand, encodings, bad bags."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -64,7 +66,7 @@ def test_depth_16uc1_is_exact_for_millimetre_depth(bv2_tree, tmp_path):
     assert np.array_equal(mm, np.load(bv2_tree / "fixture_location" / "depth" / "depth_47.npy"))
 
 
-def _write_raw_bag(path, images, echoes, depths=(), infos=()):
+def _write_raw_bag(path, images, echoes, depths=(), infos=(), chirps=()):
     """Low-level writer: lists of (stamp_ns, message) per topic, written in stamp order."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -72,6 +74,7 @@ def _write_raw_bag(path, images, echoes, depths=(), infos=()):
     topics = BagTopics()
     items = [(t, topics.image, m) for t, m in images] + [(t, topics.echo, m) for t, m in echoes]
     items += [(t, topics.depth, m) for t, m in depths] + [(t, topics.camera_info, m) for t, m in infos]
+    items += [(t, topics.chirp, m) for t, m in chirps]
     with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
         conns = {}
         for name, msgtype in topics.types().items():
@@ -194,3 +197,77 @@ def test_bad_bags_and_inputs(tmp_path):
     s.sample_rate_hz = 44100
     with pytest.raises(ValueError, match="duplicate stamp"):
         write_samples_to_bag([s, s], tmp_path / "dup")
+
+
+# ------------------------------------------------------------------------------------------------
+# the chirp description (/avsnet/chirp, issue 12)
+def _chirp_messages(bag) -> list:
+    from rosbags.rosbag2 import Reader
+
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/avsnet/chirp"]
+        return [(t, typestore().deserialize_cdr(raw, "std_msgs/msg/String").data)
+                for _, t, raw in reader.messages(connections=conns)]
+
+
+def test_chirp_descriptions_round_trip_with_the_samples(tmp_path):
+    from avsnet_ros.audio.frontend import SweepSpec
+
+    short, long = SweepSpec(), SweepSpec(duration_s=0.03, method="exponential")
+    sweeps = [None, short, short, long, None, long]
+    stamps = [10**9 + k * 10**8 for k in range(len(sweeps))]
+    src = [Sample(rgb=np.full((2, 3, 3), k, np.uint8), echo=np.full((2, 50), k, np.float32), sample_rate_hz=44100,
+                  depth_m=None, intrinsics=np.diag([2.0, 2.0, 1.0]), stamp_ns=t, sequence_id="s", frame_index=k,
+                  sweep=sweep) for k, (t, sweep) in enumerate(zip(stamps, sweeps))]
+    summary = write_samples_to_bag(src, tmp_path / "bag")
+    # one description where the sweep changes, at the sample's stamp ("unknown" when it becomes None)
+    assert summary["messages"]["/avsnet/chirp"] == 4
+    assert _chirp_messages(tmp_path / "bag") == [
+        (stamps[1], short.to_text()), (stamps[3], long.to_text()), (stamps[4], "unknown"), (stamps[5], long.to_text())]
+    samples, report = read_bag_samples(tmp_path / "bag")
+    assert [x.sweep for x in samples] == sweeps
+    assert [float(x.echo[0, 0]) for x in samples] == list(range(len(sweeps)))
+    assert report.chirps == 4 and report.rejected == {}
+    info = bag_info(tmp_path / "bag")
+    assert info["topics"]["/avsnet/chirp"] == {"type": "std_msgs/msg/String", "count": 4}
+    assert info["pairing"]["chirps"] == 4 and info["pairing"]["samples"] == 6
+    # samples without any sweep: no chirp topic at all, sweeps read back as None
+    write_samples_to_bag([dataclasses.replace(x, sweep=None) for x in src], tmp_path / "plain")
+    assert "/avsnet/chirp" not in bag_info(tmp_path / "plain")["topics"]
+    plain, report = read_bag_samples(tmp_path / "plain")
+    assert [x.sweep for x in plain] == [None] * 6 and report.chirps == 0
+
+
+def test_chirp_applies_to_the_echoes_logged_after_it_and_bad_ones_are_counted(tmp_path):
+    from avsnet_ros.audio.frontend import SweepSpec
+
+    ts = typestore()
+
+    def chirp(text):
+        return ts.types["std_msgs/msg/String"](data=text)
+
+    s, ms = 1_000_000_000, 1_000_000
+    a, b = SweepSpec(duration_s=0.01), SweepSpec(duration_s=0.02, method="exponential")
+    frame_t = [s + k * 100 * ms for k in range(6)]  # 1.0 .. 1.5 s, each with its own echo
+    images = [(t, array_to_image_msg(np.full((2, 3, 3), k, np.uint8), "rgb8", t, "c")) for k, t in enumerate(frame_t)]
+    echoes = [(t, echo_to_image_msg(np.full((2, 50), k, np.float32), t)) for k, t in enumerate(frame_t)]
+    chirps = [
+        (s + 50 * ms, chirp(a.to_text())),      # -> frames 1, 2 (frame 0's echo came before any description)
+        (s + 250 * ms, chirp("duration_s=")),   # unparsable: counted, a kept -> frame 3
+        (s + 260 * ms, chirp(a.to_text().replace("44100", "48000"))),  # another rate: counted, a kept
+        (s + 400 * ms, chirp(b.to_text())),     # same log time as echo 4: applies to it -> frames 4
+        (s + 450 * ms, chirp("unknown")),       # -> frame 5: not known
+    ]
+    _write_raw_bag(tmp_path / "bag", images, echoes, chirps=chirps)
+    samples, report = read_bag_samples(tmp_path / "bag", max_echo_age_s=0.05)
+    assert [int(x.rgb[0, 0, 0]) for x in samples] == list(range(6))
+    assert [x.sweep for x in samples] == [None, a, a, a, b, None]
+    assert report.rejected == {"chirp_invalid": 2} and report.chirps == 3
+    # the chirp topic of another type is refused like the other topics
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    with Writer(tmp_path / "wrong", version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/avsnet/chirp", "sensor_msgs/msg/Image", typestore=ts)
+        w.write(c, 1, ts.serialize_cdr(images[0][1], "sensor_msgs/msg/Image"))
+    with pytest.raises(DatasetError, match="/avsnet/chirp has type sensor_msgs/msg/Image"):
+        read_bag_samples(tmp_path / "wrong")

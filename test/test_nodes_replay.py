@@ -52,6 +52,17 @@ def _listen_all(harness):
     harness.listen("clock", Clock, "/clock")
 
 
+def _listen_chirp(harness) -> list:
+    """avsnet/chirp texts as a late joiner gets them (CHIRP_QOS: reliable, transient local)."""
+    from std_msgs.msg import String
+
+    from avsnet_ros.nodes.common import CHIRP_QOS
+
+    got: list = []
+    harness.node.create_subscription(String, "/avsnet/chirp", lambda m: got.append(m.data), CHIRP_QOS)
+    return got
+
+
 def _img(msg, dtype, channels=1):
     a = np.frombuffer(bytes(msg.data), dtype=dtype)
     return a.reshape(msg.height, msg.width, channels) if channels > 1 else a.reshape(msg.height, msg.width)
@@ -92,15 +103,19 @@ def test_bv2_folder_replay_publishes_the_fixture(ros, bv2_tree, reference):
 
 
 def test_loose_instance_folder(ros):
-    """assets/batvision_v2_sample has no CSV: replayed through a temporary BV2 tree."""
+    """assets/batvision_v2_sample has no CSV: replayed through a temporary BV2 tree. Nothing describes its
+    sweep: avsnet/chirp says "unknown"."""
     context, executor = ros
     harness = Harness(context, executor, name="loose_probe")
     harness.received["info_in"] = []
     _listen_all(harness)
+    chirps = _listen_chirp(harness)
     node = _start(context, executor, data_path=str(FIXTURE), rate_hz=50.0, max_frames=1, start_delay_s=0.0,
                   wait_for_subscribers=1)
     try:
         assert wait_for(lambda: harness.count("image") == 1 and harness.count("gt") == 1, 20.0)
+        assert wait_for(lambda: chirps == ["unknown"], 20.0), chirps
+        assert node.counts.get("chirps") == 1
     finally:
         stop_nodes(executor, node, harness.node)
 
@@ -110,11 +125,15 @@ def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp
     from avsnet_ros.data.rosbag_io import write_samples_to_bag
     from avsnet_ros.nodes.conversions import stamp_to_ns
 
+    from avsnet_ros.audio.frontend import SweepSpec
+
     base = BV2Dataset(bv2_tree, split="test")[0]
     samples = []
+    sweeps = [SweepSpec(), SweepSpec(), SweepSpec(duration_s=0.03, method="exponential")]
     for i in range(3):
         s = BV2Dataset(bv2_tree, split="test")[0]
         s.stamp_ns = 5_000_000_000 + i * 100_000_000
+        s.sweep = sweeps[i]
         samples.append(s)
     bag = tmp_path / "fixture_bag"
     write_samples_to_bag(samples, bag)
@@ -122,10 +141,15 @@ def test_bag_replay_keeps_recorded_stamps_and_publishes_clock(ros, bv2_tree, tmp
     harness = Harness(context, executor, name="bag_probe")
     harness.received["info_in"] = []
     _listen_all(harness)
+    chirps = _listen_chirp(harness)
     node = _start(context, executor, data_path=str(bag), stamp_mode="recorded", publish_clock=True,
                   start_delay_s=0.0, wait_for_subscribers=1)
     try:
         assert wait_for(node.finished.is_set, 20.0)
+        # the bag's two descriptions, re-published as recorded (a late joiner may get the second only)
+        assert node.counts.get("chirps") == 2
+        assert wait_for(lambda: chirps and chirps[-1] == sweeps[2].to_text(), 20.0), chirps
+        assert chirps in ([sweeps[0].to_text(), sweeps[2].to_text()], [sweeps[2].to_text()])
         assert wait_for(lambda: harness.count("image") == 3 and harness.count("echo") == 3 and harness.count("gt") == 3)
         stamps = [stamp_to_ns(m.header.stamp) for m in harness.messages("image")]
         assert stamps == [5_000_000_000, 5_100_000_000, 5_200_000_000]

@@ -6,12 +6,15 @@
     python training/bag_tools.py info BAG [--json]
     python training/bag_tools.py record --out BAG [--topics T ...] [--duration-s S]
 
-Topic layout and pairing rules: avsnet_ros/data/rosbag_io.py. Run `record` through
+Topic layout and pairing rules: avsnet_ros/data/rosbag_io.py (from-batvision writes a chirp message on
+/avsnet/chirp whenever the samples' sweep changes; every Sample read back carries the latest chirp
+description at or before its echo; `record` subscribes to /avsnet/chirp reliable + transient local, so
+the description the emitter published before the recording started is recorded too). Run `record` through
 `bash scripts/with_ros_env.sh` (or with your ROS environment sourced). With --json the last line
 of stdout is one JSON object (the summary); logs go to stderr.
 
 to-batvision writes the BV2 layout (DIR/<location>/{audio,camera,depth}/, DIR/<location>/<split>.csv
-with the official columns plus sequence, frame, stamp_ns, fx, fy, cx, cy), which BV2Dataset reads
+with the official columns plus sequence, frame, stamp_ns, fx, fy, cx, cy, sweep), which BV2Dataset reads
 back. Images are JPEG at quality 95 by default, as BatVision ships them: JPEG re-encoding is lossy
 (pixel values change by a few levels); --image-format png writes lossless PNG instead. Audio is
 float32 wav by default (exact; --wav-format int32 writes 32-bit PCM like the BV2 originals, exact
@@ -34,7 +37,11 @@ from avsnet_ros.policy import DEFAULT_MAX_ECHO_AGE_S  # noqa: E402 - after the s
 
 LOG = logging.getLogger("avsnet_ros.bag_tools")
 
-DEFAULT_RECORD_TOPICS = ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt")
+DEFAULT_RECORD_TOPICS = ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt", "/avsnet/chirp")
+#: Recorded with avsnet_ros.nodes.common.CHIRP_QOS's reliability and durability (reliable, transient local),
+#: so the description published before the recorder started arrives too (not imported from there:
+#: importing avsnet_ros.nodes would apply the nodes' transport profile to this process).
+TRANSIENT_LOCAL_TOPICS = ("/avsnet/chirp",)
 
 
 def _emit(summary: dict, as_json: bool) -> None:
@@ -98,7 +105,7 @@ def cmd_to_batvision(args) -> int:
     params = [cv2.IMWRITE_JPEG_QUALITY, int(args.jpeg_quality)] if ext == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
     report = BagReadReport()
     columns = ["audio path", "audio file name", "camera path", "camera file name", "depth path",
-               "depth file name", "sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy"]
+               "depth file name", "sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", "sweep"]
     n = no_depth = too_far = 0
     with atomic_open(csv_path, "w", newline="") as fh:  # the CSV appears only when every file is written
         w = csv.writer(fh)
@@ -124,7 +131,8 @@ def cmd_to_batvision(args) -> int:
             k = s.intrinsics
             w.writerow([f"{location}/audio", f"audio_{name}.wav", f"{location}/camera", f"camera_{name}.{ext}",
                         f"{location}/depth", f"depth_{name}.npy", s.sequence_id, s.frame_index, s.stamp_ns,
-                        repr(float(k[0, 0])), repr(float(k[1, 1])), repr(float(k[0, 2])), repr(float(k[1, 2]))])
+                        repr(float(k[0, 0])), repr(float(k[1, 1])), repr(float(k[0, 2])), repr(float(k[1, 2])),
+                        s.sweep.to_text() if s.sweep is not None else ""])
             n += 1
     summary = {"out": str(out), "location": location, "split": args.split, "csv": str(csv_path), "samples": n,
                "image_format": ext, "wav_format": args.wav_format, "frames_without_depth": no_depth,
@@ -150,7 +158,8 @@ def cmd_info(args) -> int:
         print(f"frames: {p['frames_total']}, with echo within {p['max_echo_age_s']} s: {p['samples']}, "
               f"without echo: {p['frames_without_echo']} (stale {p['frames_stale_echo']}), without depth: "
               f"{p['frames_without_depth']}, without camera_info: {p['frames_without_camera_info']}, "
-              f"echoes: {p['echoes_total']} (used {p['echoes_used']}), rejected: {p['rejected']}")
+              f"echoes: {p['echoes_total']} (used {p['echoes_used']}), chirp descriptions: {p['chirps']}, "
+              f"rejected: {p['rejected']}")
     else:
         print(f"no pairing: {info.get('pairing_error')}")
     return 0
@@ -162,6 +171,7 @@ KNOWN_TYPES = {
     "camera/camera_info": "sensor_msgs/msg/CameraInfo",
     "/avsnet/echo": "sensor_msgs/msg/Image",
     "camera/depth_gt": "sensor_msgs/msg/Image",
+    "/avsnet/chirp": "std_msgs/msg/String",
 }
 
 
@@ -176,6 +186,19 @@ def _parse_topic(spec: str) -> "tuple[str, str]":
     raise SystemExit(f"record: unknown type of topic {spec!r}: write it as NAME:pkg/msg/Type")
 
 
+def record_qos(resolved_name: str, queue_depth: int, reliable: bool):
+    """The recorder's subscription QoS for a topic: SensorDataQoS-like best effort (or reliable with
+    --reliable), volatile, `queue_depth` deep; the TRANSIENT_LOCAL_TOPICS reliable + transient local."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    latched = resolved_name in TRANSIENT_LOCAL_TOPICS
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=int(queue_depth),
+        reliability=ReliabilityPolicy.RELIABLE if reliable or latched else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
+
+
 def cmd_record(args) -> int:
     """Subscribe over rclpy (raw CDR) and write a rosbag2 until Ctrl-C/SIGTERM or --duration-s."""
     import importlib
@@ -184,7 +207,6 @@ def cmd_record(args) -> int:
 
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from avsnet_ros.data.rosbag_io import BAG_VERSION, typestore
@@ -195,12 +217,8 @@ def cmd_record(args) -> int:
         if msgtype not in ts.types:
             raise SystemExit(f"record: message type {msgtype} is not in the ROS 2 Kilted typestore")
     # Sensor inputs: SensorDataQoS (best effort, volatile) with a deep queue so bursts are kept;
-    # --reliable for reliable publishers when no drop is acceptable.
-    qos = QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=int(args.queue_depth),
-        reliability=ReliabilityPolicy.RELIABLE if args.reliable else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    # --reliable for reliable publishers when no drop is acceptable; the chirp description latched
+    # (record_qos).
     out = Path(args.out)
     writer = Writer(out, version=BAG_VERSION,
                     storage_plugin=StoragePlugin.MCAP if args.storage == "mcap" else StoragePlugin.SQLITE3)
@@ -218,7 +236,7 @@ def cmd_record(args) -> int:
         pkg, _, cls = msgtype.split("/")
         msg_class = getattr(importlib.import_module(f"{pkg}.msg"), cls)
         node.create_subscription(msg_class, resolved, lambda raw, n=resolved: inbox.put((n, time.time_ns(), raw)),
-                                 qos, raw=True)
+                                 record_qos(resolved, args.queue_depth, args.reliable), raw=True)
 
     def drain() -> None:
         # The only thread that touches the writer: callbacks stay short, nothing is lost on stop.
@@ -318,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="bag directory to create (must not exist)")
     r.add_argument("--topics", nargs="+", default=None,
                    help="topics to record (default: camera/image_raw camera/camera_info /avsnet/echo "
-                        "camera/depth_gt); other topics as NAME:pkg/msg/Type")
+                        "camera/depth_gt /avsnet/chirp); other topics as NAME:pkg/msg/Type")
     r.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
     r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     r.add_argument("--reliable", action="store_true",

@@ -10,11 +10,14 @@ ECHO_ONSET_SAMPLE.
   in samples), and cuts the buffer so that the onset lands at ECHO_ONSET_SAMPLE (this removes
   playback and capture latency). The stamp is PortAudio's ADC time of the onset (the DAC time of
   the sweep start, which misses unreported output latency, is kept as a diagnostic).
-- ReplayBackend: echoes of recorded samples (BV2-layout folder or rosbag) at the sweep period.
+- ReplayBackend: echoes of recorded samples (BV2-layout folder or rosbag) at the sweep period, each
+  with the sweep it was recorded with when the data describe it (Sample.sweep).
 - SimBackend: first-order image-source echoes of planar walls for a scripted scene (see
   `simulate_wall_echo`): physically correct arrival times and 1/r spreading, no reverberation tail.
 
 Times are nanoseconds on the wall clock (time.time_ns()); the node maps them to its ROS clock.
+Every capture names the sweep it holds (EchoCapture.sweep, a frontend.SweepSpec; None = not known):
+the emitter announces it on avsnet/chirp.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .align import ECHO_ONSET_SAMPLE, align_to_onset, echo_window_samples, find_onset
+from .frontend import SweepSpec
 from .io import AudioError
 from .sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP, SPEED_OF_SOUND_M_S, make_sweep
 
@@ -73,6 +77,11 @@ class SweepSettings:
         return make_sweep(duration_s=self.duration_s, sample_rate_hz=self.sample_rate_hz, f0_hz=self.f0_hz,
                           f1_hz=self.f1_hz, method=self.method, fade_s=self.fade_s)
 
+    def spec(self) -> SweepSpec:
+        """The sweep's description (what avsnet/chirp announces; the gain is not part of it)."""
+        return SweepSpec(duration_s=float(self.duration_s), f0_hz=float(self.f0_hz), f1_hz=float(self.f1_hz),
+                         method=str(self.method), fade_s=float(self.fade_s), sample_rate_hz=int(self.sample_rate_hz))
+
     @property
     def period_samples(self) -> int:
         return int(round(self.period_s * self.sample_rate_hz))
@@ -91,6 +100,8 @@ class EchoCapture:
         sample of the sweep start -> input sample of its onset), NaN when not measured.
     timing_residual_s: onset position minus the position PortAudio's DAC/ADC times predict for
         the sweep (output latency the host API does not report), NaN when not measured.
+    sweep: the sweep this echo was recorded with (played, or a replayed sample's description); None
+        when not known.
     """
 
     echo: np.ndarray
@@ -100,6 +111,7 @@ class EchoCapture:
     timing_residual_s: float = float("nan")
     sweep_index: int = 0
     source: str = ""
+    sweep: "SweepSpec | None" = None
 
 
 class EchoBackend:
@@ -130,6 +142,10 @@ class EchoBackend:
 
     def describe(self) -> str:
         return self.name
+
+    def sweep_description(self) -> "SweepSpec | None":
+        """The sweep the first echoes will hold (after open()): what it plays; None = not known."""
+        return self.settings.spec()
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +274,7 @@ class SoundDeviceBackend(EchoBackend):
         self.blocksize = int(blocksize)
         self._stream = None
         self._sweep = settings.sweep()
+        self._spec = settings.spec()
         self._sweep_out = (self._sweep * np.float32(settings.gain)).astype(np.float32)
         self._period = settings.period_samples
         if self._period < len(self._sweep) + 1:
@@ -471,7 +488,7 @@ class SoundDeviceBackend(EchoBackend):
         return EchoCapture(echo=echo, emit_time_ns=pending["emit_ns"], onset_snr_db=pending["snr_db"],
                            capture_latency_s=(onset_abs - pending["out_start"]) / fs,
                            timing_residual_s=(onset_abs - pending["predicted"]) / fs,
-                           sweep_index=pending["k"], source=self._device_desc)
+                           sweep_index=pending["k"], source=self._device_desc, sweep=self._spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,15 +537,18 @@ class ReplayBackend(_PacedBackend):
     """Recorded echo buffers (e.g. Sample.echo of a BV2-layout folder or a bag), looped.
 
     `load` is called at open() and returns a list of (2, N) float32 buffers already in the echo
-    layout (BatVision files are). Emission time = the time of publication.
+    layout (BatVision files are), or of (buffer, SweepSpec or None) pairs: the sweep each was
+    recorded with (Sample.sweep; a bare buffer's is not known). The settings' sweep is not played
+    and not announced. Emission time = the time of publication.
     """
 
     name = "replay"
 
-    def __init__(self, settings: SweepSettings, load: Callable[[], list[np.ndarray]], description: str = ""):
+    def __init__(self, settings: SweepSettings, load: Callable[[], list], description: str = ""):
         super().__init__(settings)
         self._load = load
         self._echoes: list[np.ndarray] = []
+        self._sweeps: "list[SweepSpec | None]" = []
         self._description = description
 
     def open(self) -> None:
@@ -538,14 +558,19 @@ class ReplayBackend(_PacedBackend):
             raise AudioDeviceError(f"replay backend cannot load echoes from {self._description}: {exc}") from None
         if not echoes:
             raise AudioDeviceError(f"replay backend: no echoes in {self._description}")
-        self._echoes = [np.ascontiguousarray(e, dtype=np.float32) for e in echoes]
+        items = [e if isinstance(e, tuple) else (e, None) for e in echoes]
+        self._echoes = [np.ascontiguousarray(e, dtype=np.float32) for e, _ in items]
+        self._sweeps = [sweep for _, sweep in items]
 
     def describe(self) -> str:
         return f"replay ({len(self._echoes)} echoes from {self._description})"
 
     def _make(self, k: int, emit_ns: int) -> EchoCapture:
         return EchoCapture(echo=self._echoes[k % len(self._echoes)], emit_time_ns=emit_ns,
-                           sweep_index=k, source=self._description)
+                           sweep_index=k, source=self._description, sweep=self._sweeps[k % len(self._sweeps)])
+
+    def sweep_description(self) -> "SweepSpec | None":
+        return self._sweeps[0] if self._sweeps else None
 
 
 @dataclass(frozen=True)
@@ -629,6 +654,7 @@ class SimBackend(_PacedBackend):
         self.noise_std = float(noise_std)
         self._rng = np.random.default_rng(seed)
         self._sweep = settings.sweep() * np.float32(settings.gain)
+        self._spec = settings.spec()
         self._t0 = 0.0
 
     def start(self) -> None:
@@ -646,5 +672,6 @@ class SimBackend(_PacedBackend):
         walls = self.walls_at(time.monotonic() - self._t0)
         echo = simulate_wall_echo(self._sweep, walls, self.settings.sample_rate_hz, self.settings.echo_samples,
                                   noise_std=self.noise_std, rng=self._rng)
-        return EchoCapture(echo=echo, emit_time_ns=emit_ns, sweep_index=k, source=self.describe())
+        return EchoCapture(echo=echo, emit_time_ns=emit_ns, sweep_index=k, source=self.describe(),
+                           sweep=self._spec)
 

@@ -5,6 +5,11 @@ the BatVision "file" crop samples [0, echo_window_samples(max_depth_m)), 7,782 a
 not on the whole buffer: a 20,000-sample buffer whose window is 9.4 % clipped is only 3.6 % clipped
 overall. The onset check finds the direct-path sweep (matched filter) near ECHO_ONSET_SAMPLE, which
 catches misaligned buffers and BatVision-layout recordings at another sample rate.
+
+For models with the "rerender" echo front-end (audio.frontend) check_front_end judges the front-end's
+result instead: the recording's direct-path level, whether the announced (or identified) sweep explains
+the recording (direct-path quality), and the onset where the deconvolution found the direct path (the
+matched-filter templates know only the default sweeps, so another emitter's chirp would fail them).
 Echo layout: float32 (2, N), full scale 1.0 (docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .align import ECHO_ONSET_SAMPLE, find_onset
+from .frontend import MIN_DIRECT_QUALITY
 from .io import AudioError
 from .sweep import BATVISION_SWEEP, DEFAULT_SWEEP, make_sweep
 
@@ -26,7 +32,9 @@ __all__ = [
     "EchoCheckConfig",
     "EchoFault",
     "EchoProblem",
+    "DEFAULT_MIN_LEVEL_DBFS",
     "check_echo",
+    "check_front_end",
     "clipped_fraction",
     "onset_templates",
 ]
@@ -40,6 +48,9 @@ SILENCE_PEAK_LEVEL = 1.0 / 32768
 #: The onset check searches this far beyond its tolerance (samples), so an onset just outside the
 #: tolerance is seen as such (a search ending inside the tolerance would report its last lag).
 ONSET_SEARCH_MARGIN_SAMPLES = 512
+#: Quieter direct paths are rejected (echo_level): -60 dBFS is ~33 LSB of 16-bit audio, where a
+#: microphone that is unplugged, muted in the mixer or pointed away records hum and noise, not a sweep.
+DEFAULT_MIN_LEVEL_DBFS = -60.0
 
 
 class EchoFault(Enum):
@@ -49,6 +60,8 @@ class EchoFault(Enum):
     CLIPPED = "echo_clipped"
     ONSET = "echo_onset"
     LENGTH = "echo_length"
+    MISMATCH = "echo_sweep_mismatch"  # the announced sweep does not explain the recording
+    LEVEL = "echo_level"  # the recording's direct path is too quiet
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,8 @@ class EchoCheckConfig:
     onset_check: bool = True
     onset_tolerance_samples: int = 16  # allowed offset of the onset from ECHO_ONSET_SAMPLE
     min_onset_snr_db: float = 20.0  # matched-filter SNR of the direct path
+    min_direct_quality: float = MIN_DIRECT_QUALITY  # check_front_end: direct-path compactness (0..1)
+    min_level_dbfs: float = DEFAULT_MIN_LEVEL_DBFS  # check_front_end: the recording's direct-path level
 
 
 def clipped_fraction(samples: np.ndarray) -> float:
@@ -136,3 +151,32 @@ def _check_onset(echo: np.ndarray, templates: Sequence[np.ndarray], config: Echo
     return EchoProblem(EchoFault.ONSET, f"no direct-path sweep at sample {ECHO_ONSET_SAMPLE} +- {tol} with SNR >= "
                                         f"{config.min_onset_snr_db} dB ({'; '.join(found)}): misaligned buffer or "
                                         "wrong sample rate")
+
+
+def check_front_end(result, config: EchoCheckConfig = EchoCheckConfig()) -> Optional[EchoProblem]:
+    """Checks of an echo front-end result (audio.frontend.FrontEndResult) -> EchoProblem, or None.
+
+    Run after check_echo (with its onset check off: this one replaces it). Order: the recording's
+    direct-path level (result.level_dbfs < min_level_dbfs: echo_level; a quiet recording also
+    deconvolves poorly, so this names the cause first), the quality (result.quality <
+    min_direct_quality: echo_sweep_mismatch, the sweep used does not explain the recording), then,
+    if config.onset_check, the direct path found by the deconvolution (|result.direct_sample -
+    ECHO_ONSET_SAMPLE| > onset_tolerance_samples: echo_onset). NaN compares as failing.
+    """
+    level = float(result.level_dbfs)
+    if not level >= config.min_level_dbfs:
+        return EchoProblem(EchoFault.LEVEL, f"direct path at {level:.1f} dBFS < {config.min_level_dbfs:g} dBFS: "
+                                            "microphones muted, unplugged or far too quiet")
+    quality = float(result.quality)
+    if not quality >= config.min_direct_quality:
+        sweep = result.sweep.to_text() if result.sweep is not None else "none"
+        how = "identified" if result.identified else "announced"
+        return EchoProblem(EchoFault.MISMATCH, f"direct-path quality {quality:.2f} < {config.min_direct_quality:g}: "
+                                               f"the {how} sweep ({sweep}) does not explain the recording")
+    if config.onset_check:
+        tol = int(config.onset_tolerance_samples)
+        found = int(result.direct_sample)
+        if abs(found - ECHO_ONSET_SAMPLE) > tol:
+            return EchoProblem(EchoFault.ONSET, f"direct path at sample {found}, not {ECHO_ONSET_SAMPLE} +- {tol}: "
+                                                "misaligned buffer or wrong sample rate")
+    return None

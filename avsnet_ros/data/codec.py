@@ -11,6 +11,9 @@ Images (REP 118 / cv_bridge conventions):
             cv_bridge's toCvCopy(msg, "rgb8")); 16UC1 / 32FC1 refused as depth encodings
     depth   32FC1 metres (NaN/0/inf invalid) or 16UC1/mono16 millimetres (0 invalid) -> (H, W) float32 m
     echo    32FC1, height 2 (row 0 left, row 1 right), width = samples -> (2, N) float32
+Chirp description (`avsnet/chirp`, std_msgs/String): the emitted sweep as SweepSpec.to_text(), or
+CHIRP_UNKNOWN ("unknown": the sweep is not known from here on, receivers identify it) ->
+SweepSpec or None (sweep_from_chirp_text; an empty or unparsable text is MessageError "chirp_invalid").
 Row padding (step > width * channels * bytes) and is_bigendian are honoured when decoding; encoding
 writes little-endian, unpadded rows.
 """
@@ -20,6 +23,7 @@ import struct
 
 import numpy as np
 
+from avsnet_ros.audio.frontend import SweepSpec
 from avsnet_ros.data.samples import valid_depth
 
 __all__ = [
@@ -37,6 +41,9 @@ __all__ = [
     "echo_from_image_msg",
     "pinhole_camera_info_arrays",
     "intrinsics_from_camera_info_msg",
+    "CHIRP_UNKNOWN",
+    "chirp_text",
+    "sweep_from_chirp_text",
 ]
 
 
@@ -214,3 +221,35 @@ def header_stamp_ns(raw: bytes) -> "int | None":
     else:
         return None
     return int(sec) * 1_000_000_000 + int(nsec)
+
+
+#: The chirp description of "the sweep is not known" (a replay of undescribed recordings, samples
+#: without a sweep after described ones in a bag): receivers forget the previous description.
+CHIRP_UNKNOWN = "unknown"
+
+
+def chirp_text(sweep: "SweepSpec | None") -> str:
+    """The `avsnet/chirp` text of a sweep: SweepSpec.to_text(), or CHIRP_UNKNOWN for None."""
+    return CHIRP_UNKNOWN if sweep is None else sweep.to_text()
+
+
+def sweep_from_chirp_text(text: str, sample_rate_hz: "int | None" = None) -> "SweepSpec | None":
+    """An `avsnet/chirp` text -> SweepSpec, or None for CHIRP_UNKNOWN.
+
+    MessageError("chirp_invalid") for an empty text (a default-constructed String would otherwise
+    parse to the default sweep), an unparsable one (SweepSpec.from_text's message), or a sweep at
+    another rate than sample_rate_hz (when given: the echo contract's rate).
+    """
+    stripped = str(text).strip()
+    if not stripped:
+        raise MessageError("chirp_invalid", "empty chirp description")
+    if stripped.lower() == CHIRP_UNKNOWN:
+        return None
+    try:
+        sweep = SweepSpec.from_text(stripped)
+    except ValueError as exc:
+        raise MessageError("chirp_invalid", str(exc)[:300]) from None
+    if sample_rate_hz is not None and int(sweep.sample_rate_hz) != int(sample_rate_hz):
+        raise MessageError("chirp_invalid", f"sweep at {sweep.sample_rate_hz} Hz, the echoes are at "
+                                            f"{int(sample_rate_hz)} Hz")
+    return sweep

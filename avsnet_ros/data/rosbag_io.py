@@ -9,6 +9,8 @@ namespace they carry a leading slash):
                          sweep onset; the buffer has the BatVision file layout (onset near 288)
     /camera/depth_gt     optional sensor_msgs/msg/Image, 32FC1 metres (NaN/0/inf invalid) or
                          16UC1/mono16 millimetres (0 invalid), same stamp and size as the image
+    /avsnet/chirp        optional std_msgs/msg/String: the emitted sweep (SweepSpec.to_text(), or
+                         "unknown"; data.codec.sweep_from_chirp_text), as the chirp emitter publishes it
 Bags are written as rosbag2 format version 8 with mcap storage (sqlite3 on request) using the
 ROS 2 Kilted typestore; the reader accepts either storage (rosbags detects it from metadata.yaml;
 a bare .mcap/.db3 file works too), so bags from `ros2 bag record` of the same topics and from
@@ -18,10 +20,17 @@ Pairing (read_bag_samples): each camera frame gets the newest valid echo whose h
 or before the frame's stamp and at most max_echo_age_s older (never an echo from the future;
 avsnet_ros.policy.match_echo, the depth node's rule; default policy.DEFAULT_MAX_ECHO_AGE_S);
 frames without one are dropped and counted in the BagReadReport (frames_without_echo, with their
-stamps; frames_stale_echo counts those whose newest echo was too old). Ground-truth depth is the
+stamps; frames_stale_echo counts those whose newest echo was too old). Each Sample's sweep is the
+latest chirp description logged at or before its echo (bag time: a chirp has no header; None
+before the first one, in a bag without any, and after an "unknown"); an unparsable chirp is counted
+(rejected["chirp_invalid"]) and the previous description kept. Ground-truth depth is the
 depth message with the nearest stamp within depth_tolerance_s and the image's size. Intrinsics
 come from the newest camera_info at or before the frame (else the earliest later one); frames
 with no usable camera_info get the nominal ZED 2 intrinsics and are counted.
+
+The writer writes a chirp message (at the sample's stamp, before its echo) for the first sample with
+a sweep and whenever the samples' sweep changes ("unknown" when it becomes None), so samples read
+back carry the sweep they were written with.
 
 Sequence ids and frame indices survive a round trip: the writer stores them per stamp in the
 bag's custom_data (metadata.yaml, key "avsnet_ros.frames"). A bag without it (a recording) gets
@@ -45,10 +54,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
-from avsnet_ros.data.codec import (IMAGE_ENCODINGS, MessageError, depth_from_image_msg, echo_from_image_msg,
-                                   header_stamp_ns, image_msg_to_array, image_payload,
+from avsnet_ros.data.codec import (IMAGE_ENCODINGS, MessageError, chirp_text, depth_from_image_msg,
+                                   echo_from_image_msg, header_stamp_ns, image_msg_to_array, image_payload,
                                    intrinsics_from_camera_info_msg, pinhole_camera_info_arrays, rgb_from_image_msg,
-                                   stamp_ns_to_sec_nanosec, time_to_ns)
+                                   stamp_ns_to_sec_nanosec, sweep_from_chirp_text, time_to_ns)
 from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics
 from avsnet_ros.policy.pairing import DEFAULT_MAX_ECHO_AGE_S, DropReason, match_echo
 
@@ -59,6 +68,7 @@ __all__ = [
     "DEFAULT_TOPICS",
     "IMAGE_TYPE",
     "CAMERA_INFO_TYPE",
+    "CHIRP_TYPE",
     "CAMERA_FRAME_ID",
     "ECHO_FRAME_ID",
     "FRAMES_CUSTOM_KEY",
@@ -90,6 +100,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+CHIRP_TYPE = "std_msgs/msg/String"
 CAMERA_FRAME_ID = "camera_optical_frame"
 ECHO_FRAME_ID = "microphones"
 FRAMES_CUSTOM_KEY = "avsnet_ros.frames"
@@ -104,10 +115,11 @@ class BagTopics:
     camera_info: str = "/camera/camera_info"
     echo: str = "/avsnet/echo"
     depth: str = "/camera/depth_gt"
+    chirp: str = "/avsnet/chirp"
 
     def types(self) -> "dict[str, str]":
         return {self.image: IMAGE_TYPE, self.camera_info: CAMERA_INFO_TYPE, self.echo: IMAGE_TYPE,
-                self.depth: IMAGE_TYPE}
+                self.depth: IMAGE_TYPE, self.chirp: CHIRP_TYPE}
 
 
 DEFAULT_TOPICS = BagTopics()
@@ -196,7 +208,9 @@ def write_samples_to_bag(
     echo (32FC1 2 x N), and depth (32FC1 metres, or 16UC1 millimetres with depth_encoding="16UC1";
     16UC1 is exact only for depths that came from millimetres, and pixels beyond 65.535 m become
     0 = invalid, counted in the summary) when the sample has depth. Samples may be a generator
-    (streamed); their stamps must be distinct (ValueError otherwise: pairing is by stamp). The
+    (streamed); their stamps must be distinct (ValueError otherwise: pairing is by stamp). A chirp
+    message (std_msgs/String on topics.chirp) precedes the echo of the first sample with a sweep and
+    of every sample whose sweep differs from the previous one ("unknown" for None). The
     echo message carries no sample rate: samples at another rate than sample_rate_hz (the
     44100 Hz contract) raise ValueError. Raises rosbags WriterError when
     bag_path exists. On an exception the partial bag is closed (readable up to the failure).
@@ -215,6 +229,7 @@ def write_samples_to_bag(
     counts = Counter()
     too_far = 0
     last_stamp = -1
+    last_chirp = chirp_text(None)  # a bag starts without a description
     seen_stamps: "set[int]" = set()
     try:
         for name in (topics.camera_info, topics.image, topics.echo):
@@ -234,11 +249,16 @@ def write_samples_to_bag(
                 log.warning("%s: stamp %d earlier than the previous sample's %d", s.source, t, last_stamp)
             last_stamp = max(last_stamp, t)
             h, w = rgb.shape[:2]
-            msgs = [
-                (topics.camera_info, camera_info_msg(s.intrinsics, w, h, t, camera_frame_id), CAMERA_INFO_TYPE),
-                (topics.image, array_to_image_msg(rgb, "rgb8", t, camera_frame_id), IMAGE_TYPE),
-                (topics.echo, echo_to_image_msg(np.asarray(s.echo, dtype=np.float32), t, echo_frame_id), IMAGE_TYPE),
-            ]
+            msgs = [(topics.camera_info, camera_info_msg(s.intrinsics, w, h, t, camera_frame_id), CAMERA_INFO_TYPE),
+                    (topics.image, array_to_image_msg(rgb, "rgb8", t, camera_frame_id), IMAGE_TYPE)]
+            text = chirp_text(getattr(s, "sweep", None))
+            if text != last_chirp:
+                if topics.chirp not in conns:
+                    conns[topics.chirp] = writer.add_connection(topics.chirp, CHIRP_TYPE, typestore=ts)
+                msgs.append((topics.chirp, ts.types[CHIRP_TYPE](data=text), CHIRP_TYPE))
+                last_chirp = text
+            msgs.append((topics.echo, echo_to_image_msg(np.asarray(s.echo, dtype=np.float32), t, echo_frame_id),
+                         IMAGE_TYPE))
             if s.depth_m is not None:
                 if s.depth_m.shape != (h, w):
                     raise ValueError(f"{s.source}: depth {s.depth_m.shape} differs from the image {(h, w)}")
@@ -288,6 +308,7 @@ class BagReadReport:
     frames_camera_info_after: int = 0  # used a camera_info stamped after the frame
     echoes_total: int = 0
     echoes_used: int = 0
+    chirps: int = 0  # valid sweep descriptions on the chirp topic
     rejected: "dict[str, int]" = field(default_factory=dict)  # reason -> messages rejected
     max_echo_age_s: float = 0.0
 
@@ -360,9 +381,9 @@ def _topic_connections(reader, topics: BagTopics, report: BagReadReport):
         info["count"] += int(c.msgcount)
     wanted = {}
     for role, name in (("image", topics.image), ("camera_info", topics.camera_info), ("echo", topics.echo),
-                       ("depth", topics.depth)):
+                       ("depth", topics.depth), ("chirp", topics.chirp)):
         conns = by_topic.get(name, [])
-        expected = CAMERA_INFO_TYPE if role == "camera_info" else IMAGE_TYPE
+        expected = {"camera_info": CAMERA_INFO_TYPE, "chirp": CHIRP_TYPE}.get(role, IMAGE_TYPE)
         bad = [c for c in conns if c.msgtype != expected]
         if bad:
             raise DatasetError(f"bag topic {name} has type {bad[0].msgtype}, expected {expected}")
@@ -377,17 +398,34 @@ def _topic_connections(reader, topics: BagTopics, report: BagReadReport):
     return wanted
 
 
-def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int):
-    """Pass 1: image/depth stamps from raw bytes; echo and camera_info decoded and validated."""
+@dataclass
+class _Index:
+    """Pass 1's findings: (ordinal, stamp) of images/depth/valid echoes, camera_infos, and the sweep
+    description of each valid echo (ordinal -> SweepSpec or None)."""
+
+    images: list
+    depth: list
+    echoes: list
+    infos: list
+    echo_sweeps: dict
+
+
+def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int,
+                sample_rate_hz: "int | None" = None) -> _Index:
+    """Pass 1: image/depth stamps from raw bytes; echo, camera_info and chirp decoded and validated
+    (a chirp at another rate than sample_rate_hz, when given, is invalid). Each valid echo gets the
+    latest valid chirp description logged at or before it (bag time)."""
     ts = typestore()
     role_of = {c.id: role for role, conns in wanted.items() for c in conns}
     images: "list[tuple[int, int]]" = []  # (ordinal, stamp)
     depth: "list[tuple[int, int]]" = []
     echoes: "list[tuple[int, int]]" = []  # valid echoes only
     infos: "list[tuple[int, np.ndarray, tuple[int, int]]]" = []
+    echo_logged: "list[tuple[int, int]]" = []  # (log time, ordinal) of the valid echoes
+    chirps: "list[tuple[int, object]]" = []  # (log time, SweepSpec or None) of the valid descriptions
     counters = Counter()
     conns = [c for cs in wanted.values() for c in cs]
-    for conn, _, raw in reader.messages(connections=conns):
+    for conn, log_ns, raw in reader.messages(connections=conns):
         role = role_of[conn.id]
         k = counters[role]
         counters[role] += 1
@@ -408,11 +446,23 @@ def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int):
                 report.echoes_total += 1
                 echo_from_image_msg(msg, min_echo_samples)
                 echoes.append((k, _stamp_of(msg)))
+                echo_logged.append((int(log_ns), k))
+            elif role == "chirp":
+                chirps.append((int(log_ns), sweep_from_chirp_text(msg.data, sample_rate_hz)))
+                report.chirps += 1
             else:
                 infos.append((_stamp_of(msg), intrinsics_from_camera_info_msg(msg), (int(msg.height), int(msg.width))))
         except MessageError as exc:
             report.rejected[exc.reason] = report.rejected.get(exc.reason, 0) + 1
-    return images, depth, echoes, infos
+            if role == "chirp":
+                log.warning("bag: chirp message #%d ignored, the previous description is kept (%s)", k, exc)
+    chirps.sort(key=lambda c: c[0])  # stable: equal log times keep the bag's order
+    chirp_t = [t for t, _ in chirps]
+    echo_sweeps = {}
+    for t, k in echo_logged:
+        i = bisect.bisect_right(chirp_t, t) - 1
+        echo_sweeps[k] = chirps[i][1] if i >= 0 else None
+    return _Index(images, depth, echoes, infos, echo_sweeps)
 
 
 def _pair(images, depth, echoes, infos, report: BagReadReport, max_echo_age_s: float, depth_tol_ns: int):
@@ -482,8 +532,9 @@ def iter_bag_samples(
     try:
         report.storage = _storage_name(bag_path)
         wanted = _topic_connections(reader, topics, report)
-        images, depth, echoes, infos = _index_pass(reader, wanted, report, min_echo_samples)
-        frames = _pair(images, depth, echoes, infos, report, max_echo_age_s,
+        index = _index_pass(reader, wanted, report, min_echo_samples, sample_rate_hz)
+        infos = index.infos
+        frames = _pair(index.images, index.depth, index.echoes, infos, report, max_echo_age_s,
                        int(round(depth_tolerance_s * 1e9)))
         if infos == [] and frames:
             log.warning("bag %s has no usable camera_info on %s: nominal intrinsics used", bag_path, topics.camera_info)
@@ -492,8 +543,8 @@ def iter_bag_samples(
         by_image = {f.ordinal: f for f in todo}
         need = {"echo": Counter(f.echo for f in todo), "depth": Counter(f.depth for f in todo if f.depth is not None)}
         cache = {"image": {}, "echo": {}, "depth": {}}
-        role_of = {c.id: role for role, conns in wanted.items() for c in conns if role != "camera_info"}
-        conns = [c for role, cs in wanted.items() if role != "camera_info" for c in cs]
+        role_of = {c.id: role for role, conns in wanted.items() for c in conns if role in ("image", "echo", "depth")}
+        conns = [c for role, cs in wanted.items() if role in ("image", "echo", "depth") for c in cs]
         counters = Counter()
         pos = 0
         for conn, _, raw in reader.messages(connections=conns):
@@ -513,7 +564,7 @@ def iter_bag_samples(
                     break
                 pos += 1
                 sample = _build_sample(f, cache, need, ts, report, bag_path, topics, custom, seq_default,
-                                       sample_rate_hz)
+                                       sample_rate_hz, index.echo_sweeps.get(f.echo))
                 if sample is not None:
                     report.samples += 1
                     yield sample
@@ -533,7 +584,8 @@ def _release(cache, need, role, k):
         del need[role][k]
 
 
-def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, seq_default, sample_rate_hz):
+def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, seq_default, sample_rate_hz,
+                  sweep=None):
     raw_img = cache["image"].pop(f.ordinal)
     raw_echo = cache["echo"][f.echo]
     raw_depth = cache["depth"][f.depth] if f.depth is not None else None
@@ -579,7 +631,7 @@ def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, 
     return Sample(
         rgb=rgb, echo=echo, sample_rate_hz=int(sample_rate_hz), depth_m=depth, intrinsics=k,
         stamp_ns=f.stamp_ns, sequence_id=seq, frame_index=frame,
-        source=f"{bag_path}:{topics.image}#{f.ordinal}",
+        source=f"{bag_path}:{topics.image}#{f.ordinal}", sweep=sweep,
     )
 
 
@@ -614,8 +666,8 @@ def bag_info(bag_path, max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S, topics: B
             info["pairing"] = None
             info["pairing_error"] = str(exc)
             return info
-        images, depth, echoes, infos = _index_pass(reader, wanted, report, 1)
-        frames = _pair(images, depth, echoes, infos, report, max_echo_age_s,
+        index = _index_pass(reader, wanted, report, 1)
+        frames = _pair(index.images, index.depth, index.echoes, index.infos, report, max_echo_age_s,
                        int(round(depth_tolerance_s * 1e9)))
         report.samples = sum(f.echo is not None for f in frames)
         report.frames_without_depth = sum(f.depth is None for f in frames)

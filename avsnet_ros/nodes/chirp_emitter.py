@@ -14,8 +14,12 @@ devices named, when the device is missing), activate starts emitting, deactivate
 unplugged), /diagnostics goes to ERROR and the node reopens it every `retry_interval_s`.
 
 Publishes /avsnet/echo (sensor_msgs/Image 32FC1, height 2: row 0 left, row 1 right; width =
-samples; header.stamp = emission time of the sweep's first sample; frame_id = `frame_id`) and
-/diagnostics (sweep rate, xruns, onset SNR, latency, drops).
+samples; header.stamp = emission time of the sweep's first sample; frame_id = `frame_id`),
+/avsnet/chirp (std_msgs/String: the sweep the echoes hold, SweepSpec.to_text(), or "unknown" for
+replayed echoes whose data do not describe it; reliable + transient local (CHIRP_QOS), so a node
+started later still gets it; published at activate and again before the first echo of another
+sweep, e.g. after a reconfigure with new sweep_* parameters) and /diagnostics (sweep rate, xruns,
+onset SNR, latency, the announced sweep, drops).
 """
 from __future__ import annotations
 
@@ -27,12 +31,13 @@ from typing import Any, Callable
 import numpy as np
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ, DEFAULT_SWEEP
 from avsnet_ros.audio.backends import (AudioDeviceError, EchoBackend, ReplayBackend, SimBackend,
                                        SoundDeviceBackend, SweepSettings, WallReflector)
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (ERROR, OK, OUTPUT_QOS, WARN, DropCounter, ParamSpec, RateMeter,
+from avsnet_ros.nodes.common import (CHIRP_QOS, ERROR, OK, OUTPUT_QOS, WARN, DropCounter, ParamSpec, RateMeter,
                                      ThreadedLifecycleNode, declare_parameters, guarded, read_parameters,
                                      run_node_main)
 
@@ -105,7 +110,7 @@ def make_backend(v: dict) -> EchoBackend:
         from avsnet_ros.data.sources import load_samples, resolve_data_path
 
         path = resolve_data_path(v["replay_data_path"])
-        return ReplayBackend(settings, lambda: [s.echo for s in load_samples(path, v["replay_split"])],
+        return ReplayBackend(settings, lambda: [(s.echo, s.sweep) for s in load_samples(path, v["replay_split"])],
                              description=str(path))
     distances, azimuths, refl = (list(v["sim_wall_distances_m"]), list(v["sim_wall_azimuths_deg"]),
                                  list(v["sim_wall_reflectivity"]))
@@ -143,6 +148,9 @@ class ChirpEmitter(ThreadedLifecycleNode):
         self._stop = threading.Event()
         self._failed = False
         self._echo_pub = None
+        self._chirp_pub = None
+        self._announced: Any = None  # the last avsnet/chirp text published (None: none yet)
+        self._chirps = 0
         self._diag_timer = None
         if self.values["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -165,6 +173,8 @@ class ChirpEmitter(ThreadedLifecycleNode):
         self.startup_error = None
         self.backend = backend
         self._echo_pub = self.create_lifecycle_publisher(Image, "avsnet/echo", OUTPUT_QOS)
+        self._chirp_pub = self.create_lifecycle_publisher(String, "avsnet/chirp", CHIRP_QOS)
+        self._announced = None
         self._diag_timer = self.create_timer(self.values["diagnostics_period_s"], self._publish_diagnostics)
         v = self.values
         self.get_logger().info(f"configured {backend.describe()}: {v['sweep_method']} sweep {v['sweep_f0_hz']:g}-"
@@ -181,6 +191,9 @@ class ChirpEmitter(ThreadedLifecycleNode):
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
         ret = super().on_activate(state)
+        # what the first echoes hold (late joiners get it); EchoBackend.sweep_description, else the settings'
+        describe = getattr(self.backend, "sweep_description", None)
+        self._announce(describe() if describe is not None else self.backend.settings.spec())
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="chirp_emitter_audio", daemon=True)
         self._thread.start()
@@ -212,6 +225,9 @@ class ChirpEmitter(ThreadedLifecycleNode):
         if self._echo_pub is not None:
             self.destroy_lifecycle_publisher(self._echo_pub)
             self._echo_pub = None
+        if self._chirp_pub is not None:
+            self.destroy_lifecycle_publisher(self._chirp_pub)
+            self._chirp_pub = None
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -266,6 +282,7 @@ class ChirpEmitter(ThreadedLifecycleNode):
         else:
             stamp_ns = clock_now_ns
         msg = conv.echo_to_msg(capture.echo, max(stamp_ns, 0), self.values["frame_id"])
+        self._announce(capture.sweep)  # before the first echo of another sweep (replayed data)
         self._echo_pub.publish(msg)
         with self._lock:
             self._published += 1
@@ -277,6 +294,16 @@ class ChirpEmitter(ThreadedLifecycleNode):
             if np.isfinite(capture.timing_residual_s):
                 self._residual_ms.append(1e3 * capture.timing_residual_s)
             self._publish_delay_ms.append((clock_now_ns - stamp_ns) / 1e6)
+
+    def _announce(self, sweep) -> None:
+        """Publish avsnet/chirp when `sweep` (SweepSpec or None = not known) differs from the last one."""
+        text = conv.chirp_text(sweep)
+        if text == self._announced:
+            return
+        self._chirp_pub.publish(String(data=text))
+        with self._lock:
+            self._announced, self._chirps = text, self._chirps + 1
+        self.get_logger().info(f"avsnet/chirp: {text}")
 
     # ------------------------------------------------------------------------------------------
     # diagnostics
@@ -301,6 +328,8 @@ class ChirpEmitter(ThreadedLifecycleNode):
                 "skipped_late": backend_counters.get("skipped_late", 0),
                 "backend_failures": self.errors.get("backend_failure"),
                 "recoveries": self.errors.get("recovered"),
+                "chirp": self._announced or "",
+                "chirps_published": self._chirps,
             }
 
     @guarded("drops", "diagnostics_exception")

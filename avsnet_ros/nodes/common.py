@@ -25,6 +25,10 @@ SENSOR_QOS = qos_profile_sensor_data
 # Outputs: reliable, keep last 5 (matches reliable and best-effort subscribers, e.g. rviz2).
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# The emitter's sweep description (avsnet/chirp): reliable, transient local, keep last 1, so a node that
+# starts after the emitter still gets the sweep being played (publisher and subscribers use this profile).
+CHIRP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE)
 

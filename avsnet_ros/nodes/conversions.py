@@ -27,10 +27,11 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension, MultiArrayLayout
 
-from avsnet_ros.data.codec import (CAMERA_ENCODINGS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, MessageError,  # noqa: F401
-                                   depth_from_image_msg, echo_from_image_msg, image_msg_to_array, image_payload,
-                                   intrinsics_from_camera_info_msg, pinhole_camera_info_arrays, rgb_from_image_msg,
-                                   stamp_ns_to_sec_nanosec, time_to_ns)
+from avsnet_ros.data.codec import (CAMERA_ENCODINGS, CHIRP_UNKNOWN, DEPTH_ENCODINGS, IMAGE_ENCODINGS,  # noqa: F401
+                                   MessageError, chirp_text, depth_from_image_msg, echo_from_image_msg,
+                                   image_msg_to_array, image_payload, intrinsics_from_camera_info_msg,
+                                   pinhole_camera_info_arrays, rgb_from_image_msg, stamp_ns_to_sec_nanosec,
+                                   sweep_from_chirp_text, time_to_ns)
 from avsnet_ros.visualization import colorize_depth, depth_legend  # noqa: F401  (preview colours: one implementation)
 
 

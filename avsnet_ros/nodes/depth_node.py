@@ -9,8 +9,9 @@ Lifecycle (rclpy.lifecycle; `autostart:=true` runs configure + activate at start
 Pairing, scale reuse, hold with decay and fallback: avsnet_ros.policy.pairing (decide_scale; the
 same rule pairs frames in rosbags). A FRESH frame runs the full pipeline (AVS-Net on RGB + echo ->
 scale); REUSE/HOLD frames apply the cached scale to their own relative depth (pipeline.depth_from_scale);
-`echo_fallback` picks "drop", "hold" or "rgb_only" (RGB-only AVS-Net, confidence 0). Echo content
-checks (silence and clipping on the model's echo window, direct-path onset): avsnet_ros.audio.echo_checks.
+`echo_fallback` picks "drop", "hold" or "rgb_only" (RGB-only AVS-Net, confidence 0). Echo path: depth_support.EchoPath
+(audio.echo_checks on the model's echo window; "rerender" models: the front-end once per echo in its own thread with
+the sweep of `echo_sweep` / avsnet/chirp / identified, then its level, sweep-mismatch and onset checks).
 Transport loss: /diagnostics reports camera_rate_hz (arrivals) next to camera_stamp_rate_hz (the
 header stamps' median period) and camera_frames_missing_est (stamp gaps, policy.frame_timing).
 
@@ -31,14 +32,15 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray
+from std_msgs.msg import Float32MultiArray, String
 
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import (OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer, RateMeter,
+from avsnet_ros.nodes.common import (CHIRP_QOS, OUTPUT_QOS, SENSOR_QOS, DropCounter, FreedMemoryTrimmer, RateMeter,
                                      ThreadedLifecycleNode, declare_parameters, guarded, read_parameters,
                                      resident_memory_mb, run_node_main)
-from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoScaleState, diagnostic_level,
-                                            diagnostic_values, make_scale_filter, prepare_models, scale_policy, warm_up)
+from avsnet_ros.nodes.depth_support import (DROP_DETAILS, PARAMS, EchoChecker, EchoPath, EchoScaleState,
+                                            diagnostic_level, diagnostic_values, make_scale_filter, prepare_models,
+                                            scale_policy, warm_up)
 from avsnet_ros.nodes.worker import LatestSlot
 from avsnet_ros.policy import ScaleMode, StampGapMeter
 from avsnet_ros.visualization import colorize_depth
@@ -84,6 +86,7 @@ class DepthNode(ThreadedLifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._diag_timer = None
         self._echo_checker: EchoChecker | None = None  # content checks on the model's echo window
+        self._echo_path: EchoPath | None = None  # checks, echo front-end, sweep in use (avsnet/chirp)
         self._stamp_gaps = StampGapMeter()  # camera header stamps: rate and frames missing
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._echo_group = MutuallyExclusiveCallbackGroup()
@@ -108,6 +111,8 @@ class DepthNode(ThreadedLifecycleNode):
             read_parameters(self, PARAMS, self.values)
             v = self.values
             self.pipeline, self.rgb_only_pipeline, self._echo_checker = prepare_models(v, self._pipeline_factory)
+            self._echo_path = EchoPath(self.pipeline, self._echo_checker, self.echo_state, self.echo_drops, v,
+                                       self.get_logger())
             self.echo_state.scale_filter = make_scale_filter(v)
         except Exception as exc:  # noqa: BLE001 - report any load error, stay unconfigured
             self.startup_error = f"depth_node configure failed: {type(exc).__name__}: {exc}"
@@ -127,7 +132,8 @@ class DepthNode(ThreadedLifecycleNode):
                                              callback_group=self._timer_group)
         self.get_logger().info(
             f"configured: {self.pipeline.describe()}"
-            f"; echo >= {self._echo_checker.window_samples} samples at {v['sample_rate_hz']} Hz, max age "
+            f"; echo >= {self._echo_checker.window_samples} samples at {v['sample_rate_hz']} Hz, front-end "
+            f"{self._echo_path.describe()}, max age "
             f"{v['max_echo_age_s']} s, fallback {v['echo_fallback']}, scale filter {v['scale_filter']}"
             f"{' with odometry ' + v['odom_topic'] if v['odom_topic'] else ''}; inputs SensorDataQoS")
         return TransitionCallbackReturn.SUCCESS
@@ -147,12 +153,15 @@ class DepthNode(ThreadedLifecycleNode):
             self.startup_error = f"depth_node warm-up failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.startup_error)
             return TransitionCallbackReturn.FAILURE
+        self._echo_path.start()
         self._subs = [  # the echo and camera_info callbacks never wait behind a frame
             self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS,
                                      callback_group=self._input_group),
             self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, SENSOR_QOS,
                                      callback_group=self._echo_group),
             self.create_subscription(Image, "avsnet/echo", self._on_echo, SENSOR_QOS, callback_group=self._echo_group),
+            self.create_subscription(String, "avsnet/chirp", self._echo_path.on_chirp, CHIRP_QOS,
+                                     callback_group=self._echo_group),
         ]
         if self.values["odom_topic"]:
             from nav_msgs.msg import Odometry
@@ -171,6 +180,8 @@ class DepthNode(ThreadedLifecycleNode):
     def _stop_background(self) -> None:
         self._stop.set()
         self._slot.clear()
+        if self._echo_path is not None:
+            self._echo_path.stop()
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
@@ -182,7 +193,7 @@ class DepthNode(ThreadedLifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        self.pipeline = self.rgb_only_pipeline = None
+        self.pipeline = self.rgb_only_pipeline = self._echo_path = None
         self.echo_state.clear()
         with self._lock:
             self._camera_info = None
@@ -224,13 +235,7 @@ class DepthNode(ThreadedLifecycleNode):
         except conv.MessageError as exc:
             self.echo_drops.count(exc.reason, str(exc))
             return
-        problem = self._echo_checker.check(echo, v)
-        if problem is not None:
-            self.echo_drops.count(problem.reason, problem.detail)
-            return
-        out_of_order = self.echo_state.add_echo(stamp_ns, echo)
-        if out_of_order is not None:
-            self.echo_drops.count("echo_out_of_order", out_of_order)
+        self._echo_path.submit(stamp_ns, echo, v)  # content checks, echo front-end, stored or counted
 
     @guarded("echo_drops", "odometry_callback_exception")
     def _on_odometry(self, msg) -> None:
@@ -378,7 +383,7 @@ class DepthNode(ThreadedLifecycleNode):
             "scale_mode": self._last_mode,
             "echo_age_s": (self._now_ns() - newest_echo_ns) / 1e9 if newest_echo_ns is not None else nan,
             "resident_memory_mb": resident_memory_mb(),
-            **self.echo_state.filter_values(),
+            **self.echo_state.filter_values(), **(self._echo_path.diagnostic_values() if self._echo_path else {}),
         })
         level, message = diagnostic_level(self.startup_error, state, recent, self._last_mode)
         self.publish_status("depth", "avsnet", level, message, values)

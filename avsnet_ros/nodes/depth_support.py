@@ -1,17 +1,23 @@
-"""depth_node's parts that need no rclpy: parameters, model loading, and the echo/scale state that
-turns a policy decision into metric depth with the pipeline (nodes/depth_node.py does the wiring)."""
+"""depth_node's parts that need no rclpy: parameters, model loading, the echo path (content checks,
+echo front-end, the sweep in use) and the echo/scale state that turns a policy decision into metric
+depth with the pipeline (nodes/depth_node.py does the wiring)."""
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from avsnet_ros.audio.align import ECHO_ONSET_SAMPLE
+from avsnet_ros.audio.echo_checks import (DEFAULT_MIN_LEVEL_DBFS, EchoCheckConfig, EchoFault, EchoProblem,
+                                          check_echo, check_front_end, onset_templates)
+from avsnet_ros.audio.frontend import MIN_DIRECT_QUALITY, FrontEndResult, SweepSpec
+from avsnet_ros.audio.io import AudioError
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
-from avsnet_ros.audio.echo_checks import EchoCheckConfig, EchoProblem, check_echo, onset_templates
+from avsnet_ros.data.codec import MessageError, sweep_from_chirp_text
 from avsnet_ros.nodes.common import ERROR, OK, WARN, ParamSpec, keep_freed_memory
 from avsnet_ros.nodes.worker import in_passing_thread
 from avsnet_ros.policy.scale_filter import SCALE_FILTER_MODES, OdometryDistance, ScaleFilter, ScaleFilterConfig
@@ -86,6 +92,13 @@ PARAMS = (
     ParamSpec("echo_max_clipped_fraction", 0.05, "reject echoes with more of the model's echo window "
               "(both channels) at |x| >= 0.999",
               0.0, 1.0, live=True),
+    ParamSpec("echo_sweep", "", "the emitted sweep as SweepSpec text (README 'Echo message'), overriding "
+              "avsnet/chirp; '' = the sweep avsnet/chirp announces, else the one identified from the recording"),
+    ParamSpec("echo_min_quality", MIN_DIRECT_QUALITY, "models with the rerender echo front-end: reject echoes "
+              "that the sweep in use does not explain (deconvolved direct-path quality below this: "
+              "echo_sweep_mismatch)", 0.0, 1.0, live=True),
+    ParamSpec("echo_min_level_dbfs", DEFAULT_MIN_LEVEL_DBFS, "models with the rerender echo front-end: reject "
+              "echoes whose direct path is quieter (echo_level)", -200.0, 0.0, live=True),
     ParamSpec("skip_when_unsubscribed", True, "skip inference while nothing subscribes to the outputs", live=True),
     ParamSpec("publish_points", False, "publish avsnet/points (needs camera_info)"),
     ParamSpec("points_stride_px", 2, "pixel stride of the point cloud", 1, 64, live=True),
@@ -147,7 +160,9 @@ def load_pipelines(v: dict):
 @dataclass
 class StoredEcho:
     stamp_ns: int
-    echo: np.ndarray  # (2, N) float32 at sample_rate_hz
+    # (2, N) float32 at sample_rate_hz ("raw" models), or the echo front-end's result ("rerender"
+    # models): what the pipeline is given, as it is
+    echo: Union[np.ndarray, FrontEndResult]
     serial: int  # unique per accepted echo
 
 
@@ -207,7 +222,7 @@ class EchoScaleState:
             self._in_flight -= 1
             self._done.notify_all()
 
-    def add_echo(self, stamp_ns: int, echo: np.ndarray) -> Optional[str]:
+    def add_echo(self, stamp_ns: int, echo: Union[np.ndarray, FrontEndResult]) -> Optional[str]:
         """Store an accepted echo; returns a detail (and stores nothing) when it is not newer than the newest."""
         with self._lock:
             if self._echoes and stamp_ns <= self._echoes[-1].stamp_ns:
@@ -319,27 +334,230 @@ def scale_policy(values: dict, rgb_only_available: bool) -> ScalePolicy:
     return ScalePolicy(values["max_echo_age_s"], values["scale_hold_s"], values["confidence_half_life_s"], fallback)
 
 
+def frontend_mode(pipeline) -> str:
+    """The pipeline's echo front-end mode ("raw" or "rerender"; "raw" for pipelines without one)."""
+    return getattr(getattr(pipeline, "frontend", None), "mode", "raw")
+
+
 class EchoChecker:
     """audio.echo_checks on the window `pipeline` reads: samples [0, min_echo_samples()) for the
-    "file" crop, from ECHO_ONSET_SAMPLE for the "onset" crop (the onset check holds the onset there)."""
+    "file" crop, from ECHO_ONSET_SAMPLE for the "onset" crop (the onset check holds the onset there).
+    With the "rerender" front-end, check() leaves the onset to check_front_end (the matched-filter
+    templates know only the default sweeps)."""
 
     def __init__(self, pipeline, sample_rate_hz: int) -> None:
         self.window_samples = int(pipeline.min_echo_samples())
         self.window_start_sample = ECHO_ONSET_SAMPLE if pipeline.avs_config.audio_crop == "onset" else 0
         self.templates = onset_templates(sample_rate_hz)
+        self.rerender = frontend_mode(pipeline) == "rerender"
+
+    @staticmethod
+    def config(values: dict) -> EchoCheckConfig:
+        return EchoCheckConfig(values["echo_max_clipped_fraction"], values["echo_onset_check"],
+                               values["echo_onset_tolerance_samples"], values["echo_min_onset_snr_db"],
+                               values["echo_min_quality"], values["echo_min_level_dbfs"])
 
     def check(self, echo: np.ndarray, values: dict) -> Optional[EchoProblem]:
-        config = EchoCheckConfig(values["echo_max_clipped_fraction"], values["echo_onset_check"],
-                                 values["echo_onset_tolerance_samples"], values["echo_min_onset_snr_db"])
+        config = self.config(values)
+        if self.rerender:
+            config = replace(config, onset_check=False)
         return check_echo(echo, window_start_sample=self.window_start_sample, window_samples=self.window_samples,
                           templates=self.templates, config=config)
+
+    def check_front_end(self, result: FrontEndResult, values: dict) -> Optional[EchoProblem]:
+        return check_front_end(result, self.config(values))
+
+
+class EchoPath:
+    """depth_node's echo path after decoding: content checks, the echo front-end once per echo, its
+    checks, then the accepted echo goes to the EchoScaleState for pairing; and the sweep in use.
+
+    "raw" models: EchoChecker.check, then the buffer is stored, in the caller's (callback's) thread.
+    "rerender" models: EchoChecker.check (length, silence, clipping) in the caller's thread, then in
+    the path's own thread (start()/stop(); a callback only queues): pipeline.prepare_echo(echo, sweep)
+    with the sweep in use, EchoChecker.check_front_end (echo_level, echo_sweep_mismatch, echo_onset at
+    the deconvolved direct path), and the FrontEndResult is stored: the pipeline uses it as it is
+    (no second front-end pass per frame). Without the thread (stopped) the caller's thread does it.
+    A rejected echo is never stored, so the scale policy treats it as missing (held scale with
+    decaying confidence, then echo_fallback). In-flight echoes are reported to the EchoScaleState
+    (begin_echo/end_echo) until stored or rejected, so a frame can wait for them (echo_wait_s).
+
+    Sweep in use (sweep_in_use()): the `echo_sweep` parameter when set ("parameter"), else the latest
+    avsnet/chirp ("topic"; announce()), else the one the front-end identified from the recording
+    ("identified", sticky: audio.frontend.EchoFrontEnd), else none. Rejections are counted in `drops`
+    by reason: the EchoFault values, echo_out_of_order, chirp_invalid (the previous sweep is kept),
+    echo_frontend_error (AudioError), echo_frontend_backlog (oldest queued echo dropped when more than
+    max_pending wait).
+    """
+
+    def __init__(self, pipeline, checker: EchoChecker, state: "EchoScaleState", drops, values: dict,
+                 logger: Any = None, max_pending: int = 8) -> None:
+        """Raises ValueError when the `echo_sweep` parameter is not a SweepSpec text at sample_rate_hz."""
+        self.pipeline, self.checker, self.state, self.drops, self.logger = pipeline, checker, state, drops, logger
+        self.mode = frontend_mode(pipeline)
+        self.sample_rate_hz = int(values["sample_rate_hz"])
+        self.max_pending = int(max_pending)
+        self.parameter_sweep: Optional[SweepSpec] = None
+        if values["echo_sweep"].strip():
+            try:
+                self.parameter_sweep = sweep_from_chirp_text(values["echo_sweep"], self.sample_rate_hz)
+            except MessageError as exc:
+                raise ValueError(f"parameter echo_sweep: {exc}") from None
+        self.topic_sweep: Optional[SweepSpec] = None
+        self.topic_text = ""  # the latest valid avsnet/chirp text ("" before any)
+        self.chirps_received = 0
+        self.last: Optional[FrontEndResult] = None  # the newest front-end result (accepted or not)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pending: deque = deque()
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+
+    # sweeps
+    def announce(self, text: str) -> Optional[str]:
+        """An avsnet/chirp text: the topic's sweep from now on. Returns the problem (counted as
+        chirp_invalid and logged; the previous sweep is kept) or None."""
+        try:
+            sweep = sweep_from_chirp_text(text, self.sample_rate_hz)
+        except MessageError as exc:
+            detail = str(exc)
+            self.drops.count("chirp_invalid", detail)
+            if self.logger is not None:
+                self.logger.warning(f"avsnet/chirp: {detail}; keeping the previous sweep", throttle_duration_sec=10.0)
+            return detail
+        with self._lock:
+            self.topic_sweep, self.topic_text = sweep, str(text).strip()
+            self.chirps_received += 1
+        return None
+
+    def on_chirp(self, msg) -> None:
+        """The avsnet/chirp subscription's callback (std_msgs/String): announce(msg.data); never raises."""
+        try:
+            self.announce(msg.data)
+        except Exception as exc:  # noqa: BLE001 - no exception escapes a callback
+            self.drops.count("chirp_callback_exception", f"{type(exc).__name__}: {exc}")
+
+    def announced(self) -> Optional[SweepSpec]:
+        """The sweep given to the front-end: the parameter's, else the topic's, else None (identify)."""
+        with self._lock:
+            return self.parameter_sweep if self.parameter_sweep is not None else self.topic_sweep
+
+    def sweep_in_use(self) -> "tuple[Optional[SweepSpec], str]":
+        """(sweep, origin) with origin "parameter", "topic", "identified" or "none"."""
+        with self._lock:
+            if self.parameter_sweep is not None:
+                return self.parameter_sweep, "parameter"
+            if self.topic_sweep is not None:
+                return self.topic_sweep, "topic"
+            if self.last is not None and self.last.identified:
+                return self.last.sweep, "identified"
+            return None, "none"
+
+    def describe(self) -> str:
+        sweep, origin = self.sweep_in_use()
+        return f"{self.mode}, sweep from {origin}{': ' + sweep.to_text() if sweep is not None else ''}"
+
+    # echoes
+    def submit(self, stamp_ns: int, echo: np.ndarray, values: dict) -> None:
+        """A decoded echo (2, N) float32 stamped stamp_ns: checked, then stored or counted (class docstring)."""
+        problem = self.checker.check(echo, values)
+        if problem is not None:
+            self.drops.count(problem.reason, problem.detail)
+            return
+        if self.mode != "rerender":
+            self._store(stamp_ns, echo)
+            return
+        with self._cond:
+            if self._thread is not None:
+                self.state.begin_echo()
+                if len(self._pending) >= self.max_pending:
+                    old_stamp_ns = self._pending.popleft()[0]
+                    self.state.end_echo()
+                    self.drops.count("echo_frontend_backlog", f"echo {old_stamp_ns} ns dropped: more than "
+                                                              f"{self.max_pending} echoes waiting for the front-end")
+                self._pending.append((stamp_ns, echo, values))
+                self._cond.notify()
+                return
+        self._front_end(stamp_ns, echo, values)
+
+    def start(self) -> None:
+        """Start the front-end thread ("rerender" models; nothing for "raw")."""
+        if self.mode != "rerender" or self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="depth_node_echo_frontend", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; echoes still queued are discarded (as unprocessed frames at deactivate)."""
+        with self._cond:
+            thread, self._thread = self._thread, None
+            self._stopping = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout=10.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    for _ in range(len(self._pending)):
+                        self.state.end_echo()
+                    self._pending.clear()
+                    return
+                item = self._pending.popleft()
+            try:
+                self._front_end(*item)
+            except Exception as exc:  # noqa: BLE001 - keep the thread alive; counted like a callback's
+                self.drops.count("echo_frontend_exception", f"{type(exc).__name__}: {exc}")
+                if self.logger is not None:
+                    self.logger.error(f"echo front-end failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+            finally:
+                self.state.end_echo()
+
+    def _front_end(self, stamp_ns: int, echo: np.ndarray, values: dict) -> None:
+        try:
+            result = self.pipeline.prepare_echo(echo, self.announced(), sample_rate_hz=self.sample_rate_hz)
+        except AudioError as exc:
+            self.drops.count("echo_frontend_error", str(exc))
+            return
+        with self._lock:
+            self.last = result
+        problem = self.checker.check_front_end(result, values)
+        if problem is not None:
+            self.drops.count(problem.reason, problem.detail)
+            if problem.fault is EchoFault.MISMATCH and self.logger is not None:
+                self.logger.warning(f"echo rejected: {problem.detail}", throttle_duration_sec=10.0)
+            return
+        self._store(stamp_ns, result)
+
+    def _store(self, stamp_ns: int, echo) -> None:
+        out_of_order = self.state.add_echo(stamp_ns, echo)
+        if out_of_order is not None:
+            self.drops.count("echo_out_of_order", out_of_order)
+
+    def diagnostic_values(self) -> dict:
+        """/diagnostics: echo_frontend (mode), echo_sweep (the sweep in use as text, '' = none),
+        echo_sweep_origin, echo_chirp (what avsnet/chirp announced last, '' = nothing yet), echo_quality
+        and echo_level_dbfs of the newest front-end result (NaN before one / for "raw" models)."""
+        sweep, origin = self.sweep_in_use()
+        with self._lock:
+            last, chirp = self.last, self.topic_text
+        return {"echo_frontend": self.mode, "echo_sweep": sweep.to_text() if sweep is not None else "",
+                "echo_sweep_origin": origin, "echo_chirp": chirp,
+                "echo_quality": float(last.quality) if last is not None else math.nan,
+                "echo_level_dbfs": float(last.level_dbfs) if last is not None else math.nan}
 
 
 def warm_up(pipeline, rgb_only_pipeline, echo_samples: int, sample_rate_hz: int) -> None:
     """One inference of each model path on a black frame and a silent echo (allocations, kernels)."""
     h, w = pipeline.input_size_hw()
     rgb = np.zeros((h, w, 3), dtype=np.uint8)
-    pipeline(rgb, np.zeros((2, echo_samples), dtype=np.float32), sample_rate_hz=sample_rate_hz)
+    # a known sweep: the "rerender" front-end would otherwise search its grid for a silent buffer's sweep
+    pipeline(rgb, np.zeros((2, echo_samples), dtype=np.float32), sample_rate_hz=sample_rate_hz,
+             sweep=getattr(getattr(pipeline, "frontend", None), "canonical", None))
     if not pipeline.pseudo_metric_only:
         pipeline.depth_from_scale(rgb, 1.0)
     if rgb_only_pipeline is not None:

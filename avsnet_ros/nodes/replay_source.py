@@ -18,7 +18,10 @@ with use_sim_time). For folder data the echo is stamped `echo_lead_s` before its
 is emitted before the camera exposure it is paired with); 0 stamps it like the frame, as bags do.
 
 Per frame the order is camera_info, echo, depth_gt, image, so a consumer already holds the echo
-when the image arrives. Topics: camera/image_raw, camera/camera_info, /avsnet/echo, camera/depth_gt.
+when the image arrives. Topics: camera/image_raw, camera/camera_info, /avsnet/echo, camera/depth_gt,
+and /avsnet/chirp (the echoes' sweep description, reliable + transient local as the chirp emitter's:
+folder data: Sample.sweep, or "unknown", published before the first echo and whenever it changes;
+bags: their /avsnet/chirp messages, in log order).
 """
 from __future__ import annotations
 
@@ -30,10 +33,11 @@ from typing import Iterator
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
 
 from avsnet_ros.data.sources import is_bag, open_dataset, resolve_data_path
 from avsnet_ros.nodes import conversions as conv
-from avsnet_ros.nodes.common import OUTPUT_QOS, DropCounter, ParamSpec, declare_parameters, run_node_main
+from avsnet_ros.nodes.common import CHIRP_QOS, OUTPUT_QOS, DropCounter, ParamSpec, declare_parameters, run_node_main
 
 PARAMS = (
     ParamSpec("data_path", "", "BV2-layout folder, folder of loose BV2 instances, or rosbag2 "
@@ -83,6 +87,8 @@ class ReplaySource(Node):
         self._pub_info = self.create_publisher(CameraInfo, "camera/camera_info", OUTPUT_QOS)
         self._pub_echo = self.create_publisher(Image, "avsnet/echo", OUTPUT_QOS)
         self._pub_depth = self.create_publisher(Image, "camera/depth_gt", OUTPUT_QOS)
+        self._pub_chirp = self.create_publisher(String, "avsnet/chirp", CHIRP_QOS)
+        self._chirp_text: str | None = None  # the last description published (folder data)
         self._pub_clock = None
         if v["publish_clock"]:
             from rosgraph_msgs.msg import Clock
@@ -195,6 +201,11 @@ class ReplaySource(Node):
         echo_stamp_ns = max(stamp_ns - int(v["echo_lead_s"] * 1e9), 0)
         self._publish_clock(stamp_ns)
         self._pub_info.publish(conv.camera_info_from_intrinsics(sample.intrinsics, w, h, header))
+        text = conv.chirp_text(sample.sweep)
+        if text != self._chirp_text:
+            self._pub_chirp.publish(String(data=text))
+            self._chirp_text = text
+            self.counts.count("chirps")
         self._pub_echo.publish(conv.echo_to_msg(sample.echo, echo_stamp_ns, v["echo_frame_id"]))
         self.counts.count("echoes")
         if sample.depth_m is not None and v["publish_depth_gt"]:
@@ -208,15 +219,15 @@ class ReplaySource(Node):
 
     # ------------------------------------------------------------------------------------------
     def _bag_messages(self) -> Iterator[tuple[str, int, bytes]]:
-        """(role, log time ns, raw CDR) for the four topics of avsnet_ros.data.rosbag_io, in log
-        order; among messages with the same log time the image goes last (after its echo)."""
+        """(role, log time ns, raw CDR) for the topics of avsnet_ros.data.rosbag_io, in log order;
+        among messages with the same log time the chirp precedes the echo and the image goes last."""
         from rosbags.rosbag2 import Reader
 
         from avsnet_ros.data.rosbag_io import DEFAULT_TOPICS
 
         roles = {DEFAULT_TOPICS.image: "image", DEFAULT_TOPICS.camera_info: "camera_info",
-                 DEFAULT_TOPICS.echo: "echo", DEFAULT_TOPICS.depth: "depth"}
-        order = {"camera_info": 0, "echo": 1, "depth": 2, "image": 3}
+                 DEFAULT_TOPICS.echo: "echo", DEFAULT_TOPICS.depth: "depth", DEFAULT_TOPICS.chirp: "chirp"}
+        order = {"camera_info": 0, "chirp": 1, "echo": 2, "depth": 3, "image": 4}
         with Reader(self.data_path) as reader:
             connections = [c for c in reader.connections if c.topic in roles]
             if not any(roles[c.topic] == "image" for c in connections):
@@ -235,7 +246,7 @@ class ReplaySource(Node):
 
         v = self.values
         pubs = {"image": self._pub_image, "camera_info": self._pub_info, "echo": self._pub_echo,
-                "depth": self._pub_depth}
+                "depth": self._pub_depth, "chirp": self._pub_chirp}
         shift_ns = None  # stamp shift (stamp_mode now): constant over the whole playback
         loop_extra_ns = 0
         last_log_ns = 0
@@ -256,6 +267,10 @@ class ReplaySource(Node):
                     first_log_ns, start_mono = log_ns, time.monotonic()
                 if not self._sleep_until(start_mono + (log_ns - first_log_ns) / 1e9 / v["playback_speed"]):
                     return
+                if role == "chirp":  # no header: published as recorded
+                    self._pub_chirp.publish(raw)
+                    self.counts.count("chirps")
+                    continue
                 stamp_ns = header_stamp_ns(raw)
                 if stamp_ns is None:
                     self.counts.count("skipped_messages", f"{role}: unknown CDR encapsulation")
