@@ -95,33 +95,44 @@ def test_onset_and_length(echo, templates):
 
 # ------------------------------------------------------------------------------------------------
 # check_front_end: the "rerender" front-end's result (issue 12), on hand-made FrontEndResults
-def _result(quality=0.9, level=0.3, direct_sample=288, identified=False):
+def _result(quality=0.9, level=0.3, direct_sample=288, identified=False, match=1.0):
     from avsnet_ros.audio.frontend import FrontEndResult, SweepSpec
 
     return FrontEndResult(echo=np.zeros((2, 10), np.float32), sweep=SweepSpec(), identified=identified,
-                          quality=quality, direct_level=np.array([level, level / 2]), direct_sample=direct_sample)
+                          quality=quality, direct_level=np.array([level, level / 2]), direct_sample=direct_sample,
+                          match=match)
 
 
 def test_front_end_check_accepts_a_good_result():
     from avsnet_ros.audio.echo_checks import check_front_end
 
     assert check_front_end(_result()) is None
-    # at the limits (default: quality 0.5, -60 dBFS = 0.001 full scale, 288 +- 16)
-    assert check_front_end(_result(quality=0.5, level=0.001, direct_sample=288 + 16)) is None
+    # at the limits (default: quality 0.2, match 0.5, -60 dBFS = 0.001 full scale, 288 +- 16)
+    assert check_front_end(_result(quality=0.2, match=0.5, level=0.001, direct_sample=288 + 16)) is None
     assert check_front_end(_result(direct_sample=288 - 16)) is None
 
 
-@pytest.mark.parametrize("quality", [0.49, 0.0, float("nan")])
+@pytest.mark.parametrize("quality", [0.19, 0.0, float("nan")])
 def test_front_end_check_low_quality_is_a_sweep_mismatch(quality):
     from avsnet_ros.audio.echo_checks import check_front_end
 
     problem = check_front_end(_result(quality=quality))
     assert problem.fault is EchoFault.MISMATCH and problem.reason == "echo_sweep_mismatch"
     assert "announced sweep (duration_s=0.003;" in problem.detail
-    identified = check_front_end(_result(quality=0.2, identified=True))
+    identified = check_front_end(_result(quality=0.1, identified=True))
     assert identified.fault is EchoFault.MISMATCH and "identified sweep" in identified.detail
     # the threshold is the config's (depth_node echo_min_quality)
-    assert check_front_end(_result(quality=0.2), EchoCheckConfig(min_direct_quality=0.1)) is None
+    assert check_front_end(_result(quality=0.15), EchoCheckConfig(min_direct_quality=0.1)) is None
+
+
+@pytest.mark.parametrize("match", [0.49, 0.0, float("nan")])
+def test_front_end_check_poor_match_is_a_sweep_mismatch(match):
+    """A compact-enough announced sweep that explains the recording far worse than the identified one."""
+    from avsnet_ros.audio.echo_checks import check_front_end
+
+    problem = check_front_end(_result(quality=0.3, match=match))
+    assert problem.fault is EchoFault.MISMATCH and "not what was played" in problem.detail
+    assert check_front_end(_result(quality=0.3, match=0.3), EchoCheckConfig(min_sweep_match=0.25)) is None
 
 
 def test_front_end_check_quiet_direct_path_is_a_level_fault_named_first():

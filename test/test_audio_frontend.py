@@ -11,8 +11,9 @@ from scipy import fft as sfft
 from scipy import signal
 
 from avsnet_ros.audio import ECHO_ONSET_SAMPLE, read_wav
-from avsnet_ros.audio.frontend import (CANONICAL_PEAK, MIN_DIRECT_QUALITY, MIN_SWEEP_MATCH, EchoFrontEnd, SweepSpec,
-                                       deconvolve_spectrum, direct_quality, identify_sweep, rerender)
+from avsnet_ros.audio.frontend import (CANONICAL_PEAK, GOOD_DIRECT_QUALITY, MIN_DIRECT_QUALITY, MIN_SWEEP_MATCH,
+                                       EchoFrontEnd, SweepSpec, deconvolve_spectrum, direct_quality, identify_sweep,
+                                       rerender)
 from avsnet_ros.paths import asset_path
 
 FS = 44100
@@ -137,6 +138,23 @@ def test_frontend_identification_is_sticky(rir):
     assert not announced.identified and announced.quality > 0.9
     raw = EchoFrontEnd("raw")(rec)
     assert np.array_equal(raw.echo, rec) and raw.quality == 1.0 and raw.sweep is None
+
+
+def test_frontend_searches_again_when_the_input_changes(rir):
+    """A search on a buffer no sweep explains (noise: the depth node's warm-up, a dead microphone) must
+    not make the next real recordings reuse its meaningless answer: the identified sweep and the
+    announced sweep's match are those of a fresh search (the known-good reference: the played sweep)."""
+    fe = EchoFrontEnd("rerender")
+    noise = np.random.default_rng(3).normal(0.0, 0.01, (2, 20000))
+    assert fe(noise).quality < MIN_DIRECT_QUALITY  # nothing explains it: searches are rationed
+    played = SweepSpec(duration_s=0.03, method="exponential")
+    rec = record(rir, played, 0.3)
+    wrong = fe(rec, SweepSpec())  # the 3 ms linear announced, the 30 ms exponential played
+    assert wrong.quality < GOOD_DIRECT_QUALITY and wrong.match < MIN_SWEEP_MATCH
+    found = fe(rec)
+    assert found.identified and found.sweep.method == "exponential" and found.quality > 0.9
+    fe.reset()
+    assert fe(rec, SweepSpec()).match == pytest.approx(wrong.match, rel=1e-6)
 
 
 def test_sweep_text_round_trip_and_errors():

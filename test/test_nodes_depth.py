@@ -51,6 +51,7 @@ def harness(ros, node):
     context, executor = ros
     h = Harness(context, executor)
     h.wait_connected()
+    h.target = node  # _send_pair waits until this node has taken the echo
     return h
 
 
@@ -65,8 +66,15 @@ def _send_pair(harness, data, frame_ns, echo_ns, echo=None, rgb=None):
     rgb_img, echo_buf, _, k = data
     harness.send_info(k, rgb_img.shape[1], rgb_img.shape[0], frame_ns)
     if echo_ns is not None:
+        # the echo precedes its frame, as from the emitter and the replay source: wait until the node
+        # has taken it (a fixed sleep is a race on a busy machine; the topics are delivered independently)
+        target = getattr(harness, "target", None)
+        before = target.counters()["echoes_in"] if target is not None else 0
         harness.send_echo(echo_buf if echo is None else echo, echo_ns)
-        time.sleep(0.02)  # the echo precedes its frame, as from the emitter and the replay source
+        if target is None:
+            time.sleep(0.02)
+        else:
+            assert wait_for(lambda: target.counters()["echoes_in"] > before, 15.0), target.counters()
     harness.send_image(rgb_img if rgb is None else rgb, frame_ns)
 
 
@@ -264,6 +272,7 @@ def test_scale_filter_gates_an_outlier_echo_and_follows_a_step(ros, tiny_checkpo
     calls.clear()  # the warm-up inference
     executor.add_node(node)
     harness = Harness(context, executor, name="filter_harness")
+    harness.target = node
     harness.received.update(filtered=[], filtered_depth=[])
     harness.listen("filtered", Float32MultiArray, "filter/scale")
     harness.listen("filtered_depth", Image, "filter/depth")
@@ -567,8 +576,10 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
         node_pairing = {}
         for _, kind, name in events:
             if kind == "echo":
+                # the node must hold this echo before the next frame is sent (a fixed sleep lost the
+                # race on a busy machine: echo and image are separate topics, delivered in any order)
                 harness.send_echo(echoes[name], stamp[name])
-                time.sleep(0.05)
+                assert wait_for(lambda: node.echo_state.newest_echo_ns() == stamp[name], 15.0), (name, node.counters())
                 continue
             c0 = node.counters()
             harness.send_image(rgb, stamp[name])

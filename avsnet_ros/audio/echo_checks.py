@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .align import ECHO_ONSET_SAMPLE, find_onset
-from .frontend import MIN_DIRECT_QUALITY
+from .frontend import MIN_DIRECT_QUALITY, MIN_SWEEP_MATCH
 from .io import AudioError
 from .sweep import BATVISION_SWEEP, DEFAULT_SWEEP, make_sweep
 
@@ -86,6 +86,7 @@ class EchoCheckConfig:
     min_onset_snr_db: float = 20.0  # matched-filter SNR of the direct path
     min_direct_quality: float = MIN_DIRECT_QUALITY  # check_front_end: direct-path compactness (0..1)
     min_level_dbfs: float = DEFAULT_MIN_LEVEL_DBFS  # check_front_end: the recording's direct-path level
+    min_sweep_match: float = MIN_SWEEP_MATCH  # check_front_end: announced sweep vs the best identified one
 
 
 def clipped_fraction(samples: np.ndarray) -> float:
@@ -159,7 +160,9 @@ def check_front_end(result, config: EchoCheckConfig = EchoCheckConfig()) -> Opti
     Run after check_echo (with its onset check off: this one replaces it). Order: the recording's
     direct-path level (result.level_dbfs < min_level_dbfs: echo_level; a quiet recording also
     deconvolves poorly, so this names the cause first), the quality (result.quality <
-    min_direct_quality: echo_sweep_mismatch, the sweep used does not explain the recording), then,
+    min_direct_quality: echo_sweep_mismatch, the sweep used does not explain the recording; or
+    result.match < min_sweep_match: echo_sweep_mismatch, the announced sweep explains it far worse than
+    the best identified sweep: not what was played), then,
     if config.onset_check, the direct path found by the deconvolution (|result.direct_sample -
     ECHO_ONSET_SAMPLE| > onset_tolerance_samples: echo_onset). NaN compares as failing.
     """
@@ -173,6 +176,11 @@ def check_front_end(result, config: EchoCheckConfig = EchoCheckConfig()) -> Opti
         how = "identified" if result.identified else "announced"
         return EchoProblem(EchoFault.MISMATCH, f"direct-path quality {quality:.2f} < {config.min_direct_quality:g}: "
                                                f"the {how} sweep ({sweep}) does not explain the recording")
+    match = float(getattr(result, "match", 1.0))
+    if not match >= config.min_sweep_match:
+        return EchoProblem(EchoFault.MISMATCH, f"the announced sweep does not explain the recording: {match:.2f} "
+                                               f"of the best sweep's quality (< {config.min_sweep_match:g}), "
+                                               f"not what was played ({result.sweep.to_text()})")
     if config.onset_check:
         tol = int(config.onset_tolerance_samples)
         found = int(result.direct_sample)

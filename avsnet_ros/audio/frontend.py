@@ -397,15 +397,18 @@ class EchoFrontEnd:
 
     mode "raw": the echo unchanged (quality 1). mode "rerender": rerender() with the announced sweep,
     or, when none is announced, the sweep identified from the recording. Identification is sticky: the
-    last identified sweep is tried first and the grid is searched again only when it no longer explains
-    the recording (quality < MIN_DIRECT_QUALITY), so a stream from one rig pays for the grid once. A
-    search whose best sweep is still below MIN_DIRECT_QUALITY (no sweep explains the recording, e.g. a
-    broken input) is not repeated for the next RETRY_AFTER echoes, which reuse its answer: the grid
-    costs ~0.1 s and such a stream would otherwise pay it on every echo. The caller sees the low
-    quality in every result either way.
+    last identified sweep is tried first and the grid is searched again only when it is not clearly
+    right (quality < GOOD_DIRECT_QUALITY), so a stream from one simulated-like rig pays for the grid
+    once. A search whose best sweep is still below GOOD_DIRECT_QUALITY (a real rig that rings, or no
+    sweep explains the recording) is not repeated for the next RETRY_AFTER echoes, which reuse its
+    answer while its sweep explains them about as well as it explained the searched one (within a
+    factor SKIP_TOLERANCE): the grid costs ~0.1 s and such a stream would otherwise pay it on every
+    echo, while a changed input (a sweep after silence, another rig) is searched again at once.
+    reset() forgets the identification (e.g. after a warm-up on a silent buffer).
     """
 
     RETRY_AFTER = 32
+    SKIP_TOLERANCE = 0.7
 
     def __init__(self, mode: str = "rerender", *, regularisation: float = 1e-3,
                  sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ):
@@ -414,19 +417,30 @@ class EchoFrontEnd:
         self.mode = mode
         self.regularisation = float(regularisation)
         self.canonical = replace(CANONICAL_SWEEP, sample_rate_hz=int(sample_rate_hz))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the sticky identification: the next unannounced echo searches the grid."""
         self._last_identified: Optional[SweepSpec] = None
+        self._found_quality = -1.0  # the identified sweep's quality on the echo it was found on
         self._skip_searches = 0
 
     def identified(self, echo: np.ndarray) -> "tuple[SweepSpec, float]":
         """The sweep that best explains `echo` (sticky, see the class docstring) and its quality on it."""
         sweep = self._last_identified
         q = direct_quality(echo, sweep, regularisation=self.regularisation) if sweep is not None else -1.0
-        if self._skip_searches > 0:
+        similar = self.SKIP_TOLERANCE * self._found_quality <= q <= self._found_quality / self.SKIP_TOLERANCE
+        if q >= GOOD_DIRECT_QUALITY:
+            pass
+        elif self._skip_searches > 0 and similar:
             self._skip_searches -= 1
-        elif q < MIN_DIRECT_QUALITY:
-            sweep, q = identify_sweep(echo, regularisation=self.regularisation,
-                                      sample_rate_hz=self.canonical.sample_rate_hz)
-            self._skip_searches = self.RETRY_AFTER if q < MIN_DIRECT_QUALITY else 0
+        else:
+            found, found_q = identify_sweep(echo, regularisation=self.regularisation,
+                                            sample_rate_hz=self.canonical.sample_rate_hz)
+            if found_q > q:
+                sweep, q = found, found_q
+            self._found_quality = q
+            self._skip_searches = self.RETRY_AFTER if q < GOOD_DIRECT_QUALITY else 0
         self._last_identified = sweep
         return sweep, q
 
