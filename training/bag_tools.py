@@ -263,7 +263,15 @@ def cmd_record(args) -> int:
     reason = "duration"
     try:
         while rclpy.ok() and not errors:
-            executor.spin_once(timeout_sec=0.05)
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except RuntimeError:
+                # rclpy's SIGINT/SIGTERM handler shuts the context down between rclpy.ok() and the wait:
+                # the wait set then fails on the invalid context (RCLError). That is the signal, not a fault.
+                if rclpy.ok():
+                    raise
+                reason = "signal"
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 break
         else:

@@ -260,12 +260,16 @@ def wait_answered(depth, replay, collector, timeout_s: float) -> bool:
     """Wait until the replay has finished and the depth node answered or counted every frame it
     received (and the collector got every depth it published); False on timeout."""
     deadline = time.monotonic() + timeout_s
+    # the scale goes out on its own topic after the depth: wait for it too where the collector hears it
+    scale_pub = getattr(depth, "_pubs", {}).get("scale")
+    wait_scale = scale_pub is not None and getattr(scale_pub, "topic_name", None) == collector.topic_names["scale"]
 
     def answered() -> bool:
         c = depth.counters()
         accounted = c["frames_out"] + sum(c["frame_drops"].values()) + c["events"].get("skipped_no_subscribers", 0)
         return (replay.finished.is_set() and c["frames_in"] >= replay.counts.get("frames")
-                and accounted >= c["frames_in"] and collector.counts["depth"] >= c["frames_out"])
+                and accounted >= c["frames_in"] and collector.counts["depth"] >= c["frames_out"]
+                and (not wait_scale or collector.counts["scale"] >= c["frames_out"]))
 
     finished_at = None
     while time.monotonic() < deadline:
