@@ -442,10 +442,9 @@ class EchoFrontEnd:
             # every result reports: on a real rig that rings the head can prefer a sweep that explains the
             # whole recording worse (the BatVision sample: a 0.9 ms exponential, 0.17, vs its own 0.28).
             found_q = direct_quality(echo, found, regularisation=self.regularisation)
-            fallback = self.canonical
-            fallback_q = direct_quality(echo, fallback, regularisation=self.regularisation)
-            if fallback_q > found_q:
-                found, found_q = fallback, fallback_q
+            canonical_q = direct_quality(echo, self.canonical, regularisation=self.regularisation)
+            if canonical_q > found_q:
+                found, found_q = self.canonical, canonical_q
             if found_q > q:
                 sweep, q = found, found_q
             self._found_quality = q

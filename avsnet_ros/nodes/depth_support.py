@@ -555,11 +555,11 @@ def warm_up(pipeline, rgb_only_pipeline, echo_samples: int, sample_rate_hz: int)
     """One inference of each model path on a black frame and a silent echo (allocations, kernels)."""
     h, w = pipeline.input_size_hw()
     rgb = np.zeros((h, w, 3), dtype=np.uint8)
+    frontend = getattr(pipeline, "frontend", None)
     # a known sweep: the "rerender" front-end would otherwise search its grid for a silent buffer's sweep
     pipeline(rgb, np.zeros((2, echo_samples), dtype=np.float32), sample_rate_hz=sample_rate_hz,
-             sweep=getattr(getattr(pipeline, "frontend", None), "canonical", None))
-    frontend = getattr(pipeline, "frontend", None)
-    if frontend is not None and hasattr(frontend, "reset"):
+             sweep=getattr(frontend, "canonical", None))
+    if frontend is not None:
         frontend.reset()  # the silent buffer's (meaningless) identification must not be reused
     if not pipeline.pseudo_metric_only:
         pipeline.depth_from_scale(rgb, 1.0)
