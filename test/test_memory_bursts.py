@@ -10,7 +10,7 @@ DYNAMIC history memory), malloc_trim once a burst is over (common.FreedMemoryTri
 
 Documented bound (README, Nodes): back on the steady stream, resident memory is at most 25 % above
 its steady level (measured +15 % on 2 cores: allocator and library caches sized by the largest frame),
-and a second burst does not raise it further.
+and a second burst does not raise it further (beyond allocator noise, REPEAT_SLACK_RATIO).
 """
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ from ros_support import Harness, fixture_data, ros_context, wait_for
 pytestmark = [pytest.mark.ros, pytest.mark.process, pytest.mark.slow]
 
 BOUND_RATIO = 1.25
-REPEAT_SLACK_RATIO = 0.05
+# A second burst may move the allocator's high-water mark a little (fragmentation depends on which worker
+# thread held which buffer: measured +5.8 % of steady when two CI runs shared 2 cores); a leak of the burst's
+# frames alone would add >= 88 MB (8 x 2560x1440x3 bytes), about 15 % of steady, so 10 % still catches one.
+REPEAT_SLACK_RATIO = 0.10
 
 
 def test_memory_returns_after_bursts_of_large_frames(tiny_checkpoints):
@@ -96,4 +99,5 @@ def test_memory_returns_after_bursts_of_large_frames(tiny_checkpoints):
     assert int(diag.get("count.memory_trims", 0)) >= 1  # the trim after a burst ran
     assert after <= BOUND_RATIO * steady, (steady, peak, after)
     assert after2 <= after + REPEAT_SLACK_RATIO * steady, (steady, after, after2)  # does not compound
+    assert after2 <= BOUND_RATIO * steady, (steady, after, after2)  # and stays within the documented bound
     assert abs(float(diag["resident_memory_mb"]) - after2) < 0.2 * after2  # the node reports its own memory
