@@ -92,20 +92,53 @@ def prepare_rgb_sizes(rgb: np.ndarray, sizes_hw: Sequence[Sequence[int]],
     return result
 
 
-def _resize_area(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """cv2 INTER_AREA of (H, W, C) float32 to (h, w).
+_AREA_ROWS: "dict[tuple[int, int], object]" = {}
+_AREA_LOCK = threading.Lock()
 
-    When the width shrinks by an integer factor (1280 -> 256 or 320 for 1280x720 cameras), the
-    width is resized first (OpenCV's fast integer-factor path), then the height. INTER_AREA is
-    separable, so this equals the one-step resize up to float rounding (< 1e-6 of full scale,
-    test_hardening_data.py) at ~70 % of its cost (bench/bench_pipeline.py).
+
+def _area_rows(n_in: int, n_out: int):
+    """(n_out, n_in) scipy CSR matrix of INTER_AREA's weights along one axis (shrinking, n_out <= n_in):
+    output i averages the source interval [i s, (i + 1) s), s = n_in / n_out, each source sample weighted
+    by its overlap with that interval over s (OpenCV's resizeArea rule). Cached per size pair."""
+    key = (int(n_in), int(n_out))
+    with _AREA_LOCK:
+        m = _AREA_ROWS.get(key)
+    if m is None:
+        from scipy import sparse
+
+        scale = n_in / n_out
+        rows, cols, vals = [], [], []
+        for i in range(n_out):
+            lo, hi = i * scale, (i + 1) * scale
+            for j in range(int(np.floor(lo)), min(n_in, int(np.ceil(hi)))):
+                overlap = min(hi, j + 1.0) - max(lo, float(j))
+                if overlap > 1e-12:
+                    rows.append(i)
+                    cols.append(j)
+                    vals.append(overlap / scale)
+        m = sparse.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(n_out, n_in))
+        with _AREA_LOCK:
+            _AREA_ROWS[key] = m
+    return m
+
+
+def _resize_area(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """cv2 INTER_AREA of (H, W, C) float32 to (h, w) (shrinking).
+
+    INTER_AREA is separable: the height is reduced first as one sparse matrix product over the rows
+    (_area_rows; each output row touches ~H/h input rows), then the width by OpenCV on the h-row image.
+    Equals the one-step cv2.resize up to float rounding (< 1e-6 of full scale, test_hardening_data.py)
+    at ~40 % of its cost for a 1280x720 frame (bench/bench_pipeline.py): OpenCV's generic
+    (non-integer factor) path is the slow one, and here it only ever sees the small image.
     """
     import cv2
 
-    height, width = x.shape[:2]
-    if width != w and height != h and width % w == 0:
-        x = cv2.resize(x, (w, height), interpolation=cv2.INTER_AREA)
-    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
+    height, width, channels = x.shape
+    if h != height:
+        x = np.asarray(_area_rows(height, h) @ x.reshape(height, width * channels)).reshape(h, width, channels)
+    if w != width:
+        x = cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
+    return x
 
 
 def echo_spectrogram(echo: np.ndarray, size_hw: Sequence[int], max_depth_m: float, sample_rate_hz: int,

@@ -5,11 +5,16 @@ Measured in interleaved rounds (each round runs every variant once) so that back
 shared machine hits all variants alike; medians over the rounds.
 
     forward       AVS-Net(rgb, spectrogram) + relative model(rgb), tensors already on the device
+    front_end     DepthPipeline.prepare_echo: the echo front-end (rerender: deconvolution by the sweep,
+                  here identified, sticky) once per echo; the depth node runs it on its echo thread
+                  when the echo arrives, off the frame path, so the frame-path rows below take its
+                  result (a FrontEndResult), as the node's frame path does
     preprocess    DepthPipeline.preprocess: host resize of the frame for both models and echo crop
                   into one buffer (avsnet_ros.preprocessing.FrameStager), one host->device copy
                   (none on the CPU), STFT + resize (everything before the forward)
     full          DepthPipeline.__call__: preprocess + forward + scaling + resize to 1280x720 + NaN
                   mask + device->host copy
+    full_raw      the same call given the raw echo buffer (front-end included), for reference
     node          depth node end to end over rclpy: the depth_node process (bench_node.NodeProcess)
                   fed from this process, interleaved with the bare forward (forward_with_node), the
                   full call (full_with_node) and the node's own call, the full call with
@@ -56,7 +61,9 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
     pipe = DepthPipeline(models["avs"], models["relative"], device="auto")
     sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
     avs_rgb = models["avs_rgb"].to(pipe.device).eval()
-    batch = pipe.preprocess(rgb, echo, rate)
+    # the echo through the model's front-end once (the node: on the echo thread, once per echo)
+    fronted = pipe.prepare_echo(echo, None, rate)
+    batch = pipe.preprocess(rgb, fronted, rate)
 
     @torch.inference_mode()
     def forward():
@@ -64,16 +71,22 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
         pipe.relative_model(batch.rgb_rel)
         sync()
 
+    def front_end():
+        pipe.prepare_echo(echo, None, rate)
+
     @torch.inference_mode()
     def preprocess():
-        pipe.preprocess(rgb, echo, rate)
+        pipe.preprocess(rgb, fronted, rate)
         sync()
 
     def full():
+        pipe(rgb, fronted, rate)
+
+    def full_raw():
         pipe(rgb, echo, rate)
 
     def lean():  # the depth node's call: only the depth is resized to the output size
-        pipe(rgb, echo, rate, depth_only=True)
+        pipe(rgb, fronted, rate, depth_only=True)
 
     @torch.inference_mode()
     def avs_echo():
@@ -88,9 +101,9 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
     rounds = 5 if quick else 25
     # Phase 1: the model-level comparisons.
     # Compared pairs run back to back in each round: (forward, preprocess), (echo, rgb).
-    res = interleaved({"forward": forward, "preprocess": preprocess, "full": full, "avs_echo": avs_echo,
-                       "avs_rgb": avs_rgb_only}, rounds=rounds)
-    profile = profile_full_call(pipe, rgb, echo)
+    res = interleaved({"forward": forward, "preprocess": preprocess, "full": full, "full_raw": full_raw,
+                       "front_end": front_end, "avs_echo": avs_echo, "avs_rgb": avs_rgb_only}, rounds=rounds)
+    profile = profile_full_call(pipe, rgb, fronted)
     node_res, node_counters = None, None
     if with_node:
         # Phase 2: the full call (this process) vs the depth node end to end (its own process,
@@ -99,6 +112,7 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
 
         node = NodeProcess(models)
         try:
+            node.prime(echo)
             node_res = interleaved({"forward_with_node": forward, "full_with_node": full,
                                     "node": lambda: float(node.round_trip(rgb, echo)), "lean_with_node": lean},
                                    rounds=rounds,
@@ -112,6 +126,7 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
     # ratios: median over rounds of the per-round ratio (bench_util.paired_ratio)
     prep_frac = paired_ratio(res, "preprocess", "forward")
     full_over_fwd = paired_ratio(res, "full", "forward")
+    full_raw_over_fwd = paired_ratio(res, "full_raw", "forward")
     echo_ratio = paired_ratio(res, "avs_echo", "avs_rgb")
     targets = [
         target("preprocessing + STFT / model forward", prep_frac, 0.08, "<=", "fraction",
@@ -119,6 +134,9 @@ def run(quick: bool = False, with_node: bool = True) -> dict:
                f"vs {res['forward']['p10_ms']:.1f} ms"),
         target("full pipeline call / bare model forward", full_over_fwd, 1.15, "<=", "x",
                f"medians {med['full']:.1f} ms vs {med['forward']:.1f} ms"),
+        target("full call given the raw echo (front-end included) / bare model forward", full_raw_over_fwd, None,
+               "<=", "x", f"medians {med['full_raw']:.1f} ms vs {med['forward']:.1f} ms; the front-end alone "
+               f"{med['front_end']:.1f} ms per echo"),
         target("echo model / RGB-only model forward", echo_ratio, 1.25, "<=", "x",
                f"medians {med['avs_echo']:.1f} ms vs {med['avs_rgb']:.1f} ms"),
     ]

@@ -208,10 +208,11 @@ def test_train_cli_reports_the_bad_row_or_skips_it(tmp_path):
 
 # ------------------------------------------------------------------------------------------------
 # the speed-ups of the one RGB preprocessing must not change what the models see
-@pytest.mark.parametrize("size_hw", [(128, 256), (96, 320), (256, 512), (192, 640), (180, 320), (100, 300),
+@pytest.mark.parametrize("size_hw", [(128, 256), (96, 320), (256, 512), (192, 640), (180, 320), (100, 300), (360, 1280),
+                                     (720, 640), (719, 1279), (24, 32),
                                      (720, 1280), (800, 1400)])
 def test_prepare_rgb_equals_one_step_inter_area_reference(bv2_sample_dir, size_hw):
-    """prepare_rgb (float conversion once, width-first INTER_AREA for integer factors, 1/255 after the
+    """prepare_rgb (float conversion once, INTER_AREA as a sparse row product then OpenCV on the width, 1/255 after the
     resize) equals the plain definition: float32 / 255, then one cv2.resize (INTER_AREA shrinking,
     INTER_LINEAR otherwise), clipped to [0, 1]; within float rounding."""
     import cv2
@@ -230,6 +231,7 @@ def test_prepare_rgb_equals_one_step_inter_area_reference(bv2_sample_dir, size_h
         ref = np.clip(ref, 0.0, 1.0).transpose(2, 0, 1)
         got = prepare_rgb(rgb, size_hw).numpy()
         assert got.shape == (3, h, w) and got.dtype == np.float32
-        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+        # float rounding: the row product accumulates H / h terms in float32 (OpenCV, more precisely)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=max(1e-6, 1e-7 * rgb.shape[0] / h))
         both = prepare_rgb_sizes(rgb, [size_hw, (96, 320)])
         np.testing.assert_array_equal(both[0].numpy(), got)

@@ -359,3 +359,28 @@ def test_per_band_absorption_sets_per_band_decay():
     for b in (1, 3, 6):
         got = _decay_t60_s(det["rir"][0], BAND_CENTERS_HZ[b], 0.03, min(0.4, 0.03 + 0.5 * t60[b]))
         assert got == pytest.approx(t60[b], rel=0.25), b
+
+
+def test_broad_seq_walks_the_broad_families_with_stronger_texture():
+    """The stage-2 preset (issue 13): the broad families without xsim's L-shapes, train_seq's walk (forward
+    steps of 0.04-0.08 of the room length, <= 1 deg/frame of yaw), and texture contrast 0.25-0.7 where the
+    original presets draw 0.1-0.45."""
+    seq, train = PRESETS["broad_seq"], PRESETS["train"]
+    contrasts, old, families, all_steps = [], [], set(), []
+    for q in range(40):
+        spec = make_sequence_spec(4, seq, q, 5, 3)
+        families.add(spec.layout.family)
+        contrasts += [lk.contrast for lk in spec.layout.looks]
+        old += [lk.contrast for lk in make_sequence_spec(4, train, q, 5, 3).layout.looks]
+        poses = spec.layout.poses
+        steps = [float(np.linalg.norm(b.position[:2] - a.position[:2])) for a, b in zip(poses, poses[1:])]
+        yaw = [abs(b.yaw - a.yaw) for a, b in zip(poses, poses[1:])]
+        all_steps += steps
+        # a walk that found no free straight path stops and turns 15 degrees (the trajectory's rule)
+        assert all(s == 0.0 or 0.04 * 0.999 <= s <= 0.08 * 1.001 for s in steps), (spec.layout.family, steps)
+        assert all(d <= math.radians(16.5) for d, s in zip(yaw, steps) if s == 0.0)
+        assert all(d <= math.radians(1.0 + 2.0) for d, s in zip(yaw, steps) if s > 0.0), yaw
+    assert np.mean(np.asarray(all_steps) > 0) > 0.9  # the free-path draw: nearly every frame moves
+    assert "lshape" not in families and len(families) >= 3
+    assert min(contrasts) >= 0.25 and max(contrasts) <= 0.7 and np.mean(contrasts) > 0.4
+    assert min(old) >= 0.1 and max(old) <= 0.45

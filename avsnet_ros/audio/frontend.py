@@ -165,6 +165,23 @@ def _waveform(spec: SweepSpec) -> np.ndarray:
     return w
 
 
+_spectrum_cache: "dict[tuple[SweepSpec, int], np.ndarray]" = {}
+
+
+def _sweep_spectrum(spec: SweepSpec, nfft: int) -> np.ndarray:
+    """rfft of spec's waveform (float64) zero-padded to nfft; cached, as a stream from one rig asks for the
+    same (sweep, buffer length) on every echo (read-only: callers must not write into it)."""
+    key = (spec, int(nfft))
+    f = _spectrum_cache.get(key)
+    if f is None:
+        f = sfft.rfft(_waveform(spec).astype(np.float64), nfft)
+        f.setflags(write=False)
+        if len(_spectrum_cache) > 64:
+            _spectrum_cache.clear()
+        _spectrum_cache[key] = f
+    return f
+
+
 #: The sweep every re-rendered echo is expressed in: what BatVision V2 plays (sweep.DEFAULT_SWEEP).
 CANONICAL_SWEEP = SweepSpec()
 
@@ -223,13 +240,14 @@ def deconvolve_spectrum(recording: np.ndarray, sweep: np.ndarray, nfft: int, *, 
                         noise_to_signal: float = 0.0) -> np.ndarray:
     """Regularised inverse: rfft of the impulse response, complex (C, nfft // 2 + 1).
 
-    recording (C, N), sweep (S,); nfft >= N + S avoids circular wrap. H = X S* / (|S|^2 + eps) with
+    recording (C, N), sweep (S,) (or its rfft at nfft, complex (nfft // 2 + 1,)); nfft >= N + S avoids circular
+    wrap. H = X S* / (|S|^2 + eps) with
     eps = max(regularisation x the mean of |S|^2 over band_hz (f0, f1) (the whole spectrum when None),
     noise_to_signal x N): the Wiener term for white noise of variance noise_to_signal x a^2 under a
     direct path of amplitude a (E|N(f)|^2 = N sigma^2 for an unnormalised FFT of N samples).
     """
     x = sfft.rfft(np.asarray(recording, dtype=np.float64), nfft, axis=-1)
-    s = sfft.rfft(np.asarray(sweep, dtype=np.float64), nfft)
+    s = sweep if np.iscomplexobj(sweep) else sfft.rfft(np.asarray(sweep, dtype=np.float64), nfft)
     power = s.real ** 2 + s.imag ** 2
     if band_hz is not None:
         mask = _band_mask(nfft, sample_rate_hz, band_hz[0], band_hz[1])
@@ -283,9 +301,10 @@ def _process(echo: np.ndarray, sweep: SweepSpec, canonical: SweepSpec, regularis
     c = canonical.waveform()
     n = echo.shape[-1]
     nfft = sfft.next_fast_len(n + max(s.shape[0], c.shape[0]), real=True)
-    h = deconvolve_spectrum(echo, s, nfft, band_hz=(sweep.f0_hz, sweep.f1_hz), sample_rate_hz=fs,
-                            regularisation=regularisation, noise_to_signal=_noise_to_signal(echo, s.shape[0], expected))
-    cf = sfft.rfft(c.astype(np.float64), nfft)
+    h = deconvolve_spectrum(echo, _sweep_spectrum(sweep, nfft), nfft, band_hz=(sweep.f0_hz, sweep.f1_hz),
+                            sample_rate_hz=fs, regularisation=regularisation,
+                            noise_to_signal=_noise_to_signal(echo, s.shape[0], expected))
+    cf = _sweep_spectrum(canonical, nfft)
     # The impulse response band-limited by the canonical sweep's power spectrum (zero phase): its
     # envelope peaks at each arrival with height amplitude x sum(c^2).
     g = sfft.irfft(h * (cf.real ** 2 + cf.imag ** 2), nfft, axis=-1)[:, :n]
@@ -425,10 +444,16 @@ class EchoFrontEnd:
         self._found_quality = -1.0  # the identified sweep's quality on the echo it was found on
         self._skip_searches = 0
 
-    def identified(self, echo: np.ndarray) -> "tuple[SweepSpec, float]":
-        """The sweep that best explains `echo` (sticky, see the class docstring) and its quality on it."""
+    def identified(self, echo: np.ndarray, sticky_quality: Optional[float] = None) -> "tuple[SweepSpec, float]":
+        """The sweep that best explains `echo` (sticky, see the class docstring) and its quality on it.
+        sticky_quality: the last identified sweep's quality on `echo` when the caller has it already."""
         sweep = self._last_identified
-        q = direct_quality(echo, sweep, regularisation=self.regularisation) if sweep is not None else -1.0
+        if sweep is None:
+            q = -1.0
+        elif sticky_quality is not None:
+            q = float(sticky_quality)
+        else:
+            q = direct_quality(echo, sweep, regularisation=self.regularisation)
         similar = self.SKIP_TOLERANCE * self._found_quality <= q <= self._found_quality / self.SKIP_TOLERANCE
         if q >= GOOD_DIRECT_QUALITY:
             pass
@@ -456,13 +481,19 @@ class EchoFrontEnd:
         if self.mode == "raw":
             return FrontEndResult(echo=np.asarray(echo, dtype=np.float32), sweep=None, identified=False, quality=1.0)
         if sweep is None:
-            best, _ = self.identified(echo)
-            return replace(rerender(echo, best, canonical=self.canonical, regularisation=self.regularisation),
-                           identified=True)
+            # The last identified sweep usually explains this echo too: render with it once and let its
+            # quality decide (rather than judging it, then rendering it again).
+            last = self._last_identified
+            result = None if last is None else rerender(echo, last, canonical=self.canonical,
+                                                        regularisation=self.regularisation)
+            best, _ = self.identified(echo, None if result is None else result.quality)
+            if result is None or best != last:
+                result = rerender(echo, best, canonical=self.canonical, regularisation=self.regularisation)
+            return replace(result, identified=True)
         result = rerender(echo, sweep, canonical=self.canonical, regularisation=self.regularisation)
         if result.quality >= GOOD_DIRECT_QUALITY:
             return result
         # Not clearly the played sweep: compare with the sweep that explains the recording best (a real
         # rig's ringing lowers both alike; a wrong announcement only the announced one's).
-        _, best_q = self.identified(echo)
+        _, best_q = self.identified(echo, result.quality if sweep == self._last_identified else None)
         return replace(result, match=min(1.0, result.quality / max(best_q, 1e-9)))

@@ -106,6 +106,7 @@ class Preset:
     pitch_deg: tuple = (-15.0, 5.0)
     roll_deg: float = 2.0  # +- uniform
     palette: str = "indoor"  # "indoor" (muted) or "vivid"
+    texture_contrast: tuple = (0.1, 0.45)  # procedural texture modulation depth per surface, uniform
     max_order: int = 3  # image-source order
     # Loudspeaker pattern p + (1 - p) cos(angle to the rig's forward axis): 1 ahead, p sideways,
     # 2p - 1 behind (0.7: a small forward-facing speaker, -8 dB behind). 1.0 = omnidirectional.
@@ -213,6 +214,15 @@ PRESETS["xsim"] = Preset(
         "scattering": (0.05, 0.7),
     }
 )
+
+# Stage-2 sequences of the broad room families (self-supervised DepthNet + PoseNet, issue 13): the broad
+# world's shoeboxes, open plans, corridors and halls (more furniture and pillars than train_seq's shoeboxes:
+# more depth edges), train_seq's walk (0.04-0.08 of the room length per frame, +-1 deg/frame, free path),
+# and stronger surface texture (contrast 0.25-0.7 against 0.1-0.45): the photometric loss, the only signal
+# of stage 2, is flat on plain walls. Its own random streams (code 8); the L-shaped family stays out (xsim's).
+PRESETS["broad_seq"] = Preset(name="broad_seq", code=8, **{
+    **_BROAD, "step": (0.04, 0.08), "yaw_rate_deg": (-1.0, 1.0), "free_path": True, "texture_contrast": (0.25, 0.7),
+    "wav_format": "float32"})
 
 #: Centre frequencies of the octave bands of per-band absorption (pyroomacoustics' bands at 44.1 kHz).
 BAND_CENTERS_HZ = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0)
@@ -417,8 +427,8 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
 
 
-def _sample_look(rng: np.random.Generator, role: str, palette: str, base=None) -> Look:
-    vivid = palette == "vivid"
+def _sample_look(rng: np.random.Generator, role: str, preset: Preset, base=None) -> Look:
+    vivid = preset.palette == "vivid"
     if base is not None:
         # Variation of a shared colour (e.g. the four walls of one room).
         albedo = np.clip(base * rng.uniform(0.9, 1.1, size=3), 0.02, 0.95)
@@ -445,7 +455,7 @@ def _sample_look(rng: np.random.Generator, role: str, palette: str, base=None) -
     else:
         kind = int(rng.choice([0, 1, 3], p=[0.4, 0.4, 0.2]))
     period = float(np.exp(rng.uniform(np.log(0.02), np.log(0.12))))
-    contrast = float(rng.uniform(0.1, 0.45))
+    contrast = float(rng.uniform(preset.texture_contrast[0], preset.texture_contrast[1]))
     grid = rng.uniform(0.0, 1.0, size=(16, 16))
     return Look(albedo=np.asarray(albedo, dtype=np.float64), kind=kind, period=period, contrast=contrast, grid=grid,
                 axis=int(rng.integers(0, 2)))
@@ -587,12 +597,12 @@ def sample_layout(rng: np.random.Generator, preset: Preset, frames: int, layout_
             raise RuntimeError("could not place the rig in an empty room")  # cannot happen: margin < room / 2
         boxes = boxes[:-1]
         poses = _sample_trajectory(rng, preset, room, boxes, frames)
-    wall_base = _sample_look(rng, "wall", preset.palette).albedo
-    looks = [_sample_look(rng, "wall", preset.palette, base=wall_base) for _ in range(4)]
-    looks.append(_sample_look(rng, "floor", preset.palette))
-    looks.append(_sample_look(rng, "ceiling", preset.palette))
+    wall_base = _sample_look(rng, "wall", preset).albedo
+    looks = [_sample_look(rng, "wall", preset, base=wall_base) for _ in range(4)]
+    looks.append(_sample_look(rng, "floor", preset))
+    looks.append(_sample_look(rng, "ceiling", preset))
     for _ in boxes:
-        lk = _sample_look(rng, "furniture", preset.palette)
+        lk = _sample_look(rng, "furniture", preset)
         looks.extend([lk] * 6)
     light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
     return Layout(
@@ -766,14 +776,14 @@ def sample_family_layout(rng: np.random.Generator, preset: Preset, frames: int, 
         else:
             boxes = boxes[:-1]
         poses = _sample_trajectory(rng, preset, room, boxes, frames, **kw)
-    wall_base = _sample_look(rng, "wall", preset.palette).albedo
-    looks = [_sample_look(rng, "wall", preset.palette, base=wall_base) for _ in range(4)]
-    looks.append(_sample_look(rng, "floor", preset.palette))
-    looks.append(_sample_look(rng, "ceiling", preset.palette))
+    wall_base = _sample_look(rng, "wall", preset).albedo
+    looks = [_sample_look(rng, "wall", preset, base=wall_base) for _ in range(4)]
+    looks.append(_sample_look(rng, "floor", preset))
+    looks.append(_sample_look(rng, "ceiling", preset))
     n_struct = sum(1 for b in boxes if any(b is s for s in structure))
-    pillar_look = _sample_look(rng, "wall", preset.palette, base=wall_base if fam.corner_block else None)
+    pillar_look = _sample_look(rng, "wall", preset, base=wall_base if fam.corner_block else None)
     for i, _ in enumerate(boxes):
-        lk = pillar_look if i < n_struct else _sample_look(rng, "furniture", preset.palette)
+        lk = pillar_look if i < n_struct else _sample_look(rng, "furniture", preset)
         looks.extend([lk] * 6)
     light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
     return Layout(
