@@ -345,22 +345,32 @@ def diffuse_tail(
     v, _ = _volume_surface(spec)
     t60 = eyring_t60_s(spec)
     t = np.arange(length) / fs
-    # A directional speaker radiates less power than an omnidirectional one of the same on-axis
-    # level: mean of (p + (1 - p) cos)^2 over the sphere = p^2 + (1 - p)^2 / 3.
+    model = _speaker_power(spec) * 4.0 * math.pi * SPEED_OF_SOUND_M_S / (v * fs) * np.exp(-13.8155 * t / t60)
+    out = np.zeros((rir.shape[0], length))
+    for m, deficit in enumerate(_energy_deficits(rir, model, t, start_s, window)):
+        out[m] = rng.standard_normal(length) * np.sqrt(deficit)
+    return out
+
+
+def _speaker_power(spec: SequenceSpec) -> float:
+    """A directional speaker radiates less power than an omnidirectional one of the same on-axis level:
+    the mean of (p + (1 - p) cos)^2 over the sphere = p^2 + (1 - p)^2 / 3."""
     p = min(1.0, float(spec.speaker_pattern_p))
-    power = p * p + (1.0 - p) ** 2 / 3.0
-    model = power * 4.0 * math.pi * SPEED_OF_SOUND_M_S / (v * fs) * np.exp(-13.8155 * t / t60)
+    return p * p + (1.0 - p) ** 2 / 3.0
+
+
+def _energy_deficits(rir: np.ndarray, model: np.ndarray, t: np.ndarray, start_s: float, window: int):
+    """Per channel of rir (M, L): the energy the image-source RIR lacks under the diffuse envelope `model`
+    (length,), its own energy smoothed over `window` samples, ramped in over start_s .. 1.5 start_s."""
+    length = model.shape[-1]
     h = np.zeros((rir.shape[0], length))
     n = min(length, rir.shape[1])
     h[:, :n] = rir[:, :n]
     kernel = np.ones(window) / window
     ramp = np.clip((t - start_s) / (0.5 * start_s), 0.0, 1.0)
-    out = np.zeros_like(h)
     for m in range(h.shape[0]):
         e_ism = np.convolve(h[m] ** 2, kernel, mode="same")
-        deficit = np.clip(model - e_ism, 0.0, None) * ramp
-        out[m] = rng.standard_normal(length) * np.sqrt(deficit)
-    return out
+        yield np.clip(model - e_ism, 0.0, None) * ramp
 
 
 def _volume_band_areas(spec: SequenceSpec):
@@ -453,23 +463,15 @@ def diffuse_tail_bands(
     v, _ = _volume_band_areas(spec)
     t60 = eyring_t60_bands_s(spec)
     t = np.arange(length) / fs
-    p = min(1.0, float(spec.speaker_pattern_p))
-    power = p * p + (1.0 - p) ** 2 / 3.0
+    power = _speaker_power(spec)
     noise = rng.standard_normal((rir.shape[0], length))
     bands, share = band_split(noise, fs)
     model_b = share[:, None] * (power * 4.0 * math.pi * SPEED_OF_SOUND_M_S / (v * fs)) \
         * np.exp(-13.8155 * t[None, :] / t60[:, None])
     model = model_b.sum(axis=0)
     frac = model_b / np.maximum(model, 1e-300)
-    h = np.zeros((rir.shape[0], length))
-    n = min(length, rir.shape[1])
-    h[:, :n] = rir[:, :n]
-    kernel = np.ones(window) / window
-    ramp = np.clip((t - start_s) / (0.5 * start_s), 0.0, 1.0)
-    out = np.zeros_like(h)
-    for m in range(h.shape[0]):
-        e_ism = np.convolve(h[m] ** 2, kernel, mode="same")
-        deficit = np.clip(model - e_ism, 0.0, None) * ramp
+    out = np.zeros((rir.shape[0], length))
+    for m, deficit in enumerate(_energy_deficits(rir, model, t, start_s, window)):
         out[m] = np.sum(bands[m] * np.sqrt(deficit[None, :] * frac / share[:, None]), axis=0)
     return out
 

@@ -467,6 +467,19 @@ def _uniform(rng, lo_hi):
     return float(rng.uniform(lo_hi[0], lo_hi[1]))
 
 
+def _against_wall(side: int, room: np.ndarray, sx: float, sy: float, x0: float, y0: float,
+                  gap: float) -> "tuple[float, float]":
+    """A footprint (x0, y0, sx, sy) moved against wall `side` (0: x = 0, 1: x = Lx, 2: y = 0, 3: y = Ly),
+    `gap` away from it; the other coordinate is kept."""
+    if side == 0:
+        return gap, y0
+    if side == 1:
+        return room[0] - sx - gap, y0
+    if side == 2:
+        return x0, gap
+    return x0, room[1] - sy - gap
+
+
 _MARGIN = 0.1  # rig clearance from walls and furniture footprints, normalised (>= 0.2 m at 2 m scale)
 
 
@@ -499,14 +512,7 @@ def _sample_boxes(rng, preset: Preset, room: np.ndarray) -> list:
             side = int(rng.integers(0, 4))
             x0 = float(rng.uniform(gap, room[0] - sx - gap))
             y0 = float(rng.uniform(gap, room[1] - sy - gap))
-            if side == 0:
-                x0 = gap
-            elif side == 1:
-                x0 = room[0] - sx - gap
-            elif side == 2:
-                y0 = gap
-            else:
-                y0 = room[1] - sy - gap
+            x0, y0 = _against_wall(side, room, sx, sy, x0, y0, gap)
         else:
             x0 = float(rng.uniform(gap, room[0] - sx - gap))
             y0 = float(rng.uniform(gap, room[1] - sy - gap))
@@ -597,24 +603,28 @@ def sample_layout(rng: np.random.Generator, preset: Preset, frames: int, layout_
             raise RuntimeError("could not place the rig in an empty room")  # cannot happen: margin < room / 2
         boxes = boxes[:-1]
         poses = _sample_trajectory(rng, preset, room, boxes, frames)
+    wall_base, looks = _room_looks(rng, preset)
+    for _ in boxes:
+        lk = _sample_look(rng, "furniture", preset)
+        looks.extend([lk] * 6)
+    return _lit_layout(rng, room, boxes, looks, poses, layout_index)
+
+
+def _room_looks(rng: np.random.Generator, preset: Preset) -> "tuple[np.ndarray, list]":
+    """(the walls' shared albedo, looks of the 4 walls, the floor and the ceiling) in surface-id order."""
     wall_base = _sample_look(rng, "wall", preset).albedo
     looks = [_sample_look(rng, "wall", preset, base=wall_base) for _ in range(4)]
     looks.append(_sample_look(rng, "floor", preset))
     looks.append(_sample_look(rng, "ceiling", preset))
-    for _ in boxes:
-        lk = _sample_look(rng, "furniture", preset)
-        looks.extend([lk] * 6)
+    return wall_base, looks
+
+
+def _lit_layout(rng: np.random.Generator, room: np.ndarray, boxes: list, looks: list, poses: list,
+                layout_index: int, family: str = "shoebox") -> Layout:
+    """The Layout with a point light near the ceiling, its power and the ambient level drawn."""
     light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
-    return Layout(
-        room=room,
-        boxes=boxes,
-        looks=looks,
-        light=light,
-        light_power=float(rng.uniform(0.5, 0.9)),
-        ambient=float(rng.uniform(0.25, 0.45)),
-        poses=poses,
-        layout_index=layout_index,
-    )
+    return Layout(room=room, boxes=boxes, looks=looks, light=light, light_power=float(rng.uniform(0.5, 0.9)),
+                  ambient=float(rng.uniform(0.25, 0.45)), poses=poses, layout_index=layout_index, family=family)
 
 
 def sample_sequence_spec(
@@ -734,14 +744,7 @@ def _family_furniture(rng, fam: Family, room: np.ndarray, boxes: list) -> list:
         y0 = float(rng.uniform(gap, room[1] - sy - gap))
         if rng.uniform() < fam.wall_share:
             side = int(rng.integers(0, 4)) if fam.name != "corridor" else int(rng.integers(2, 4))
-            if side == 0:
-                x0 = gap
-            elif side == 1:
-                x0 = room[0] - sx - gap
-            elif side == 2:
-                y0 = gap
-            else:
-                y0 = room[1] - sy - gap
+            x0, y0 = _against_wall(side, room, sx, sy, x0, y0, gap)
         lo = np.array([x0, y0, z0])
         hi = np.array([x0 + sx, y0 + sy, z0 + h])
         if _overlaps(lo, hi, out):
@@ -776,27 +779,13 @@ def sample_family_layout(rng: np.random.Generator, preset: Preset, frames: int, 
         else:
             boxes = boxes[:-1]
         poses = _sample_trajectory(rng, preset, room, boxes, frames, **kw)
-    wall_base = _sample_look(rng, "wall", preset).albedo
-    looks = [_sample_look(rng, "wall", preset, base=wall_base) for _ in range(4)]
-    looks.append(_sample_look(rng, "floor", preset))
-    looks.append(_sample_look(rng, "ceiling", preset))
+    wall_base, looks = _room_looks(rng, preset)
     n_struct = sum(1 for b in boxes if any(b is s for s in structure))
     pillar_look = _sample_look(rng, "wall", preset, base=wall_base if fam.corner_block else None)
     for i, _ in enumerate(boxes):
         lk = pillar_look if i < n_struct else _sample_look(rng, "furniture", preset)
         looks.extend([lk] * 6)
-    light = np.array([rng.uniform(0.2, 0.8) * room[0], rng.uniform(0.2, 0.8) * room[1], 0.92 * room[2]])
-    return Layout(
-        room=room,
-        boxes=boxes,
-        looks=looks,
-        light=light,
-        light_power=float(rng.uniform(0.5, 0.9)),
-        ambient=float(rng.uniform(0.25, 0.45)),
-        poses=poses,
-        layout_index=layout_index,
-        family=fam.name,
-    )
+    return _lit_layout(rng, room, boxes, looks, poses, layout_index, family=fam.name)
 
 
 def _band_absorption(rng, n: int, preset: Preset) -> np.ndarray:
