@@ -41,14 +41,14 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from avsnet_ros.audio import DEFAULT_SAMPLE_RATE_HZ, echo_to_spectrogram, echo_window_samples
 from avsnet_ros.audio.frontend import EchoFrontEnd, FrontEndResult, SweepSpec
 from avsnet_ros.preprocessing import FrameStager, as_image_list, checked_echoes, crop_echoes
 from avsnet_ros.scaling import (SCALING_MODES, LocalScaleFit, apply_local_scale, disparity_to_depth,
-                                mask_depth_range, rescale_depth, rescale_disparity_depth, resize_masked_depth,
+                                mask_depth_range, rescale_depth, rescale_disparity_depth, resize_bilinear,
+                                resize_masked_depth,
                                 resolve_scaling, scale_relative,
                                 scaled_output_depth)
 
@@ -331,7 +331,7 @@ class DepthPipeline:
     def _resize(self, x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
         if tuple(x.shape[-2:]) == tuple(size_hw):
             return x
-        return F.interpolate(x, size=tuple(size_hw), mode="bilinear", align_corners=False)
+        return resize_bilinear(x, size_hw)
 
     @torch.inference_mode()
     def __call__(self, rgb, echo=None, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,

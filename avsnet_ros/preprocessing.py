@@ -45,12 +45,17 @@ def checked_size_hw(size_hw: Sequence[int]) -> "tuple[int, int]":
 
 def _float_frame(x: np.ndarray) -> np.ndarray:
     """x (H, W, 3) uint8 as float32 in a per-thread buffer reused while the frame size stays the same
-    (a fresh 11 MB array per 1280x720 frame costs ~2,700 page faults each time)."""
+    (a fresh 11 MB array per 1280x720 frame costs ~2,700 page faults each time). Exact (uint8 -> float32)."""
     buf = getattr(_SCRATCH, "frame", None)
     if buf is None or buf.shape != x.shape:
         buf = np.empty(x.shape, dtype=np.float32)
         _SCRATCH.frame = buf
-    np.copyto(buf, x)
+    if x.flags.writeable and x.flags.c_contiguous:
+        # torch's copy converts on its intra-op threads (~0.08 ms vs numpy's 0.22 ms for 1280x720 on 2 cores);
+        # torch.from_numpy warns about read-only arrays (a message's buffer), which take numpy's copy
+        torch.from_numpy(buf).copy_(torch.from_numpy(x))
+    else:
+        np.copyto(buf, x)
     return buf
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from avsnet_ros.data.samples import valid_depth
 
 __all__ = ["valid_depth_mask", "median_scale", "mean_std_scale", "SCALING_MODES", "resolve_scaling", "scale_relative",
-           "mask_depth_range", "resize_masked_depth", "scaled_output_depth"]
+           "mask_depth_range", "resize_bilinear", "resize_masked_depth", "scaled_output_depth"]
 
 _NANQUANTILE_MAX = 16_000_000  # torch.nanquantile refuses larger inputs
 #: The ``scaling`` parameter (README "Scaling"): "affine" = robust scale and shift in inverse depth
@@ -169,6 +169,30 @@ def mask_depth_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: flo
     return depth_m.masked_fill(outside, float("nan"))
 
 
+def resize_bilinear(x: torch.Tensor, size_hw: "tuple[int, int]") -> torch.Tensor:
+    """(B, C, h, w) float -> (B, C, H, W): bilinear, align_corners=False, no antialiasing (F.interpolate's
+    rule; half-pixel centres, edge samples repeated). A new tensor, on x's device.
+
+    On the CPU (float32, no autograd, not tracing) each plane goes through OpenCV's INTER_LINEAR, the
+    same rule with float weights (equal to F.interpolate within float rounding, ~1e-5 relative,
+    test_scaling.py): ~0.1 ms vs ~0.8 ms for a 96x320 -> 1280x720 depth map on 2 cores, the largest
+    single cost of the pipeline after the forward. Elsewhere (CUDA, float64, graph capture) F.interpolate.
+    """
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or x.requires_grad or x.dim() != 4
+            or torch.jit.is_tracing() or torch.compiler.is_compiling() or max(h, w) >= 32768):
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    import cv2
+
+    b, c = x.shape[:2]
+    out = torch.empty((b, c, h, w), dtype=torch.float32)
+    src, dst = x.detach().numpy(), out.numpy()
+    for i in range(b):
+        for j in range(c):
+            cv2.resize(np.ascontiguousarray(src[i, j]), (w, h), dst=dst[i, j], interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 def _inside_range(depth_m: torch.Tensor, min_depth_m: float, max_depth_m: float) -> bool:
     """True when every value is inside [min, max] by a relative margin of 1e-5: then any bilinear
     resize of it (convex combinations; float rounding ~1e-7) stays inside [min, max] too."""
@@ -188,7 +212,7 @@ def resize_masked_depth(depth_m: torch.Tensor, size_hw: "tuple[int, int]", min_d
     if tuple(depth_m.shape[-2:]) == tuple(size_hw):
         out = depth_m.clone()
     else:
-        out = F.interpolate(depth_m, size=tuple(size_hw), mode="bilinear", align_corners=False)
+        out = resize_bilinear(depth_m, size_hw)
     if not _inside_range(depth_m[:, :1], min_depth_m, max_depth_m):
         mask_depth_range(out[:, :1], min_depth_m, max_depth_m, inplace=True)
     return out
@@ -252,7 +276,7 @@ def scale_relative(
         relative = relative.float()
         ref = pseudo_m
         if ref.shape[-2:] != relative.shape[-2:]:
-            ref = F.interpolate(ref, size=relative.shape[-2:], mode="bilinear", align_corners=False)
+            ref = resize_bilinear(ref, relative.shape[-2:])
         # R finite and > 0 as two comparisons (NaN fails both; half the passes of isfinite & > 0)
         valid = unsaturated_mask(ref, min_depth_m, max_depth_m) & (relative > 0) & (relative < math.inf)
         if scaling == "median":

@@ -148,8 +148,10 @@ def test_median_by_selection_equals_numpy_median(n_valid):
 @pytest.mark.parametrize("case", ["inside", "outside", "at_bounds"])
 def test_output_depth_equals_resize_then_mask(case):
     """resize_masked_depth / scaled_output_depth (the pipeline's output maps) against the plain
-    reference: torch bilinear resize, then NaN outside [min, max]; the mask is skipped only when the
-    model-resolution depth is strictly inside, which must not change the result."""
+    reference: bilinear resize (torch, float64), then NaN outside [min, max]; the mask is skipped only when
+    the model-resolution depth is strictly inside, which must not change the result. Within float32
+    rounding (resize_bilinear: ~1e-5 of the neighbour difference); NaN exactly where the reference is
+    NaN, except for pixels within that rounding of a bound (at_bounds: exactly max_depth_m)."""
     from avsnet_ros.scaling import resize_masked_depth, scaled_output_depth
 
     gen = torch.Generator().manual_seed(3)
@@ -161,13 +163,51 @@ def test_output_depth_equals_resize_then_mask(case):
     if case == "at_bounds":
         rel[:, :, :6] = hi / scale.view(2, 1, 1, 1)  # exactly max_depth_m after scaling
     depth = rel * scale.view(2, 1, 1, 1)
-    up = torch.nn.functional.interpolate(depth, size=(45, 80), mode="bilinear", align_corners=False).numpy()
-    expected = np.where((up >= lo) & (up <= hi), up, np.nan)
-    got = resize_masked_depth(depth, (45, 80), lo, hi).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-6, equal_nan=True)
+
+    def reference(x):
+        up = torch.nn.functional.interpolate(x.double(), size=(45, 80), mode="bilinear", align_corners=False)
+        return up.numpy(), np.where((up >= lo) & (up <= hi), up, np.nan)
+
+    def check(got, up, expected, spread):
+        near_bound = (np.abs(up - hi) <= 1e-5 * hi) | (np.abs(up - lo) <= 1e-5 * lo)
+        np.testing.assert_array_equal(np.isnan(got)[~near_bound], np.isnan(expected)[~near_bound])
+        both = np.isfinite(got) & np.isfinite(expected)
+        assert np.all(np.abs(got - expected)[both] <= 2e-5 * spread + 1e-6 * np.abs(expected[both]))
+
+    up, expected = reference(depth)
+    spread = float(np.nanmax(depth.numpy()) - np.nanmin(depth.numpy()))
+    check(resize_masked_depth(depth, (45, 80), lo, hi).numpy(), up, expected, spread)
     rel_up = torch.nn.functional.interpolate(rel, size=(45, 80), mode="bilinear", align_corners=False)
     got = scaled_output_depth(rel_up, scale, torch.zeros(2), depth, lo, hi).numpy()
-    ref = rel_up.numpy() * scale.numpy().reshape(2, 1, 1, 1)
+    ref = rel_up.numpy() * scale.numpy().reshape(2, 1, 1, 1)  # the same resized map, scaled: exact
     np.testing.assert_array_equal(np.isnan(got), np.isnan(np.where((ref >= lo) & (ref <= hi), ref, np.nan)))
     np.testing.assert_allclose(got, np.where((ref >= lo) & (ref <= hi), ref, np.nan), rtol=1e-6, equal_nan=True)
     assert (case == "inside") == bool(np.isfinite(got).all())
+
+
+@pytest.mark.parametrize("src_hw,dst_hw", [((96, 320), (720, 1280)), ((128, 256), (96, 320)), ((64, 128), (64, 128)),
+                                           ((97, 331), (13, 7)), ((5, 3), (1000, 1)), ((1, 1), (4, 6))])
+def test_resize_bilinear_equals_torch_interpolate(src_hw, dst_hw):
+    """The CPU fast path (OpenCV per plane) against torch's bilinear, align_corners=False: upsampling,
+    downsampling, mixed, identity, a 1-pixel source; batch and channels kept apart. Within float rounding of
+    the interpolation weights (torch computes the source position with a float32 scale, OpenCV in double:
+    ~1e-5 of the difference between neighbouring samples)."""
+    import torch.nn.functional as F
+
+    from avsnet_ros.scaling import resize_bilinear
+
+    g = torch.Generator().manual_seed(sum(src_hw) + sum(dst_hw))
+    x = torch.rand((2, 3, *src_hw), generator=g) * 10.0 + 0.5
+    x[1, 2] *= 100.0  # planes of another magnitude: no cross-talk between planes
+    ref = F.interpolate(x, size=dst_hw, mode="bilinear", align_corners=False)
+    spread = (x.amax(dim=(2, 3)) - x.amin(dim=(2, 3)))[:, :, None, None]
+
+    def check(got):
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        err = (got.double() - ref.double()).abs()
+        assert bool((err <= 2e-5 * spread.double() + 1e-6 * ref.double().abs()).all()), float(err.max())
+
+    check(resize_bilinear(x, dst_hw))
+    check(resize_bilinear(x.transpose(2, 3).contiguous().transpose(2, 3), dst_hw))  # non-contiguous planes
+    ref64 = F.interpolate(x.double(), size=dst_hw, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(resize_bilinear(x.double(), dst_hw), ref64, rtol=0, atol=0)  # float64: torch itself
