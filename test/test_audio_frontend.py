@@ -185,3 +185,24 @@ def test_real_batvision_recording():
     # buffer: the depth node dropped every real echo as echo_sweep_mismatch)
     found = EchoFrontEnd("rerender")(echo)
     assert found.identified and found.quality >= out.quality - 1e-9 and found.quality >= MIN_DIRECT_QUALITY
+
+
+def test_stream_results_equal_a_fresh_rerender(rir):
+    """The front-end's shortcuts on a stream (the sticky sweep rendered once and judged by that render, cached
+    sweep spectra) give exactly what a fresh rerender() with the same sweep gives, echo for echo; unannounced,
+    announced, and announced with a poor quality (its match compared with the identification)."""
+    fe = EchoFrontEnd("rerender")
+    played = SweepSpec(duration_s=0.01, method="exponential")
+    recs = [record(rir, played, g, noise_rms=3e-4, seed=i) for i, g in enumerate((0.3, 0.05, 0.6, 0.3))]
+    raw = read_wav(asset_path("batvision_v2_sample", "audio_47.wav"))
+    real = np.asarray(raw[0] if isinstance(raw, tuple) else raw)
+    for echo, sweep in [(recs[0], None), (recs[1], None), (recs[2], played), (recs[3], None),
+                        (real, None), (real, SweepSpec()), (real, None)]:
+        got = fe(echo, sweep)
+        ref = rerender(echo, got.sweep)
+        assert np.array_equal(got.echo, ref.echo) and got.quality == ref.quality
+        assert np.array_equal(got.direct_level, ref.direct_level) and got.direct_sample == ref.direct_sample
+        if sweep is not None and got.quality < GOOD_DIRECT_QUALITY:  # the match against a fresh search
+            best_q = EchoFrontEnd("rerender").identified(echo)[1]
+            assert got.match == pytest.approx(min(1.0, got.quality / best_q), rel=1e-9)
+    assert fe(recs[0]).sweep.method == "exponential"
