@@ -18,6 +18,8 @@ training/synthetic/writer.py for the files written and how seeds work. Presets:
   (-40..-1 dBFS), SNR (10-50 dB, coloured noise); microphones 10-30 cm apart; depth holes; int32 WAV;
 - xsim: the cross-simulator zero-shot set (hybrid image-source + ray-tracing acoustics, mostly
   L-shaped rooms, halls and corridors, vivid colours, the broad rig).
+- broad_seq: stage-2 sequences of the broad families (no L-shapes) with train_seq's walk and stronger
+  surface texture (contrast 0.25-0.7); use --layout-repeats 1 (stage 2 needs no scale twins).
 Robustness sets: --sweep forces every frame's emitted sweep, --level-dbfs the recording level (with
 a fixed -70 dBFS noise floor); both change only the audio (RGB and depth stay byte-identical to the
 unforced run with the same --seed/--preset/--n). --no-sweep-column hides the sweep (a dataset whose
