@@ -111,6 +111,24 @@ def stop_nodes(executor, *nodes) -> None:
         n.destroy_node()
 
 
+def recycle_node(node, harness, settle_s: float = 1.0) -> None:
+    """deactivate -> cleanup -> configure -> activate a depth node: a fresh state (echoes, scale, frame order).
+
+    Waits until the harness's publishers lost the old subscriptions and see the new ones, then `settle_s`
+    more: the ROS graph reports a subscription before DDS has matched its data path, and a best-effort
+    message published in between is lost (seen in CI on a loaded machine with 0.3 s).
+    """
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert wait_for(lambda: harness.pub_image.get_subscription_count() == 0
+                    and harness.pub_echo.get_subscription_count() == 0)  # unsubscribed while inactive
+    for transition in (node.trigger_cleanup, node.trigger_configure, node.trigger_activate):
+        assert transition() == TransitionCallbackReturn.SUCCESS
+    harness.wait_connected()
+    time.sleep(settle_s)
+
+
 class Harness:
     """A plain node publishing camera/camera_info/echo and recording what the depth node publishes."""
 

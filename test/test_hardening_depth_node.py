@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_support import Harness, fixture_data, wait_for
+from ros_support import Harness, fixture_data, recycle_node, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -69,12 +69,7 @@ def harness(ros, node):
 # ------------------------------------------------------------------------------------------------
 # helpers
 def _recycle(node, harness):
-    """deactivate -> cleanup -> configure -> activate: a fresh node state (echoes, scale, order)."""
-    from rclpy.lifecycle import TransitionCallbackReturn
-
-    for transition in (node.trigger_deactivate, node.trigger_cleanup, node.trigger_configure, node.trigger_activate):
-        assert transition() == TransitionCallbackReturn.SUCCESS
-    harness.wait_connected()
+    recycle_node(node, harness)
 
 
 def _raw_image(height: int, width: int, encoding: str, step: int, data: bytes, stamp_ns: int):
@@ -164,7 +159,8 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
     frames0, echoes0 = node.counters()["frame_drops"], node.counters()["echo_drops"]
     t = harness.now_ns()
     harness.send_info(k, w, h, t)
-    time.sleep(0.1)
+    # the size checks need the camera_info taken first (the topics are delivered independently)
+    assert wait_for(lambda: node._camera_info is not None, 10.0)
 
     # --- frames: (message, expected reason) ---------------------------------------------------
     float_rgb = rgb.astype(np.float32)
@@ -265,8 +261,7 @@ def test_future_stale_and_out_of_order_stamps(node, harness, data, tiny_checkpoi
     now = harness.now_ns()
     harness.send_info(k, w, h, now)
     # stale: the only echo is 10 s old and there is no scale to hold (scale_hold_s = 0)
-    harness.send_echo(echo, now - 10_000_000_000)
-    time.sleep(0.1)
+    _send_echo_accepted(node, harness, echo, now - 10_000_000_000)  # taken before the frame (no race)
     harness.send_image(rgb, now - 1_000_000)
     assert wait_for(lambda: _delta(node.counters()["frame_drops"], frames0).get("stale_echo", 0) == 1, 10.0), \
         node.counters()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ros_support import Harness, fixture_data, stop_nodes, wait_for
+from ros_support import Harness, fixture_data, recycle_node, stop_nodes, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -84,16 +84,7 @@ def _wait_depth(harness, n, timeout_s=15.0, node=None):
 
 
 def _recycle(node, harness):
-    """deactivate -> cleanup -> configure -> activate: forgets echoes, scale and frame order."""
-    from rclpy.lifecycle import TransitionCallbackReturn
-
-    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: harness.pub_image.get_subscription_count() == 0
-                    and harness.pub_echo.get_subscription_count() == 0)  # unsubscribed while inactive
-    for transition in (node.trigger_cleanup, node.trigger_configure, node.trigger_activate):
-        assert transition() == TransitionCallbackReturn.SUCCESS
-    harness.wait_connected()
-    time.sleep(0.3)  # the graph can report the new subscription before DDS has matched it
+    recycle_node(node, harness)
 
 
 def _drops(node):

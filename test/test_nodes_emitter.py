@@ -307,11 +307,13 @@ def test_sounddevice_loopback_echo_is_onset_aligned(ros, pulse_null_sink):
     harness = Harness(context, executor, name="pulse_probe")
     harness.listen("echo", Image, "/avsnet/echo")
     try:
-        assert wait_for(lambda: harness.count("echo") >= 4, 20.0), node.stats()
+        # the first two echoes are the stream's start-up, where PulseAudio can underrun while its buffers fill
+        # (seen once in CI: "ALSA underrun", the sweep at the onset correlating 0.66): check the next four
+        assert wait_for(lambda: harness.count("echo") >= 6, 20.0), node.stats()
         v = node.values
         ref = reference_sweep(v["sweep_duration_s"], v["sweep_f0_hz"], v["sweep_f1_hz"])
         receipt_ns = harness.now_ns()
-        for m in harness.messages("echo")[:4]:
+        for m in harness.messages("echo")[2:6]:
             echo = _echo_array(m)
             assert echo.shape == (2, 7782)
             assert abs(direct_path_onset(echo, ref) - ONSET) <= 3
