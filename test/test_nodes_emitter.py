@@ -335,3 +335,45 @@ def test_sounddevice_loopback_echo_is_onset_aligned(ros, pulse_null_sink):
         node.destroy_node()
         executor.remove_node(harness.node)
         harness.node.destroy_node()
+
+
+def test_echo_recorded_across_an_xrun_is_dropped_and_counted():
+    """The sounddevice backend's realtime callback driven by hand as a duplex loopback (each block records what
+    the previous block played, attenuated): clean periods give echoes holding the sweep at the onset; a block
+    the host API reports with an output underflow inside an echo's window makes that echo a counted drop
+    (rejected_xrun) instead of a buffer with a gap, and the next period is published again."""
+    from types import SimpleNamespace
+
+    from avsnet_ros.audio.backends import SoundDeviceBackend, SweepSettings, _Ring
+
+    settings = SweepSettings(period_s=0.25)
+    be = SoundDeviceBackend(settings)
+    be._ring = _Ring(2, 8 * settings.period_samples)
+    be._stream = SimpleNamespace(active=True)
+    block, played = 512, np.zeros((512, 2), np.float32)
+    ok = SimpleNamespace(input_overflow=False, output_underflow=False)
+    bad = SimpleNamespace(input_overflow=False, output_underflow=True)
+    timing = SimpleNamespace(currentTime=0.0, outputBufferDacTime=0.0, inputBufferAdcTime=0.0)
+
+    def run_blocks(n: int, xrun_at: "set[int]" = frozenset()) -> None:
+        nonlocal played
+        for i in range(n):
+            out = np.zeros((block, 2), np.float32)
+            be._callback(0.4 * played, out, block, timing, bad if i in xrun_at else ok)
+            played = out.copy()
+
+    per_period = settings.period_samples // block + 1
+    run_blocks(3 * per_period)  # three clean periods recorded
+    echoes = [be.read(0.01) for _ in range(3)]
+    got = [e for e in echoes if e is not None]
+    assert len(got) >= 2 and be.counters["rejected_xrun"] == 0
+    ref = reference_sweep(settings.duration_s, settings.f0_hz, settings.f1_hz)
+    for e in got:
+        assert abs(direct_path_onset(e.echo, ref) - ONSET) <= 3
+    # the next period with an underflow right after its sweep (inside the echo window): dropped and counted
+    k = be._next_sweep
+    start_block = (k * settings.period_samples) // block - be._pos // block
+    run_blocks(per_period, xrun_at={start_block + 2})
+    assert be.read(0.01) is None and be.counters["rejected_xrun"] == 1 and be.counters["xruns"] == 1
+    run_blocks(2 * per_period)  # clean again: published
+    assert be.read(0.01) is not None and be.counters["rejected_xrun"] == 1

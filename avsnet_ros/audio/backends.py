@@ -122,7 +122,7 @@ class EchoBackend:
     def __init__(self, settings: SweepSettings):
         self.settings = settings
         self.counters: dict[str, int] = {"sweeps": 0, "xruns": 0, "rejected_no_onset": 0,
-                                         "skipped_late": 0}
+                                         "skipped_late": 0, "rejected_xrun": 0}
 
     def open(self) -> None:
         """Acquire the device/data (configure time). Raises AudioDeviceError with a clear message."""
@@ -245,6 +245,7 @@ class _Block:
     frames: int
     dac_ns: int  # wall time the block's first output frame reaches the DAC
     adc_ns: int  # wall time the block's first input frame was captured at the ADC
+    xrun: bool = False  # the host API reported an input overflow / output underflow with this block
 
 
 class SoundDeviceBackend(EchoBackend):
@@ -385,16 +386,27 @@ class SoundDeviceBackend(EchoBackend):
         else:
             dac_ns = adc_ns = wall_ns
         block = np.ascontiguousarray(indata[:, list(self.input_channels)].T)
+        xrun = bool(status.input_overflow or status.output_underflow)
         with self._lock:
             self._last_callback = time.monotonic()
             self._ring.write(block)
-            self._blocks.append(_Block(pos, frames, dac_ns, adc_ns))
-            if status.input_overflow or status.output_underflow:
+            self._blocks.append(_Block(pos, frames, dac_ns, adc_ns, xrun))
+            if xrun:
                 self.counters["xruns"] += 1
             self._pos = pos + frames
             self._lock.notify_all()
 
     # -- consumer side
+    def _xrun_within(self, begin: int, end: int) -> bool:
+        """Whether a block reported with an xrun overlaps samples [begin, end) (the block's input may have
+        lost samples, or the sweep played with a gap)."""
+        for blk in reversed(self._blocks):  # blocks in sample order: stop at the first one before `begin`
+            if blk.start + blk.frames <= begin:
+                return False
+            if blk.xrun and blk.start < end:
+                return True
+        return False
+
     def _block_of(self, sample: int) -> _Block | None:
         for blk in reversed(self._blocks):
             if blk.start <= sample:
@@ -482,6 +494,10 @@ class SoundDeviceBackend(EchoBackend):
                 self.counters["skipped_late"] += 1
                 return None
             seg_begin = pending["seg_begin"]
+            if self._xrun_within(seg_begin, begin + self.settings.echo_samples):
+                # an echo recorded across an xrun holds a gap or a broken sweep: dropped and counted, not published
+                self.counters["rejected_xrun"] += 1
+                return None
             recording = self._ring.read(seg_begin, begin + self.settings.echo_samples - seg_begin)
         onset_abs = pending["onset_abs"]
         echo = align_to_onset(recording, onset_abs - seg_begin, self.settings.echo_samples)

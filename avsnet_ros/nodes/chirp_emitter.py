@@ -18,8 +18,8 @@ samples; header.stamp = emission time of the sweep's first sample; frame_id = `f
 /avsnet/chirp (std_msgs/String: the sweep the echoes hold, SweepSpec.to_text(), or "unknown" for
 replayed echoes whose data do not describe it; reliable + transient local (CHIRP_QOS), so a node
 started later still gets it; published at activate and again before the first echo of another
-sweep, e.g. after a reconfigure with new sweep_* parameters) and /diagnostics (sweep rate, xruns,
-onset SNR, latency, the announced sweep, drops).
+sweep, e.g. after a reconfigure with new sweep_* parameters) and /diagnostics (sweep rate, xruns and
+the echoes dropped for one (rejected_xrun), onset SNR, latency, the announced sweep, drops).
 """
 from __future__ import annotations
 
@@ -325,6 +325,7 @@ class ChirpEmitter(ThreadedLifecycleNode):
                 "xruns": backend_counters.get("xruns", 0),
                 "sweeps": backend_counters.get("sweeps", 0),
                 "rejected_no_onset": backend_counters.get("rejected_no_onset", 0),
+                "rejected_xrun": backend_counters.get("rejected_xrun", 0),
                 "skipped_late": backend_counters.get("skipped_late", 0),
                 "backend_failures": self.errors.get("backend_failure"),
                 "recoveries": self.errors.get("recovered"),
