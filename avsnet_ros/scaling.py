@@ -174,9 +174,10 @@ def resize_bilinear(x: torch.Tensor, size_hw: "tuple[int, int]") -> torch.Tensor
     rule; half-pixel centres, edge samples repeated). A new tensor, on x's device.
 
     On the CPU (float32, no autograd, not tracing) each plane goes through OpenCV's INTER_LINEAR, the
-    same rule with float weights (equal to F.interpolate within float rounding, ~1e-5 relative,
-    test_scaling.py): ~0.1 ms vs ~0.8 ms for a 96x320 -> 1280x720 depth map on 2 cores, the largest
-    single cost of the pipeline after the forward. Elsewhere (CUDA, float64, graph capture) F.interpolate.
+    same rule (equal to F.interpolate within float rounding: OpenCV places the source samples in double,
+    torch with a float32 scale, ~1e-5 of the difference between neighbouring samples; test_scaling.py):
+    ~0.1 ms vs ~0.8 ms for a 96x320 -> 1280x720 depth map on 2 cores, the largest single cost of the
+    pipeline after the forward. Elsewhere (CUDA, float64, graph capture) F.interpolate.
     """
     h, w = int(size_hw[0]), int(size_hw[1])
     if (x.device.type != "cpu" or x.dtype != torch.float32 or x.requires_grad or x.dim() != 4
