@@ -68,10 +68,6 @@ def harness(ros, node):
 
 # ------------------------------------------------------------------------------------------------
 # helpers
-def _recycle(node, harness):
-    recycle_node(node, harness)
-
-
 def _raw_image(height: int, width: int, encoding: str, step: int, data: bytes, stamp_ns: int):
     """An Image message with arbitrary (possibly inconsistent) fields, as a buggy driver sends."""
     from sensor_msgs.msg import Image
@@ -154,7 +150,7 @@ def test_malformed_frames_and_echoes_are_counted_by_reason(node, harness, data):
 
     rgb, echo, k = data
     h, w = CAM_HW
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     frames0, echoes0 = node.counters()["frame_drops"], node.counters()["echo_drops"]
     t = harness.now_ns()
@@ -255,7 +251,7 @@ def test_future_stale_and_out_of_order_stamps(node, harness, data, tiny_checkpoi
 
     rgb, echo, k = data
     h, w = CAM_HW
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     frames0, echoes0 = node.counters()["frame_drops"], node.counters()["echo_drops"]
     now = harness.now_ns()
@@ -300,7 +296,7 @@ def test_burst_of_1000_messages_is_fully_accounted(node, harness, data):
     and every frame it received is either answered or counted under a reason."""
     rgb, echo, k = data
     h, w = CAM_HW
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     c0 = node.counters()
     t0 = harness.now_ns() - 2_000_000_000
@@ -368,7 +364,7 @@ def test_very_large_images_processed_or_rejected_by_limit(node, harness, data):
     rgb_full, _, _, k_full = fixture_data()
     big = cv2.resize(rgb_full, (big_hw[1], big_hw[0]), interpolation=cv2.INTER_LINEAR)
     k_big = scale_intrinsics(k_full, rgb_full.shape[:2], big_hw)
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     frames0 = node.counters()["frame_drops"]
     t = harness.now_ns()

@@ -83,10 +83,6 @@ def _wait_depth(harness, n, timeout_s=15.0, node=None):
     assert ok, f"expected {n} depth images, got {harness.count('depth')}" + (f"; {node.counters()}" if node else "")
 
 
-def _recycle(node, harness):
-    recycle_node(node, harness)
-
-
 def _drops(node):
     return node.counters()["frame_drops"]
 
@@ -190,7 +186,7 @@ def test_stale_echo_is_held_with_decaying_confidence_then_dropped(node, harness,
     """Held scale: without a filter the confidence halves every confidence_half_life_s beyond max_echo_age_s;
     with the Kalman filter it is exp(-sqrt(P)) with P grown by process_var_log_per_s per second since the echo."""
     _set(node, scale_filter=scale_filter)
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     t = harness.now_ns() - 3_000_000_000  # a scene 3 s in the past, so later stamps are not "future"
     _send_pair(harness, data, t, t - 10_000_000)
@@ -306,7 +302,7 @@ def test_local_scaling_in_the_node_reuses_the_scale_field(node, harness, data):
     that reuses the echo gets the same field (pipeline.depth_from_scale with the cached fit)."""
     _set(node, scaling="local")
     try:
-        _recycle(node, harness)
+        recycle_node(node, harness)
         harness.clear()
         t = harness.now_ns()
         _send_pair(harness, data, t, t - 20_000_000)
@@ -324,13 +320,13 @@ def test_local_scaling_in_the_node_reuses_the_scale_field(node, harness, data):
         np.testing.assert_allclose(got[1], got[0], rtol=1e-4, atol=1e-4, equal_nan=True)  # same image, same field
     finally:
         _set(node, scaling="median")
-        _recycle(node, harness)
+        recycle_node(node, harness)
 
 
 def test_missing_echo_counts_no_echo(node, harness, data):
     """No echo at all (after a cleanup the node holds none): fallback "drop", counted as no_echo;
     an echo stamped after the frame (from its future) does not count either."""
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     no_echo0 = _drops(node).get("no_echo", 0)
     t = harness.now_ns()
@@ -348,7 +344,7 @@ def test_malformed_inputs_are_counted_and_the_node_keeps_running(node, harness, 
     from avsnet_ros.nodes import conversions as conv
 
     rgb, echo, _, k = data
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     t = harness.now_ns()
     frame_drops0, echo_drops0 = _drops(node), _echo_drops(node)
@@ -558,7 +554,7 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
     assert report.frames_stale_echo == 1 and report.frames_without_echo == 2  # F3 stale, F0 without any
 
     # --- the node (same stamps, same order) ------------------------------------------------------
-    _recycle(node, harness)
+    recycle_node(node, harness)
     _set(node, max_echo_age_s=max_age_s, scale_hold_s=0.0)
     try:
         harness.clear()
@@ -597,7 +593,7 @@ def test_node_and_bag_replay_pair_the_same_stamps(node, harness, data, tmp_path)
 def test_diagnostics_tell_lost_frames_from_slow_ones(node, harness, data):
     """A 10 Hz stamp sequence with frames 6 and 7 never sent: /diagnostics reports the stamp rate
     (10 Hz) and 2 frames missing, next to the arrival rate."""
-    _recycle(node, harness)
+    recycle_node(node, harness)
     harness.clear()
     rgb = data[0]
     c0 = node.counters()

@@ -31,6 +31,7 @@ ECHO_ONSET_SAMPLE. All times in samples at the sweep's sample rate.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional, Sequence
@@ -165,20 +166,12 @@ def _waveform(spec: SweepSpec) -> np.ndarray:
     return w
 
 
-_spectrum_cache: "dict[tuple[SweepSpec, int], np.ndarray]" = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _sweep_spectrum(spec: SweepSpec, nfft: int) -> np.ndarray:
     """rfft of spec's waveform (float64) zero-padded to nfft; cached, as a stream from one rig asks for the
     same (sweep, buffer length) on every echo (read-only: callers must not write into it)."""
-    key = (spec, int(nfft))
-    f = _spectrum_cache.get(key)
-    if f is None:
-        f = sfft.rfft(_waveform(spec).astype(np.float64), nfft)
-        f.setflags(write=False)
-        if len(_spectrum_cache) > 64:
-            _spectrum_cache.clear()
-        _spectrum_cache[key] = f
+    f = sfft.rfft(_waveform(spec).astype(np.float64), nfft)
+    f.setflags(write=False)
     return f
 
 
