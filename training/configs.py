@@ -73,3 +73,6 @@ class RelativeTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: PhotometricLossConfig = field(default_factory=PhotometricLossConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
+    # Where the camera motion between frames comes from: "posenet" (learned, the paper) or "odometry"
+    # (the data's camera poses, avsnet_ros.data.poses: no PoseNet; the depth is learned in metres).
+    pose_source: str = "posenet"

@@ -13,13 +13,14 @@ from training.losses import self_supervised_loss
 
 class RelativeTrainModule(nn.Module):
     """forward(batch) -> (joint loss, logs). Batch (TorchTripletDataset): rgb_prev, rgb, rgb_next
-    (B, 3, H, W) in [0, 1] and K (B, 3, 3) in pixels of H x W."""
+    (B, 3, H, W) in [0, 1] and K (B, 3, 3) in pixels of H x W; without a PoseNet also has_pose (B,)
+    and T_prev, T_next (B, 4, 4): the odometry, in metres, so the depth comes out in metres."""
 
-    def __init__(self, depthnet: nn.Module, posenet: nn.Module, ssim_weight: float, smoothness_weight: float,
-                 automask: bool):
+    def __init__(self, depthnet: nn.Module, posenet: "nn.Module | None", ssim_weight: float,
+                 smoothness_weight: float, automask: bool):
         super().__init__()
         self.depthnet = depthnet
-        self.posenet = posenet
+        self.posenet = posenet  # None: the batch's odometry (T_prev, T_next) moves the cameras
         self.ssim_weight = float(ssim_weight)
         self.smoothness_weight = float(smoothness_weight)
         self.automask = bool(automask)
@@ -27,8 +28,14 @@ class RelativeTrainModule(nn.Module):
     def loss(self, batch: Mapping[str, torch.Tensor]):
         target, prev, nxt = batch["rgb"], batch["rgb_prev"], batch["rgb_next"]
         disps = self.depthnet(target)
-        transforms = [self.posenet.target_to_source(target, prev, -1),
-                      self.posenet.target_to_source(target, nxt, +1)]
+        if self.posenet is None:
+            if "has_pose" not in batch or not bool(batch["has_pose"].all()):
+                raise ValueError("pose_source odometry: a frame triple has no camera pose (the data needs the "
+                                 "pose columns cam_x_m ... cam_roll_deg on every frame; avsnet_ros.data.poses)")
+            transforms = [batch["T_prev"].float(), batch["T_next"].float()]
+        else:
+            transforms = [self.posenet.target_to_source(target, prev, -1),
+                          self.posenet.target_to_source(target, nxt, +1)]
         cfg = self.depthnet.config
         return self_supervised_loss(target, [prev, nxt], disps, transforms, batch["K"].float(),
                                     min_depth=cfg.min_depth, max_depth=cfg.max_depth,
@@ -45,6 +52,8 @@ class RelativeTrainModule(nn.Module):
 class RelativeTask:
     """TrainTask for training.loop.Trainer.
 
+    posenet None (pose_source odometry): the cameras move by the data's odometry; no PoseNet is
+    trained or saved.
     Validation: the joint loss, and when the centre frames have ground truth, the depth metrics of
     the relative depth scaled by the ground-truth median (the usual protocol for self-supervised
     depth), over valid pixels strictly below max_depth_m.
@@ -66,8 +75,10 @@ class RelativeTask:
         self.extra: dict = {}
 
     def models_to_save(self) -> dict[str, tuple]:
-        return {"depthnet": (self.depthnet, self.depth_config, dict(self.extra)),
-                "posenet": (self.posenet, self.pose_config, dict(self.extra))}
+        out = {"depthnet": (self.depthnet, self.depth_config, dict(self.extra))}
+        if self.posenet is not None:
+            out["posenet"] = (self.posenet, self.pose_config, dict(self.extra))
+        return out
 
     def validate_batch(self, batch: Mapping[str, torch.Tensor]) -> list[dict[str, float]]:
         batch_loss = float(self.train_module.loss(batch).loss)

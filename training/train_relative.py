@@ -22,7 +22,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_CONFIG = "train_relative.yaml"
-RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss")
+RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss", "pose_source")
+POSE_SOURCES = ("posenet", "odometry")
 LOG = logging.getLogger("avsnet_ros.training")
 
 
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "DepthNet/PoseNet: tiny 96x320, paper 192x640", "train_relative_paper.yaml")
     group.add_argument("--interval", type=int, default=None,
                        help="frame offset k of the triples (default: 20 for BV1, 1 otherwise)")
+    group.add_argument("--pose-source", choices=POSE_SOURCES, default=None,
+                       help="camera motion between frames: posenet (learned, the paper; default) or odometry "
+                            "(the data's camera pose columns, avsnet_ros.data.poses: no PoseNet, depth in metres)")
     return p
 
 
@@ -43,6 +47,8 @@ def _overrides(args: argparse.Namespace) -> dict:
     extra = preset_overrides(args, ("model", "pose_model"))
     if args.interval is not None:
         extra["data"] = {"triplet_interval": args.interval}
+    if args.pose_source is not None:
+        extra["pose_source"] = args.pose_source
     return extra
 
 
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
     from avsnet_ros.data.samples import DatasetError
     from training.cli_common import (command_line, open_train_val, parse_training_cli, run_distributed, run_summary,
                                      seed_everything, train_and_report)
+    from training.config_io import ConfigError
     from training.configs import RelativeTrainConfig
 
     parsed = parse_training_cli(argv, build_parser(), RelativeTrainConfig, DEFAULT_CONFIG,
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
     def train(ctx) -> int:
         seed = cfg.train.seed
         seed_everything(seed)
+        if cfg.pose_source not in POSE_SOURCES:
+            raise ConfigError(f"pose_source must be one of {', '.join(POSE_SOURCES)}, got {cfg.pose_source!r}")
 
         kind = data_kind(args.data, cfg.data.train_split)
         interval = cfg.data.triplet_interval or (20 if kind == "bv1" else 1)
@@ -84,6 +93,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         if len(train_triplets) == 0:
             raise DatasetError(f"{args.data} ({cfg.data.train_split}) has no frame triple (t-{interval}, t, "
                              f"t+{interval}) inside one sequence: check the sequence/frame columns or --interval")
+        if cfg.pose_source == "odometry":
+            _require_poses(train_triplets, args.data)
         train_base = FirstN(train_triplets, cfg.data.max_train_samples) if cfg.data.max_train_samples \
             else train_triplets
         val_base = None
@@ -108,7 +119,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                      args.data, train_data.kind, depth_cfg.preset, size_hw[0], size_hw[1], ctx.world_size, ctx.device)
 
         depthnet = build_model(depth_cfg)
-        posenet = build_model(pose_cfg)
+        posenet = build_model(pose_cfg) if cfg.pose_source == "posenet" else None
         command = command_line(argv, "training/train_relative.py")
         task = RelativeTask(depthnet, depth_cfg, posenet, pose_cfg, cfg.loss.ssim_weight, cfg.loss.smoothness_weight,
                             cfg.loss.automask, max_depth_m, val_has_depth)
@@ -122,6 +133,23 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                                 callbacks, summary)
 
     return run_distributed(cfg.train.device, train)
+
+
+def _require_poses(triplets, data) -> None:
+    """pose_source odometry: every frame of the triples needs a camera pose (checked without loading
+    the images when the dataset has CSV rows)."""
+    from avsnet_ros.data.poses import POSE_COLUMNS
+    from avsnet_ros.data.samples import DatasetError
+
+    rows = getattr(triplets.base, "rows", None)
+    if rows is None:
+        missing = [i for i in range(min(len(triplets), 8)) if any(s.pose_world_cam is None for s in triplets[i])]
+    else:
+        used = {i for triple in triplets.indices for i in triple}
+        missing = [i for i in sorted(used) if rows[i].pose_world_cam is None]
+    if missing:
+        raise DatasetError(f"--pose-source odometry: {data} has frames without a camera pose (e.g. index "
+                           f"{missing[0]}; {len(missing)} found): add the columns {', '.join(POSE_COLUMNS)}")
 
 
 if __name__ == "__main__":

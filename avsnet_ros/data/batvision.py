@@ -15,7 +15,9 @@ BV2: one folder per location; each holds train.csv / val.csv / test.csv with the
   Optional extra columns (synthetic data, to-batvision output), used when present:
     'sequence' (str) and 'frame' (int): sequence id and frame counter, for frame triples;
     'stamp_ns' (int): capture time;
-    'fx', 'fy', 'cx', 'cy' (float, pixels of the stored image): intrinsics (all four or none).
+    'fx', 'fy', 'cx', 'cy' (float, pixels of the stored image): intrinsics (all four or none);
+    poses.POSE_COLUMNS (metres, degrees): the camera's pose in a fixed frame, odometry for stage 2
+    (Sample.pose_world_cam; all six or none).
   Without them: sequence = location name, frame = data-row index in that CSV, stamp_ns =
   (dataset index + 1) * frame_period_s, intrinsics = nominal ZED 2 HD720 (samples.py) rescaled to
   the image size, or the `intrinsics` argument.
@@ -56,6 +58,7 @@ import numpy as np
 
 from avsnet_ros.audio.frontend import SweepSpec
 from avsnet_ros.audio.sweep import DEFAULT_SAMPLE_RATE_HZ
+from avsnet_ros.data.poses import POSE_COLUMNS, camera_pose_world_optical
 from avsnet_ros.data.samples import (
     DatasetError,
     Sample,
@@ -95,7 +98,7 @@ BV2_COLUMNS = (
     "depth file name",
 )
 BV1_COLUMNS = ("depth path", "audio path left", "audio path right", "camera path left")
-OPTIONAL_COLUMNS = ("sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", "sweep")
+OPTIONAL_COLUMNS = ("sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", "sweep", *POSE_COLUMNS)
 #: A dataset folder's (location's or root's) sweep description for rows without a `sweep` cell.
 SWEEP_FILE = "sweep.txt"
 SPLITS = ("train", "val", "test")
@@ -122,6 +125,7 @@ class CsvRow:
     stamp_ns: "int | None"
     intrinsics: "tuple[float, float, float, float] | None"
     sweep: "SweepSpec | None" = None
+    pose_world_cam: "np.ndarray | None" = None
 
 
 def read_csv_rows(csv_path, required: Sequence[str]) -> "tuple[list[str], list[tuple[int, dict]]]":
@@ -212,7 +216,24 @@ def _optional_fields(values: dict, csv_path: Path, row: int):
             sweep = SweepSpec.from_text(values["sweep"])
         except ValueError as exc:
             raise DatasetError(f"sweep column: {exc}", csv_path, row) from None
-    return (seq or None), frame_i, stamp_i, intr, sweep
+    return (seq or None), frame_i, stamp_i, intr, sweep, _pose(values, csv_path, row)
+
+
+def _pose(values: dict, csv_path: Path, row: int) -> "np.ndarray | None":
+    """T_world_optical (4, 4) from the POSE_COLUMNS (all set or all empty), else None."""
+    v = [values.get(c) for c in POSE_COLUMNS]
+    present = [x not in (None, "") for x in v]
+    if not any(present):
+        return None
+    if not all(present):
+        raise DatasetError(f"pose columns {', '.join(POSE_COLUMNS)} must be all set or all empty", csv_path, row)
+    try:
+        f = [float(x) for x in v]
+    except ValueError as exc:
+        raise DatasetError(f"bad pose value ({exc})", csv_path, row) from None
+    if not all(np.isfinite(f)):
+        raise DatasetError(f"non-finite pose {f}", csv_path, row)
+    return camera_pose_world_optical(f[:3], *f[3:])
 
 
 def folder_sweep(csv_path: Path, base_dir: Path) -> "SweepSpec | None":
@@ -243,11 +264,11 @@ def _row(csv_path: Path, line: int, optional: tuple, audio_paths: tuple, camera:
          default_sequence: str, default_frame: int, default_sweep: "SweepSpec | None" = None) -> CsvRow:
     """A CsvRow; the CSV's optional columns (``_optional_fields``) win over the layout's sequence/frame
     and the folder's sweep.txt."""
-    seq, frame, stamp, intr, sweep = optional
+    seq, frame, stamp, intr, sweep, pose = optional
     return CsvRow(csv_path=csv_path, row=line, audio_paths=audio_paths, camera_path=camera, depth_path=depth,
                   sequence_id=seq if seq is not None else default_sequence,
                   frame_index=frame if frame is not None else default_frame, stamp_ns=stamp, intrinsics=intr,
-                  sweep=sweep if sweep is not None else default_sweep)
+                  sweep=sweep if sweep is not None else default_sweep, pose_world_cam=pose)
 
 
 def load_bv2_csv(csv_path, base_dir, location: str = "", errors: "list | None" = None) -> "list[CsvRow]":
@@ -461,6 +482,7 @@ class _CsvDataset:
             frame_index=int(r.frame_index),
             source=f"{r.csv_path}:row {r.row}",
             sweep=r.sweep,
+            pose_world_cam=r.pose_world_cam,
         )
 
     def __getitem__(self, index: int) -> Sample:

@@ -76,6 +76,8 @@ class Sample:
         source: human-readable origin, e.g. "path/test.csv:row 2" or "bag.mcap:/camera/image_raw#5".
         sweep: the emitted sweep (avsnet_ros.audio.frontend.SweepSpec) when the source describes it (a
             dataset's `sweep` column or sweep.txt, a bag's avsnet/chirp topic), else None (unknown).
+        pose_world_cam: (4, 4) float64 T_world_optical, the camera's optical frame in a fixed
+            odometry frame (metres; avsnet_ros.data.poses), or None when the source has no odometry.
     """
 
     rgb: np.ndarray
@@ -88,6 +90,7 @@ class Sample:
     frame_index: int = 0
     source: str = ""
     sweep: "object | None" = None
+    pose_world_cam: "np.ndarray | None" = None
 
     def valid_mask(self, max_depth_m: float, min_depth_m: float = 0.0) -> np.ndarray:
         """(H, W) bool: finite ground truth with min_depth_m < depth <= max_depth_m.

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from avsnet_ros.data.poses import mirror_x, target_to_source
 from avsnet_ros.data.samples import DatasetError, Sample, flip_intrinsics, scale_intrinsics, valid_depth
 from avsnet_ros.preprocessing import checked_size_hw, echo_spectrogram, prepare_rgb, prepare_rgb_sizes  # noqa: F401
 
@@ -181,6 +182,9 @@ class TorchTripletDataset(TorchSampleDataset):
     """Stage-2 tensors from a TripletDataset: rgb_prev, rgb, rgb_next (3, H, W) in [0, 1], K (3, 3)
     at (H, W), plus the centre frame's depth_m/valid/has_depth (for validation) and, with
     with_audio=True, its spectrogram. One flip decision per triple mirrors all three frames.
+    Odometry: has_pose (bool) and T_prev / T_next (4, 4) float32, the centre camera's optical frame
+    to the previous / next camera's (metres, the transform training.losses.warp_source takes),
+    mirrored with the images; identity when a frame of the triple has no pose (has_pose False).
     Default size 192x640 (the DepthNet paper resolution).
     """
 
@@ -207,6 +211,20 @@ class TorchTripletDataset(TorchSampleDataset):
             "stamp_ns": torch.tensor(int(center.stamp_ns), dtype=torch.int64),
             "flipped": torch.tensor(flip),
         }
+        item.update(_odometry(prev, center, nxt, flip))
         if self.with_audio:
             item["spectrogram"] = self._spectrogram(center, flip)
         return item
+
+
+def _odometry(prev: Sample, center: Sample, nxt: Sample, flip: bool) -> "dict[str, torch.Tensor]":
+    """has_pose, T_prev, T_next of a triple (see TorchTripletDataset)."""
+    poses = (prev.pose_world_cam, center.pose_world_cam, nxt.pose_world_cam)
+    if any(p is None for p in poses):
+        eye = torch.eye(4)
+        return {"has_pose": torch.tensor(False), "T_prev": eye, "T_next": eye.clone()}
+    out = {"has_pose": torch.tensor(True)}
+    for key, source in (("T_prev", poses[0]), ("T_next", poses[2])):
+        t = target_to_source(poses[1], source)
+        out[key] = torch.from_numpy((mirror_x(t) if flip else t).astype(np.float32))
+    return out

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from avsnet_ros.data.poses import R_BODY_OPTICAL, rotation_world_body
+
 __all__ = [
     "Preset",
     "PRESETS",
@@ -79,9 +81,6 @@ RIG_OFFSETS_M = {
     "mic_right": np.array([0.0, -0.10, -0.06]),
 }
 
-#: Columns = the optical frame's axes expressed in the body frame (x_opt = -y_body, y_opt = -z_body,
-#: z_opt = x_body).
-R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -366,17 +365,6 @@ class Emitter:
 
 def n_surfaces(layout: Layout) -> int:
     return 6 + 6 * len(layout.boxes)
-
-
-def rotation_world_body(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """R_world_body = Rz(yaw) @ Ry(pitch) @ Rx(roll), (3, 3)."""
-    cy, sy = math.cos(yaw), math.sin(yaw)
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    cr, sr = math.cos(roll), math.sin(roll)
-    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-    return rz @ ry @ rx
 
 
 def rotation_world_optical(pose: Pose) -> np.ndarray:

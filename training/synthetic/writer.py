@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avsnet_ros.data.poses import POSE_COLUMNS
 from avsnet_ros.fileio import atomic_write_bytes
 
 from .scene import (PRESETS, Emitter, Preset, intrinsics_for, sample_emitter, sample_family_layout, sample_layout,
@@ -74,7 +75,8 @@ FRAME_PERIOD_NS = 200_000_000
 SEQUENCE_GAP_NS = 1_000_000_000
 
 BV2_HEADER = ["audio path", "audio file name", "camera path", "camera file name", "depth path", "depth file name"]
-EXTRA_COLUMNS = ["sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy"]
+#: The camera's pose (avsnet_ros.data.poses.POSE_COLUMNS: metres, degrees) is odometry for stage 2.
+EXTRA_COLUMNS = ["sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", *POSE_COLUMNS]
 #: The emitted sweep of the row (avsnet_ros.audio.frontend.SweepSpec.to_text()).
 SWEEP_COLUMN = "sweep"
 META_COLUMNS = [
@@ -306,6 +308,7 @@ def _sequence_job(job: dict) -> list:
                     f"{location}/depth", f"depth_{sample_id}.npy",
                     seq_id, str(f), str(stamp),
                     *[format(float(v), ".6f") for v in (k[0, 0], k[1, 1], k[0, 2], k[1, 2])],
+                    *[f"{v:.4f}" for v in cam], *[f"{math.degrees(a):.3f}" for a in (pose.yaw, pose.pitch, pose.roll)],
                     *([sweep_text] if opt.sweep_column else []),
                 ],
                 "meta": [
