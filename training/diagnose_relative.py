@@ -12,7 +12,8 @@ Over the centre frames of held-out triples (valid ground-truth pixels strictly b
 - ``log_corr``: Pearson correlation of log pred and log GT;
 and, when a PoseNet is given (``--run`` gives RUN/best/{depthnet,posenet}), the scale-free motion per
 frame ``|t| / median depth`` and the rotation angle (degrees) predicted (t->t+1) vs ground truth
-(camera poses in the synthetic world's ``<split>_meta.csv``). Means over images are printed (``--json``: one JSON line).
+(camera poses from the data's pose columns, or the synthetic world's ``<split>_meta.csv``). Means over
+images are printed (``--json``: one JSON line).
 """
 from __future__ import annotations
 
@@ -27,20 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _camera_poses(root: Path, split: str) -> dict:
-    """{(sequence, frame): (position (3,) metres, R_world_optical (3, 3))} from the synthetic
-    generator's <split>_meta.csv files (empty for other data)."""
-    import numpy as np
-
-    from training.synthetic.scene import Pose, rotation_world_optical
+    """{(sequence, frame): T_world_optical (4, 4)} from the synthetic generator's <split>_meta.csv files
+    (datasets written before the split CSVs carried the pose columns; empty for other data)."""
+    from avsnet_ros.data.poses import camera_pose_world_optical
 
     out = {}
     for meta in sorted(root.glob(f"**/{split}_meta.csv")):
         with open(meta, newline="") as f:
             for row in csv.DictReader(f):
-                pos = np.array([float(row["cam_x_m"]), float(row["cam_y_m"]), float(row["cam_z_m"])])
-                pose = Pose(position=pos, yaw=math.radians(float(row["yaw_deg"])),
-                            pitch=math.radians(float(row["pitch_deg"])), roll=math.radians(float(row["roll_deg"])))
-                out[(row["sequence"], int(row["frame"]))] = (pos, rotation_world_optical(pose))
+                pos = [float(row["cam_x_m"]), float(row["cam_y_m"]), float(row["cam_z_m"])]
+                out[(row["sequence"], int(row["frame"]))] = camera_pose_world_optical(
+                    pos, float(row["yaw_deg"]), float(row["pitch_deg"]), float(row["roll_deg"]))
     return out
 
 
@@ -50,6 +48,7 @@ def diagnose(depthnet, data_root: str, split: str, n: int = 60, posenet=None, ba
     import torch
 
     from avsnet_ros.data.batvision import TripletDataset
+    from avsnet_ros.data.poses import target_to_source
     from avsnet_ros.data.torch_dataset import TorchTripletDataset
     from training.datasets import FirstN, open_split
 
@@ -91,11 +90,12 @@ def diagnose(depthnet, data_root: str, split: str, n: int = 60, posenet=None, ba
                     row["t_over_z_pred"] = float(t_pred[i]) / float(np.median(pred))
                     row["rot_deg_pred"] = float(r_pred[i])
                     _, center, nxt = base[start + i]
-                    key0, key1 = (center.sequence_id, center.frame_index), (nxt.sequence_id, nxt.frame_index)
-                    if key0 in poses and key1 in poses:
-                        (p0, r0), (p1, r1) = poses[key0], poses[key1]
-                        row["t_over_z_gt"] = float(np.linalg.norm(p1 - p0)) / float(np.median(gt))
-                        cos = (np.trace(r1.T @ r0) - 1.0) / 2.0
+                    w0, w1 = (s.pose_world_cam if s.pose_world_cam is not None
+                              else poses.get((s.sequence_id, s.frame_index)) for s in (center, nxt))
+                    if w0 is not None and w1 is not None:
+                        motion = target_to_source(w0, w1)
+                        row["t_over_z_gt"] = float(np.linalg.norm(motion[:3, 3])) / float(np.median(gt))
+                        cos = (np.trace(motion[:3, :3]) - 1.0) / 2.0
                         row["rot_deg_gt"] = math.degrees(math.acos(min(1.0, max(-1.0, cos))))
                 rows.append(row)
     if not rows:
