@@ -391,7 +391,9 @@ class DepthNode(ThreadedLifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script `depth_node` (ros2 run avsnet_ros depth_node)."""
-    return run_node_main(lambda: DepthNode(), args=args)
+    # One spinning thread: every callback is short (inference runs on the worker); rclpy's thread-pool
+    # executor added 2-3 ms from a frame's arrival to its callback (1280x720, 2 cores; bench/README.md).
+    return run_node_main(lambda: DepthNode(), args=args, multithreaded=False)
 
 
 if __name__ == "__main__":
