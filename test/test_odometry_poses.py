@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -89,6 +90,28 @@ def test_odometry_transforms_warp_real_frames_onto_the_target(synthetic_seq, fli
                      "other flip": _warp_error(item, src, torch.from_numpy(mirror_x(t.double().numpy())).float())}
             for name, err in wrong.items():
                 assert good < 0.75 * err, (index, key, name, good, err)
+
+
+def test_best_depth_scale_recovers_a_known_factor(synthetic_seq):
+    """Oracle: the rendered depth divided by a known factor per image; the search finds the factor
+    (within one grid step) from the warps alone, at 1/4 resolution."""
+    import torch.nn.functional as F
+
+    from training.losses import best_depth_scale
+
+    triplets = TripletDataset(BV2Dataset(synthetic_seq, "train"), 1)
+    data = TorchTripletDataset(triplets, (128, 256), hflip_prob=0.5, seed=1, max_depth_m=30.0)
+    items = [data[i] for i in range(len(data))]
+    b = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    median = torch.stack([it["depth_m"][it["valid"]].median() for it in items]).view(-1, 1, 1, 1)
+    depth = torch.where(b["valid"], b["depth_m"], median)
+    true = torch.tensor([0.3, 2.5, 5.0, 0.6, 1.0, 3.3])[: len(items)]
+    coarse = F.interpolate(depth / true.view(-1, 1, 1, 1), scale_factor=0.25, mode="area")
+    factors = torch.exp(torch.linspace(-math.log(8.0), math.log(8.0), 25))  # steps of 0.17 in log
+    found = best_depth_scale(b["rgb"], [b["rgb_prev"], b["rgb_next"]], coarse, [b["T_prev"], b["T_next"]], b["K"],
+                             factors)
+    assert found.shape == true.shape
+    np.testing.assert_array_less((found.log() - true.log()).abs().numpy(), 0.18)
 
 
 def test_pose_columns_parsed_and_checked(synthetic_seq, tmp_path):

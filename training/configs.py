@@ -49,6 +49,9 @@ class PhotometricLossConfig:
     ssim_weight: float = 0.85  # gamma; the L1 weight beta is 1 - ssim_weight (0.15)
     smoothness_weight: float = 1e-3  # lambda
     automask: bool = True  # Monodepth2 auto-masking of static pixels
+    # pose_source odometry: per image, the depth scale that warps best (1/8 .. 8, searched without gradient)
+    # is applied before the loss, so DepthNet learns shape up to scale as with PoseNet; false: metric depth
+    odometry_free_scale: bool = True
 
 
 @dataclass

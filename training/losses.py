@@ -32,7 +32,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from avsnet_ros.models.geometry import warp_source
+from avsnet_ros.models.geometry import scale_intrinsics, warp_source
 from avsnet_ros.models.relative import disp_to_depth
 from avsnet_ros.scaling import valid_depth_mask
 
@@ -44,6 +44,7 @@ __all__ = [
     "smoothness_loss",
     "self_supervised_loss",
     "SelfSupervisedLoss",
+    "best_depth_scale",
 ]
 
 
@@ -219,3 +220,31 @@ def self_supervised_loss(
         warped=warped_out,
         automask_fraction=keep_fraction,
     )
+
+
+@torch.no_grad()
+def best_depth_scale(target: torch.Tensor, sources: Sequence[torch.Tensor], depth: torch.Tensor,
+                     T_target_to_source: Sequence[torch.Tensor], K: torch.Tensor, factors: torch.Tensor,
+                     ssim_weight: float = 0.85) -> torch.Tensor:
+    """Per image, the factor f of ``factors`` (F,) for which ``depth * f`` warps the sources onto the
+    target best: the mean over pixels of the per-pixel minimum photometric error over the sources,
+    at the size of ``depth`` (B, 1, h, w) (target/sources (B, 3, H, W) area-downsampled to it, K in
+    pixels of H x W rescaled). No gradient. Returns (B,) factors.
+
+    With known camera motion (odometry) the depth must otherwise be metric per image; a from-scratch
+    DepthNet then spent its capacity on each room's absolute size and learned little shape (README,
+    stage 2). Applying the best factor before the loss leaves it the shape, up to scale, as PoseNet does.
+    """
+    h, w = depth.shape[-2:]
+    full_h, full_w = target.shape[-2:]
+    if (h, w) != (full_h, full_w):
+        target = F.interpolate(target, size=(h, w), mode="area")
+        sources = [F.interpolate(src, size=(h, w), mode="area") for src in sources]
+        K = scale_intrinsics(K, w / full_w, h / full_h)
+    errors = []
+    for f in factors.tolist():
+        per_source = [photometric_error(warp_source(src, depth * f, T, K), target, ssim_weight)
+                      for src, T in zip(sources, T_target_to_source)]
+        errors.append(torch.cat(per_source, dim=1).min(dim=1)[0].mean(dim=(1, 2)))  # (B,)
+    best = torch.stack(errors, dim=1).argmin(dim=1)
+    return factors.to(depth.device, depth.dtype)[best]

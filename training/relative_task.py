@@ -1,14 +1,16 @@
 """Stage 2 task: DepthNet + PoseNet, self-supervised on frame triples (paper eq. 5-6, Monodepth2)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from avsnet_ros.metrics import compute_depth_metrics
+from avsnet_ros.models.relative import disp_to_depth
 from avsnet_ros.scaling import median_scale
-from training.losses import self_supervised_loss
+from training.losses import best_depth_scale, self_supervised_loss
 
 
 class RelativeTrainModule(nn.Module):
@@ -17,10 +19,11 @@ class RelativeTrainModule(nn.Module):
     and T_prev, T_next (B, 4, 4): the odometry, in metres, so the depth comes out in metres."""
 
     def __init__(self, depthnet: nn.Module, posenet: "nn.Module | None", ssim_weight: float,
-                 smoothness_weight: float, automask: bool):
+                 smoothness_weight: float, automask: bool, odometry_free_scale: bool = True):
         super().__init__()
         self.depthnet = depthnet
         self.posenet = posenet  # None: the batch's odometry (T_prev, T_next) moves the cameras
+        self.odometry_free_scale = bool(odometry_free_scale)
         self.ssim_weight = float(ssim_weight)
         self.smoothness_weight = float(smoothness_weight)
         self.automask = bool(automask)
@@ -33,6 +36,8 @@ class RelativeTrainModule(nn.Module):
                 raise ValueError("pose_source odometry: a frame triple has no camera pose (the data needs the "
                                  "pose columns cam_x_m ... cam_roll_deg on every frame; avsnet_ros.data.poses)")
             transforms = [batch["T_prev"].float(), batch["T_next"].float()]
+            if self.odometry_free_scale:
+                transforms = self._free_scale(target, [prev, nxt], disps, transforms, batch["K"].float())
         else:
             transforms = [self.posenet.target_to_source(target, prev, -1),
                           self.posenet.target_to_source(target, nxt, +1)]
@@ -41,6 +46,22 @@ class RelativeTrainModule(nn.Module):
                                     min_depth=cfg.min_depth, max_depth=cfg.max_depth,
                                     smoothness_weight=self.smoothness_weight, ssim_weight=self.ssim_weight,
                                     automask=self.automask)
+
+    def _free_scale(self, target, sources, disps, transforms, K) -> list:
+        """Odometry with a free scale per image: the factor f (1/8 .. 8, 25 steps) for which depth * f
+        warps best at 1/4 resolution (losses.best_depth_scale); depth * f warps as the translations / f."""
+        scales = dict(disps) if isinstance(disps, Mapping) else dict(enumerate(disps))
+        coarse = scales[2] if 2 in scales else scales[max(scales)]
+        cfg = self.depthnet.config
+        _, depth = disp_to_depth(coarse.detach(), cfg.min_depth, cfg.max_depth)
+        factors = torch.exp(torch.linspace(-math.log(8.0), math.log(8.0), 25))
+        f = best_depth_scale(target, sources, depth, transforms, K, factors)
+        out = []
+        for t in transforms:
+            t = t.clone()
+            t[:, :3, 3] = t[:, :3, 3] / f[:, None]
+            out.append(t)
+        return out
 
     def forward(self, batch: Mapping[str, torch.Tensor]):
         out = self.loss(batch)
@@ -64,12 +85,13 @@ class RelativeTask:
 
     def __init__(self, depthnet: nn.Module, depth_config: Any, posenet: nn.Module, pose_config: Any,
                  ssim_weight: float, smoothness_weight: float, automask: bool, max_depth_m: float,
-                 val_has_depth: bool):
+                 val_has_depth: bool, odometry_free_scale: bool = True):
         self.depthnet = depthnet
         self.posenet = posenet
         self.depth_config = depth_config
         self.pose_config = pose_config
-        self.train_module = RelativeTrainModule(depthnet, posenet, ssim_weight, smoothness_weight, automask)
+        self.train_module = RelativeTrainModule(depthnet, posenet, ssim_weight, smoothness_weight, automask,
+                                                odometry_free_scale)
         self.max_depth_m = float(max_depth_m)
         self.selection_metric = "abs_rel" if val_has_depth else "loss"
         self.extra: dict = {}

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         posenet = build_model(pose_cfg) if cfg.pose_source == "posenet" else None
         command = command_line(argv, "training/train_relative.py")
         task = RelativeTask(depthnet, depth_cfg, posenet, pose_cfg, cfg.loss.ssim_weight, cfg.loss.smoothness_weight,
-                            cfg.loss.automask, max_depth_m, val_has_depth)
+                            cfg.loss.automask, max_depth_m, val_has_depth, cfg.loss.odometry_free_scale)
         task.extra = {"training_command": command, "data": str(args.data), "triplet_interval": interval}
 
         def summary(result) -> dict:
