@@ -77,5 +77,5 @@ class RelativeTrainConfig:
     loss: PhotometricLossConfig = field(default_factory=PhotometricLossConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     # Where the camera motion between frames comes from: "posenet" (learned, the paper) or "odometry"
-    # (the data's camera poses, avsnet_ros.data.poses: no PoseNet; the depth is learned in metres).
+    # (the data's camera poses, avsnet_ros.data.poses: no PoseNet; see PhotometricLossConfig.odometry_free_scale).
     pose_source: str = "posenet"

@@ -13,10 +13,17 @@ from avsnet_ros.scaling import median_scale
 from training.losses import best_depth_scale, self_supervised_loss
 
 
+#: Weight of the pull of the depth's level towards metric under a free odometry scale. Without it
+#: the level drifted (median depth ~0.2 m at the start, 9.5 m after one epoch, 11 m after two, towards the
+#: sigmoid's flat end at max_depth); at 0.01 it is a small share of the photometric loss (~0.02).
+ODOMETRY_ANCHOR_WEIGHT = 0.01
+
+
 class RelativeTrainModule(nn.Module):
     """forward(batch) -> (joint loss, logs). Batch (TorchTripletDataset): rgb_prev, rgb, rgb_next
     (B, 3, H, W) in [0, 1] and K (B, 3, 3) in pixels of H x W; without a PoseNet also has_pose (B,)
-    and T_prev, T_next (B, 4, 4): the odometry, in metres, so the depth comes out in metres."""
+    and T_prev, T_next (B, 4, 4): the odometry, in metres (the depth is metric only without
+    odometry_free_scale)."""
 
     def __init__(self, depthnet: nn.Module, posenet: "nn.Module | None", ssim_weight: float,
                  smoothness_weight: float, automask: bool, odometry_free_scale: bool = True):
@@ -31,37 +38,45 @@ class RelativeTrainModule(nn.Module):
     def loss(self, batch: Mapping[str, torch.Tensor]):
         target, prev, nxt = batch["rgb"], batch["rgb_prev"], batch["rgb_next"]
         disps = self.depthnet(target)
+        anchor = None
         if self.posenet is None:
             if "has_pose" not in batch or not bool(batch["has_pose"].all()):
                 raise ValueError("pose_source odometry: a frame triple has no camera pose (the data needs the "
                                  "pose columns cam_x_m ... cam_roll_deg on every frame; avsnet_ros.data.poses)")
             transforms = [batch["T_prev"].float(), batch["T_next"].float()]
             if self.odometry_free_scale:
-                transforms = self._free_scale(target, [prev, nxt], disps, transforms, batch["K"].float())
+                transforms, anchor = self._free_scale(target, [prev, nxt], disps, transforms, batch["K"].float())
         else:
             transforms = [self.posenet.target_to_source(target, prev, -1),
                           self.posenet.target_to_source(target, nxt, +1)]
         cfg = self.depthnet.config
-        return self_supervised_loss(target, [prev, nxt], disps, transforms, batch["K"].float(),
-                                    min_depth=cfg.min_depth, max_depth=cfg.max_depth,
-                                    smoothness_weight=self.smoothness_weight, ssim_weight=self.ssim_weight,
-                                    automask=self.automask)
+        out = self_supervised_loss(target, [prev, nxt], disps, transforms, batch["K"].float(),
+                                   min_depth=cfg.min_depth, max_depth=cfg.max_depth,
+                                   smoothness_weight=self.smoothness_weight, ssim_weight=self.ssim_weight,
+                                   automask=self.automask)
+        if anchor is not None:
+            out.loss = out.loss + anchor
+        return out
 
-    def _free_scale(self, target, sources, disps, transforms, K) -> list:
+    def _free_scale(self, target, sources, disps, transforms, K) -> tuple[list, torch.Tensor]:
         """Odometry with a free scale per image: the factor f (1/8 .. 8, 25 steps) for which depth * f
-        warps best at 1/4 resolution (losses.best_depth_scale); depth * f warps as the translations / f."""
+        warps best at 1/4 resolution (losses.best_depth_scale); depth * f warps as the translations / f.
+        Also returns the anchor: ODOMETRY_ANCHOR_WEIGHT * mean (log f)^2, whose gradient moves each
+        image's mean log depth by log f (towards metric), leaving the shape to the photometric loss."""
         scales = dict(disps) if isinstance(disps, Mapping) else dict(enumerate(disps))
         coarse = scales[2] if 2 in scales else scales[max(scales)]
         cfg = self.depthnet.config
-        _, depth = disp_to_depth(coarse.detach(), cfg.min_depth, cfg.max_depth)
+        _, depth = disp_to_depth(coarse, cfg.min_depth, cfg.max_depth)
         factors = torch.exp(torch.linspace(-math.log(8.0), math.log(8.0), 25))
-        f = best_depth_scale(target, sources, depth, transforms, K, factors)
+        f = best_depth_scale(target, sources, depth.detach(), transforms, K, factors)
+        level = depth.log().mean(dim=(1, 2, 3))
+        anchor = ODOMETRY_ANCHOR_WEIGHT * ((level - (level.detach() + f.log())) ** 2).mean()
         out = []
         for t in transforms:
             t = t.clone()
             t[:, :3, 3] = t[:, :3, 3] / f[:, None]
             out.append(t)
-        return out
+        return out, anchor
 
     def forward(self, batch: Mapping[str, torch.Tensor]):
         out = self.loss(batch)

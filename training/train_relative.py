@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frame offset k of the triples (default: 20 for BV1, 1 otherwise)")
     group.add_argument("--pose-source", choices=POSE_SOURCES, default=None,
                        help="camera motion between frames: posenet (learned, the paper; default) or odometry "
-                            "(the data's camera pose columns, avsnet_ros.data.poses: no PoseNet, depth in metres)")
+                            "(the data's camera pose columns, avsnet_ros.data.poses: no PoseNet is trained)")
     return p
 
 
