@@ -241,9 +241,10 @@ def best_depth_scale(target: torch.Tensor, sources: Sequence[torch.Tensor], dept
         target = F.interpolate(target, size=(h, w), mode="area")
         sources = [F.interpolate(src, size=(h, w), mode="area") for src in sources]
         K = scale_intrinsics(K, w / full_w, h / full_h)
+    inv_K = torch.linalg.inv(K.to(depth.dtype))  # once, not per factor and source
     errors = []
     for f in factors.tolist():
-        per_source = [photometric_error(warp_source(src, depth * f, T, K), target, ssim_weight)
+        per_source = [photometric_error(warp_source(src, depth * f, T, K, inv_K), target, ssim_weight)
                       for src, T in zip(sources, T_target_to_source)]
         errors.append(torch.cat(per_source, dim=1).min(dim=1)[0].mean(dim=(1, 2)))  # (B,)
     best = torch.stack(errors, dim=1).argmin(dim=1)

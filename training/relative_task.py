@@ -17,6 +17,8 @@ from training.losses import best_depth_scale, self_supervised_loss
 #: the level drifted (median depth ~0.2 m at the start, 9.5 m after one epoch, 11 m after two, towards the
 #: sigmoid's flat end at max_depth); at 0.01 it is a small share of the photometric loss (~0.02).
 ODOMETRY_ANCHOR_WEIGHT = 0.01
+#: The depth factors the free odometry scale chooses from: 1/8 .. 8, steps of 0.17 in log.
+FREE_SCALE_FACTORS = torch.exp(torch.linspace(-math.log(8.0), math.log(8.0), 25))
 
 
 class RelativeTrainModule(nn.Module):
@@ -67,8 +69,7 @@ class RelativeTrainModule(nn.Module):
         coarse = scales[2] if 2 in scales else scales[max(scales)]
         cfg = self.depthnet.config
         _, depth = disp_to_depth(coarse, cfg.min_depth, cfg.max_depth)
-        factors = torch.exp(torch.linspace(-math.log(8.0), math.log(8.0), 25))
-        f = best_depth_scale(target, sources, depth.detach(), transforms, K, factors)
+        f = best_depth_scale(target, sources, depth.detach(), transforms, K, FREE_SCALE_FACTORS)
         level = depth.log().mean(dim=(1, 2, 3))
         anchor = ODOMETRY_ANCHOR_WEIGHT * ((level - (level.detach() + f.log())) ** 2).mean()
         out = []
