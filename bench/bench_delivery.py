@@ -79,7 +79,7 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS, diagnostic_values
+    from avsnet_ros.nodes.common import OUTPUT_QOS, SENSOR_QOS, diagnostic_values, spin
 
     profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
     import tempfile
@@ -121,8 +121,8 @@ def run(duration_s: float = 60.0, rate_hz: float = 10.0, transport: str = "shipp
                              QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
+    spinner.start()
     replay_proc = None
     replay_out = ""
     try:

@@ -47,7 +47,7 @@ class NodeProcess:
         from sensor_msgs.msg import CameraInfo, Image
 
         from avsnet_ros.models import save_checkpoint
-        from avsnet_ros.nodes.common import SENSOR_QOS, diagnostic_values, keep_freed_memory
+        from avsnet_ros.nodes.common import SENSOR_QOS, diagnostic_values, keep_freed_memory, spin
 
         # This process plays the camera driver and the depth subscriber. Like the depth node (its
         # malloc_keep_freed_mb), it keeps freed memory: with glibc's default thresholds every 2.7 MB
@@ -103,7 +103,7 @@ class NodeProcess:
         self.diag_sub = self.driver.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.driver)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin = threading.Thread(target=spin, args=(self.executor,), daemon=True)
         self._spin.start()
         self._wait_for(lambda: self.cam_pub.get_subscription_count() > 0
                        and self.echo_pub.get_subscription_count() > 0

@@ -20,12 +20,12 @@ def ros_context(num_threads: int = 4):
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
-    from avsnet_ros.nodes.common import shutdown_nodes
+    from avsnet_ros.nodes.common import shutdown_nodes, spin
 
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread = threading.Thread(target=spin, args=(executor,), daemon=True)
     thread.start()
     try:
         yield context, executor

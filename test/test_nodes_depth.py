@@ -75,6 +75,9 @@ def _send_pair(harness, data, frame_ns, echo_ns, echo=None, rgb=None):
             time.sleep(0.02)
         else:
             assert wait_for(lambda: target.counters()["echoes_in"] > before, 15.0), target.counters()
+            # and stored (or rejected): with a "rerender" model the front-end runs in its own thread, which
+            # on a busy machine can take longer than echo_wait_s, and the frame would reuse the older scale
+            assert target.echo_state.wait_settled(15.0), target.counters()
     harness.send_image(rgb_img if rgb is None else rgb, frame_ns)
 
 

@@ -182,7 +182,7 @@ def run_once(args, extra_params: "list[str] | None" = None) -> dict:
     from rclpy.executors import MultiThreadedExecutor
 
     from avsnet_ros.nodes.collector import DepthCollector
-    from avsnet_ros.nodes.common import shutdown_nodes
+    from avsnet_ros.nodes.common import shutdown_nodes, spin
     from avsnet_ros.nodes.launcher import apply_overrides, create_nodes, load_config, wait_answered
     from avsnet_ros.paths import config_path
 
@@ -212,7 +212,7 @@ def run_once(args, extra_params: "list[str] | None" = None) -> dict:
         executor = MultiThreadedExecutor(num_threads=6, context=context)
         for n in nodes:
             executor.add_node(n)
-        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread = threading.Thread(target=spin, args=(executor,), daemon=True)
         thread.start()
         t0 = time.monotonic()
         complete = wait_answered(depth, replay, collector, args.timeout_s)

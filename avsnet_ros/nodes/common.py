@@ -405,6 +405,26 @@ def shutdown_nodes(executor, nodes) -> None:
         node.destroy_node()
 
 
+def spin(executor) -> None:
+    """executor.spin() until the context shuts down or executor.shutdown(), resumed after InvalidHandle.
+
+    rclpy 9.1 races when an entity is destroyed in another thread (a lifecycle deactivate/cleanup
+    from a service callback on a pool thread or from the caller's thread, a node's destruction) while
+    the executor builds its wait set: EventHandler.add_to_wait_set raises InvalidHandle out of
+    spin_once. Uncaught, it ends the spinning thread and every node in the executor silently stops
+    receiving (seen in test_nodes_depth on a loaded machine). The destroyed entity is gone from the
+    next wait set, so spinning on is correct.
+    """
+    from rclpy.exceptions import InvalidHandle
+
+    while True:
+        try:
+            executor.spin()
+            return
+        except InvalidHandle:
+            continue
+
+
 def run_node_main(make_node: Callable[[], Node], args: list[str] | None = None,
                   multithreaded: bool = True) -> int:
     """Console-script main: init, build the node, spin until Ctrl-C, shut down quietly.
@@ -425,7 +445,7 @@ def run_node_main(make_node: Callable[[], Node], args: list[str] | None = None,
         else:
             executor = MultiThreadedExecutor(num_threads=4) if multithreaded else SingleThreadedExecutor()
             executor.add_node(node)
-            executor.spin()
+            spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

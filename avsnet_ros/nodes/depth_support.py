@@ -279,6 +279,12 @@ class EchoScaleState:
             waited = self._done.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
             return waited and (self.scale is None or self._serial != self.scale.echo.serial)
 
+    def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until no echo is being checked (callbacks and the front-end thread have stored or
+        rejected every echo taken so far); False on timeout."""
+        with self._lock:
+            return self._done.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+
     def infer(self, decision: ScaleDecision, echo: Optional[StoredEcho], pipeline, rgb_only_pipeline, rgb: np.ndarray,
               sample_rate_hz: int, output_size_hw: "tuple[int, int]", frame_stamp_ns: int = 0) -> FrameDepth:
         """Metric depth of one frame for a FRESH, REUSE, HOLD or RGB_ONLY decision (DROP: ValueError).

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-    from avsnet_ros.nodes.common import shutdown_nodes
+    from avsnet_ros.nodes.common import shutdown_nodes, spin
 
     rclpy.init(args=None)
     nodes: list = []
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             executor.add_node(n)
         if args.demo:
             return run_demo(args, config, nodes, executor)
-        executor.spin()
+        spin(executor)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
@@ -289,6 +289,7 @@ def wait_answered(depth, replay, collector, timeout_s: float) -> bool:
 
 def run_demo(args, config, nodes, executor) -> int:
     """Spin until the replay is done and every frame is answered or counted, then report."""
+    from avsnet_ros.nodes.common import spin
     from avsnet_ros.nodes.collector import DepthCollector
     from avsnet_ros.nodes.depth_node import DepthNode
     from avsnet_ros.nodes.replay_source import ReplaySource
@@ -297,7 +298,7 @@ def run_demo(args, config, nodes, executor) -> int:
     replay = next(n for n in nodes if isinstance(n, ReplaySource))
     collector = next(n for n in nodes if isinstance(n, DepthCollector))
     collector.set_max_depth(depth.pipeline.max_depth_m)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread = threading.Thread(target=spin, args=(executor,), daemon=True)
     thread.start()
     try:
         return _demo_report(args, config, depth, replay, collector)
