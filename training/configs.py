@@ -26,6 +26,9 @@ class DataConfig:
     val_split: str = "val"
     max_depth_m: Optional[float] = None  # None: 30 m for BV2/synthetic/bags, 12 m for BV1
     hflip_prob: float = 0.5  # horizontal flip augmentation (swaps the audio channels too)
+    # colour jitter (Monodepth2's ranges; avsnet_ros.data.augment) of the networks' input; stage 2's loss
+    # compares the unjittered frames
+    colour_jitter_prob: float = 0.0
     skip_bad: bool = False  # skip (count, log) unreadable rows instead of stopping
     max_train_samples: Optional[int] = None  # use only the first N training samples (quick runs)
     max_val_samples: Optional[int] = None

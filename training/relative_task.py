@@ -23,8 +23,9 @@ FREE_SCALE_FACTORS = torch.exp(torch.linspace(-math.log(8.0), math.log(8.0), 25)
 
 class RelativeTrainModule(nn.Module):
     """forward(batch) -> (joint loss, logs). Batch (TorchTripletDataset): rgb_prev, rgb, rgb_next
-    (B, 3, H, W) in [0, 1] and K (B, 3, 3) in pixels of H x W; without a PoseNet also has_pose (B,)
-    and T_prev, T_next (B, 4, 4): the odometry, in metres (the depth is metric only without
+    (B, 3, H, W) in [0, 1] and K (B, 3, 3) in pixels of H x W; optionally rgb_prev_aug, rgb_aug,
+    rgb_next_aug (colour-jittered: the networks' inputs, the loss uses the originals); without a
+    PoseNet also has_pose (B,) and T_prev, T_next (B, 4, 4): the odometry, in metres (the depth is metric only without
     odometry_free_scale)."""
 
     def __init__(self, depthnet: nn.Module, posenet: "nn.Module | None", ssim_weight: float,
@@ -39,7 +40,9 @@ class RelativeTrainModule(nn.Module):
 
     def loss(self, batch: Mapping[str, torch.Tensor]):
         target, prev, nxt = batch["rgb"], batch["rgb_prev"], batch["rgb_next"]
-        disps = self.depthnet(target)
+        # the networks see the colour-jittered frames when the data has them; the loss compares the originals
+        net_target = batch.get("rgb_aug", target)
+        disps = self.depthnet(net_target)
         anchor = None
         if self.posenet is None:
             if "has_pose" not in batch or not bool(batch["has_pose"].all()):
@@ -49,8 +52,8 @@ class RelativeTrainModule(nn.Module):
             if self.odometry_free_scale:
                 transforms, anchor = self._free_scale(target, [prev, nxt], disps, transforms, batch["K"].float())
         else:
-            transforms = [self.posenet.target_to_source(target, prev, -1),
-                          self.posenet.target_to_source(target, nxt, +1)]
+            transforms = [self.posenet.target_to_source(net_target, batch.get("rgb_prev_aug", prev), -1),
+                          self.posenet.target_to_source(net_target, batch.get("rgb_next_aug", nxt), +1)]
         cfg = self.depthnet.config
         out = self_supervised_loss(target, [prev, nxt], disps, transforms, batch["K"].float(),
                                    min_depth=cfg.min_depth, max_depth=cfg.max_depth,

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         size_hw = tuple(model_cfg.image_size_hw)
         use_audio = bool(model_cfg.use_audio)
         train_set = TorchSampleDataset(train_base, size_hw, audio_crop=model_cfg.audio_crop, max_depth_m=max_depth_m,
-                                       hflip_prob=cfg.data.hflip_prob, seed=seed, with_audio=use_audio,
+                                       hflip_prob=cfg.data.hflip_prob, seed=seed,
+                                       colour_jitter_prob=cfg.data.colour_jitter_prob, with_audio=use_audio,
                                        audio_frontend=model_cfg.audio_frontend)
         val_set = None
         if val_base is not None and len(val_base) > 0:

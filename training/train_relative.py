@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                 val_base = None
         size_hw = tuple(depth_cfg.image_size_hw)
         train_set = TorchTripletDataset(train_base, size_hw, hflip_prob=cfg.data.hflip_prob, seed=seed,
+                                        colour_jitter_prob=cfg.data.colour_jitter_prob,
                                         max_depth_m=max_depth_m)
         val_set = None
         val_has_depth = False

@@ -14,6 +14,10 @@ Horizontal flip augmentation (hflip_prob) mirrors RGB, depth, valid and K and sw
 right audio channels (what was heard on the left is on the right in the mirrored scene). The flip
 decision is a pure function of (seed, epoch, index), so it is reproducible, identical across
 DataLoader workers and resumable; call set_epoch(epoch) each epoch to draw new flips.
+Colour jitter (colour_jitter_prob; avsnet_ros.data.augment, Monodepth2's ranges) is drawn the same
+way (its own stream: the flips do not change when it is switched on). Stage 1 jitters `rgb` itself;
+stage 2 (triples) adds rgb_aug / rgb_prev_aug / rgb_next_aug, one draw for the three frames, for the
+networks' input, and keeps rgb / rgb_prev / rgb_next unjittered for the photometric loss.
 
 Resizing: RGB with OpenCV INTER_AREA when shrinking (anti-aliased) and INTER_LINEAR otherwise, in
 float32; depth with INTER_NEAREST_EXACT (pixel centres, no mixing of depths across edges). Sizes
@@ -28,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from avsnet_ros.data.augment import ColourJitter, draw_colour_jitter, jitter_colour
 from avsnet_ros.data.poses import mirror_x, target_to_source
 from avsnet_ros.data.samples import DatasetError, Sample, flip_intrinsics, scale_intrinsics, valid_depth
 from avsnet_ros.preprocessing import checked_size_hw, echo_spectrogram, prepare_rgb, prepare_rgb_sizes  # noqa: F401
@@ -55,6 +60,7 @@ def resize_depth_nearest(depth_m: np.ndarray, size_hw: Sequence[int]) -> np.ndar
 
 class _FlipMixin:
     hflip_prob: float
+    colour_jitter_prob: float
     seed: int
     epoch: int
 
@@ -70,11 +76,23 @@ class _FlipMixin:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         return bool(rng.random() < self.hflip_prob)
 
+    def colour_decision(self, index: int) -> "ColourJitter | None":
+        """The colour jitter of item `index` this epoch, or None (not jittered)."""
+        if self.colour_jitter_prob <= 0.0:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), _COLOUR_STREAM])
+        if rng.random() >= self.colour_jitter_prob:
+            return None
+        return draw_colour_jitter(rng)
 
-def _check_prob(p: float) -> float:
+
+_COLOUR_STREAM = 0xC0104  # a fourth seed word: the colour draws never reuse the flips' stream
+
+
+def _check_prob(p: float, name: str = "hflip_prob") -> float:
     p = float(p)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"hflip_prob must be in [0, 1], got {p}")
+        raise ValueError(f"{name} must be in [0, 1], got {p}")
     return p
 
 
@@ -91,6 +109,7 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         with_audio: False skips the STFT (spectrogram omitted), e.g. for RGB-only evaluation.
         audio_frontend: the model's echo front-end ("raw" or "rerender", AVSNetConfig.audio_frontend),
             applied with each sample's announced sweep (Sample.sweep; None = identified).
+        colour_jitter_prob: probability of the colour jitter (0 = never; module docstring).
     """
 
     def __init__(
@@ -103,6 +122,7 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         seed: int = 0,
         with_audio: bool = True,
         audio_frontend: str = "raw",
+        colour_jitter_prob: float = 0.0,
     ):
         from avsnet_ros.audio.frontend import EchoFrontEnd
 
@@ -113,6 +133,7 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         self.audio_crop = audio_crop
         self.max_depth_m = float(max_depth_m if max_depth_m is not None else getattr(base, "max_depth_m", 30.0))
         self.hflip_prob = _check_prob(hflip_prob)
+        self.colour_jitter_prob = _check_prob(colour_jitter_prob, "colour_jitter_prob")
         self.seed = int(seed)
         self.epoch = 0
         self.with_audio = bool(with_audio)
@@ -162,8 +183,10 @@ class TorchSampleDataset(_FlipMixin, torch.utils.data.Dataset):
         s = self.base[index]
         flip = self.flip_decision(index)
         depth, valid, has_depth = self._depth(s, flip)
+        rgb = self._rgb(s, flip)
+        jitter = self.colour_decision(index)
         item = {
-            "rgb": self._rgb(s, flip),
+            "rgb": rgb if jitter is None else jitter_colour(rgb, jitter),
             "depth_m": depth,
             "valid": valid,
             "K": self._k(s, flip),
@@ -182,6 +205,8 @@ class TorchTripletDataset(TorchSampleDataset):
     """Stage-2 tensors from a TripletDataset: rgb_prev, rgb, rgb_next (3, H, W) in [0, 1], K (3, 3)
     at (H, W), plus the centre frame's depth_m/valid/has_depth (for validation) and, with
     with_audio=True, its spectrogram. One flip decision per triple mirrors all three frames.
+    With colour_jitter_prob > 0 also rgb_prev_aug, rgb_aug, rgb_next_aug: the networks' inputs (one
+    colour jitter for the triple, or the frames themselves when this item is not jittered).
     Odometry: has_pose (bool) and T_prev / T_next (4, 4) float32, the centre camera's optical frame
     to the previous / next camera's (metres, the transform training.losses.warp_source takes),
     mirrored with the images; identity when a frame of the triple has no pose (has_pose False).
@@ -190,9 +215,10 @@ class TorchTripletDataset(TorchSampleDataset):
 
     def __init__(self, triplets, image_size_hw: Sequence[int] = (192, 640), hflip_prob: float = 0.0,
                  seed: int = 0, with_audio: bool = False, max_depth_m: "float | None" = None,
-                 audio_crop: str = "file"):
+                 audio_crop: str = "file", colour_jitter_prob: float = 0.0):
         super().__init__(triplets, image_size_hw, audio_crop=audio_crop, max_depth_m=max_depth_m,
-                         hflip_prob=hflip_prob, seed=seed, with_audio=with_audio)
+                         hflip_prob=hflip_prob, seed=seed, with_audio=with_audio,
+                         colour_jitter_prob=colour_jitter_prob)
 
     def __getitem__(self, index: int) -> "dict[str, torch.Tensor]":
         prev, center, nxt = self.base[index]
@@ -212,6 +238,10 @@ class TorchTripletDataset(TorchSampleDataset):
             "flipped": torch.tensor(flip),
         }
         item.update(_odometry(prev, center, nxt, flip))
+        if self.colour_jitter_prob > 0.0:  # the keys exist for every item (batches collate), jittered or not
+            jitter = self.colour_decision(index)
+            for key in ("rgb_prev", "rgb", "rgb_next"):
+                item[key + "_aug"] = item[key] if jitter is None else jitter_colour(item[key], jitter)
         if self.with_audio:
             item["spectrogram"] = self._spectrogram(center, flip)
         return item
