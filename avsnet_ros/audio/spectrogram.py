@@ -7,12 +7,17 @@ zero-padded to 512 in the middle of the frame (torch.stft's rule for win_length 
 with reflect padding of n_fft // 2 samples, onesided, not normalised, magnitude (power 1).
 Per channel -> (B, 2, 257, T) with T = N // 16 + 1 (487 for the 7782-sample 30 m window).
 
-Computed as one matrix product instead of torch.stft's 512-point FFTs: only the 64 windowed samples
+Computed as matrix products instead of torch.stft's 512-point FFTs: only the 64 windowed samples
 of each frame are non-zero, and where they sit inside the 512-sample frame (offset 224) changes only
 the phase, so the magnitude is |sum_k hann[k] x[16 t - 32 + k] exp(-2 pi i f k / 512)| over the
-64 samples (reflect padding: the same samples torch.stft's centred reflect padding gives). Equal to
-torch.stft up to float rounding (test_audio_stft.py compares with scipy and torch.stft), ~25 % faster
-on CPU (bench/bench_stft.py).
+64 samples (reflect padding: the same samples torch.stft's centred reflect padding gives). The
+periodic Hann window is symmetric about its centre k = 32 (hann[32 + m] = hann[32 - m], hann[0] = 0),
+so with the phase taken about the centre (again magnitude-neutral) the sum folds into
+    real = sum_{m=0}^{31} hann[32+m] (x[32+m] + x[32-m]) cos(2 pi f m / 512)   (the m = 0 term halved)
+    imag = sum_{m=1}^{31} hann[32+m] (x[32+m] - x[32-m]) sin(2 pi f m / 512)
+two products over 32 and 31 samples: half the multiply-adds of the plain 64-sample product. Equal to
+torch.stft up to float rounding (test_audio_stft.py compares with scipy and torch.stft); on CPU
+0.54 ms vs 0.8 ms for the plain product for a 30 m window pair (bench/bench_stft.py).
 """
 from __future__ import annotations
 
@@ -32,17 +37,21 @@ HOP_LENGTH = 16
 _basis_cache: "dict[tuple, torch.Tensor]" = {}
 
 
-def _basis(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(2 * 257, 64): rows f = hann[k] cos(2 pi f k / 512), then rows hann[k] sin(...); built in float64."""
+def _basis(device: torch.device, dtype: torch.dtype) -> "tuple[torch.Tensor, torch.Tensor]":
+    """(32, 257) hann[32 + m] cos(2 pi f m / 512) (row m = 0 halved) and (31, 257) hann[32 + m]
+    sin(2 pi f m / 512) for m = 1..31: the folded basis (module docstring); built in float64."""
     key = (str(device), dtype)
     basis = _basis_cache.get(key)
     if basis is None:
-        k = torch.arange(WIN_LENGTH, dtype=torch.float64)
+        half = WIN_LENGTH // 2
+        m = torch.arange(half, dtype=torch.float64)
         f = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)
-        window = torch.hann_window(WIN_LENGTH, periodic=True, dtype=torch.float64)
-        angle = (2.0 * math.pi / N_FFT) * f[:, None] * k[None, :]
-        basis = torch.cat([torch.cos(angle), torch.sin(angle)]) * window[None, :]
-        basis = basis.to(device=device, dtype=dtype).contiguous()
+        window = torch.hann_window(WIN_LENGTH, periodic=True, dtype=torch.float64)[half:]  # hann[32 + m]
+        angle = (2.0 * math.pi / N_FFT) * m[:, None] * f[None, :]
+        cos = torch.cos(angle) * window[:, None]
+        cos[0] *= 0.5  # x[32] enters the folded sum twice (m = 0: x[32 + 0] + x[32 - 0])
+        sin = (torch.sin(angle) * window[:, None])[1:]
+        basis = (cos.to(device=device, dtype=dtype).contiguous(), sin.to(device=device, dtype=dtype).contiguous())
         _basis_cache[key] = basis
     return basis
 
@@ -66,10 +75,12 @@ def batvision_stft(wave: torch.Tensor) -> torch.Tensor:
         wave = wave.to(torch.float32)
     half = WIN_LENGTH // 2  # the window's first sample is 32 samples before the frame centre 16 t
     padded = F.pad(wave.reshape(b * c, 1, n), (half, half), mode="reflect")[:, 0]
-    frames = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH).transpose(1, 2)  # (B*C, 64, T), T = N // 16 + 1
-    parts = torch.matmul(_basis(wave.device, wave.dtype), frames)  # (B*C, 2 * 257, T): real, -imaginary
-    bins = N_FFT // 2 + 1
-    return torch.hypot(parts[:, :bins], parts[:, bins:]).reshape(b, c, bins, -1)
+    frames = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH)  # (B*C, T, 64) views, T = N // 16 + 1
+    behind = frames[..., 1:half + 1].flip(-1)  # x[32 - m], m = 0..31
+    cos, sin = _basis(wave.device, wave.dtype)
+    real = torch.matmul(frames[..., half:] + behind, cos)  # (B*C, T, 257)
+    imag = torch.matmul(frames[..., half + 1:] - behind[..., 1:], sin)
+    return torch.hypot(real, imag).transpose(1, 2).reshape(b, c, N_FFT // 2 + 1, -1)
 
 
 def resize_spectrogram(spec: torch.Tensor, size_hw: "tuple[int, int]") -> torch.Tensor:
