@@ -25,7 +25,7 @@ the microphones are omnidirectional.
 The broad presets (scene.py) change three things:
 - per-surface, per-octave-band absorption (pyroomacoustics Material with {"coeffs", "center_freqs"} at
   scene.BAND_CENTERS_HZ, resampled to pyroomacoustics' octave filter bank): the image-source RIR is
-  filtered per band by pyroomacoustics, and `diffuse_tail_bands` fills the tail per band with each
+  filtered per band by pyroomacoustics, and `diffuse_tail` fills the tail per band with each
   band's Eyring T60 (the deficit against the summed band model, shared out over the bands in
   proportion to their model energy; `band_split` is a zero-phase FFT filter bank that sums to one).
 - the hybrid model (xsim): image sources of order 1-2 plus pyroomacoustics' ray tracer
@@ -73,7 +73,6 @@ __all__ = [
     "RT_TIME_S",
     "eyring_t60_bands_s",
     "band_split",
-    "diffuse_tail_bands",
     "coloured_noise",
     "direct_path_rirs",
 ]
@@ -336,11 +335,14 @@ def diffuse_tail(
     sample_rate_hz: int = SAMPLE_RATE_HZ,
     window: int = 256,
 ) -> np.ndarray:
-    """Late-reverberation fill (2, length) to add to `rir` (2, L) (see module docstring, step 3).
+    """Late-reverberation fill (2, length) to add to `rir` (2, L) (see module docstring, step 3);
+    per band when spec.absorption is per band (n_surfaces, bands).
 
     The fill has the energy the image-source RIR lacks relative to the diffuse-field envelope,
     smoothed over `window` samples, ramped in over start_s .. 1.5 start_s.
     """
+    if np.asarray(spec.absorption).ndim == 2:
+        return _diffuse_tail_bands(rir, spec, start_s, rng, length, sample_rate_hz, window)
     fs = float(sample_rate_hz)
     v, _ = _volume_surface(spec)
     t60 = eyring_t60_s(spec)
@@ -444,16 +446,9 @@ def band_split(x: np.ndarray, sample_rate_hz: float = SAMPLE_RATE_HZ) -> "tuple[
     return out, share
 
 
-def diffuse_tail_bands(
-    rir: np.ndarray,
-    spec: SequenceSpec,
-    start_s: float,
-    rng: np.random.Generator,
-    length: int,
-    sample_rate_hz: int = SAMPLE_RATE_HZ,
-    window: int = 256,
-) -> np.ndarray:
-    """Per-band late-reverberation fill (2, length) for per-band absorption (module docstring).
+def _diffuse_tail_bands(rir: np.ndarray, spec: SequenceSpec, start_s: float, rng: np.random.Generator, length: int,
+                        sample_rate_hz: int, window: int) -> np.ndarray:
+    """diffuse_tail for per-band absorption (n_surfaces, bands): a fill (2, length) per band.
 
     Band b's diffuse-field envelope is share_b x 4 pi c / (V fs) x exp(-13.8 t / T60_b); the deficit of
     the image-source RIR's smoothed energy against their sum is shared out over the bands in proportion
@@ -554,10 +549,7 @@ def render_echo(
         t60_max = float(np.max(eyring_t60_bands_s(spec))) if per_band else t60
         length = min(BUFFER_SAMPLES, int(math.ceil(min(1.2 * t60_max, BUFFER_SAMPLES / fs) * fs)) + 1)
         length = max(length, rir.shape[1])
-        if per_band:
-            fill = diffuse_tail_bands(rir, spec, start_s, rng, length, sample_rate_hz)
-        else:
-            fill = diffuse_tail(rir, spec, start_s, rng, length, sample_rate_hz)
+        fill = diffuse_tail(rir, spec, start_s, rng, length, sample_rate_hz)
         full = np.zeros((2, length))
         full[:, : rir.shape[1]] = rir
         rir = full + fill
