@@ -123,7 +123,9 @@ def test_echo_path_sweep_origins_and_front_end_checks(rerender_checkpoint, tiny_
     path.start()
     try:
         path.submit(6000, echoes["exp_30ms"], v)
-        assert wait_for(lambda: state.newest_echo_ns() == 6000, 30.0), drops.snapshot()
+        # settled means stored: the callback's in-flight mark is handed to the front-end thread, not dropped
+        # before the store (a frame right behind its echo, and the node tests' _send_pair, wait on this)
+        assert state.wait_settled(30.0) and state.newest_echo_ns() == 6000, drops.snapshot()
         assert state.wait_for_echoes(5.0)
     finally:
         path.stop()
@@ -156,6 +158,25 @@ def test_echo_path_of_a_raw_model_is_unchanged(tiny_checkpoints, echoes):
     diag = path.diagnostic_values()
     assert diag["echo_frontend"] == "raw" and math.isnan(diag["echo_quality"]) and diag["echo_sweep_origin"] == "topic"
     path.stop()
+
+
+def test_wait_settled_waits_for_every_echo_in_flight():
+    import threading
+
+    from avsnet_ros.nodes.depth_support import EchoScaleState
+
+    state = EchoScaleState()
+    assert state.wait_settled(0.0)  # nothing in flight
+    state.begin_echo()
+    state.begin_echo()  # the callback's mark and the front-end queue's mark overlap
+    assert not state.wait_settled(0.05)
+    state.end_echo()
+    assert not state.wait_settled(0.05)  # one still in flight
+    timer = threading.Timer(0.1, state.end_echo)
+    timer.start()
+    t0 = time.monotonic()
+    assert state.wait_settled(10.0) and time.monotonic() - t0 >= 0.05
+    timer.join()
 
 
 # ------------------------------------------------------------------------------------------------
