@@ -193,3 +193,37 @@ def test_warp_with_ground_truth_pose_reconstructs_synthetic_render():
         err_swapped = float(photometric_error(warp_source(source, depth, torch.linalg.inv(T), Kt), target).mean())
         assert err_gt < 0.6 * err_identity, (j, err_gt, err_identity)
         assert err_gt < 0.6 * err_swapped, (j, err_gt, err_swapped)
+
+
+def test_luminance_input_sees_no_colour(tmp_path):
+    """input="luminance": images of equal BT.601 luminance give the same depth whatever their colours; an
+    "rgb" DepthNet with the same weights tells them apart; the setting survives save/load, and a
+    config.json written before the field existed loads as "rgb"."""
+    import json
+
+    from avsnet_ros.models.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = RelativeDepthConfig(kind="depthnet", preset="tiny", image_size_hw=(64, 128), input="luminance")
+    lum = build_model(cfg).eval()
+    rgb_cfg = RelativeDepthConfig(kind="depthnet", preset="tiny", image_size_hw=(64, 128))
+    plain = build_model(rgb_cfg).eval()
+    plain.load_state_dict(lum.state_dict())  # the same weights: only the input differs
+    x = torch.rand(1, 3, 64, 128)
+    y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # hand-computed BT.601
+    grey = y.expand(-1, 3, -1, -1).clone()
+    with torch.no_grad():
+        torch.testing.assert_close(lum.depth(x), lum.depth(grey))
+        torch.testing.assert_close(lum.depth(x), plain.depth(grey))
+        assert not torch.allclose(plain.depth(x), plain.depth(grey))
+    save_checkpoint(tmp_path / "lum", lum, cfg)
+    loaded, loaded_cfg = load_model(tmp_path / "lum")
+    assert loaded_cfg.input == "luminance"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval().depth(x), lum.depth(x))
+    doc = json.loads((tmp_path / "lum" / "config.json").read_text())
+    del doc["input"]
+    (tmp_path / "lum" / "config.json").write_text(json.dumps(doc))
+    assert load_model(tmp_path / "lum")[1].input == "rgb"
+    with pytest.raises(ValueError, match="input"):
+        RelativeDepthConfig(kind="depthnet", preset="tiny", input="hsv")

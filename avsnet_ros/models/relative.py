@@ -131,8 +131,14 @@ def _encoder_of(config: RelativeDepthConfig, kind: str, in_channels: int) -> "Re
                           config.encoder_pretrained_path)
 
 
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601)."""
+    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+
+
 class DepthNet(nn.Module):
     """rgb (B, 3, H, W) in [0, 1] -> {scale s: sigmoid disparity (B, 1, H/2^s, W/2^s)}.
+    With config.input "luminance" the network sees Y (BT.601) in all three channels.
 
     H and W must be multiples of 32. ``depth(rgb)`` gives the full-resolution depth in
     [config.min_depth, config.max_depth] via :func:`disp_to_depth` (relative units).
@@ -149,6 +155,8 @@ class DepthNet(nn.Module):
             raise ValueError(f"rgb must be (B, 3, H, W), got {tuple(rgb.shape)}")
         if rgb.shape[-2] % 32 or rgb.shape[-1] % 32:
             raise ValueError(f"rgb height and width must be multiples of 32, got {tuple(rgb.shape[-2:])}")
+        if self.config.input == "luminance":  # the same 3-channel encoder sees Y in every channel
+            rgb = luminance(rgb).expand(-1, 3, -1, -1)
         return self.decoder(self.encoder(rgb))
 
     def depth(self, rgb: torch.Tensor) -> torch.Tensor:
