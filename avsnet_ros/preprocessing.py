@@ -23,6 +23,7 @@ import torch
 
 __all__ = [
     "checked_size_hw",
+    "luminance",
     "prepare_rgb",
     "prepare_rgb_sizes",
     "echo_spectrogram",
@@ -34,6 +35,11 @@ __all__ = [
 ]
 
 _SCRATCH = threading.local()
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB -> (..., 1, H, W) Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601)."""
+    return 0.299 * rgb[..., 0:1, :, :] + 0.587 * rgb[..., 1:2, :, :] + 0.114 * rgb[..., 2:3, :, :]
 
 
 def checked_size_hw(size_hw: Sequence[int]) -> "tuple[int, int]":

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from avsnet_ros.preprocessing import luminance as _gray
+
 __all__ = ["ColourJitter", "draw_colour_jitter", "jitter_colour", "rgb_to_hsv", "hsv_to_rgb"]
 
 # Monodepth2's ranges (torchvision ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1))
@@ -38,10 +40,6 @@ def draw_colour_jitter(rng: np.random.Generator) -> ColourJitter:
     """One draw of Monodepth2's ranges: factors uniform in [1 - r, 1 + r], hue in [-0.1, 0.1] turns."""
     b, c, s = (float(rng.uniform(1.0 - r, 1.0 + r)) for r in (BRIGHTNESS, CONTRAST, SATURATION))
     return ColourJitter(b, c, s, float(rng.uniform(-HUE, HUE)))
-
-
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :])
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:

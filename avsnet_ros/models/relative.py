@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ResNetConfig, ResNetModel
 
+from ..preprocessing import luminance
 from .config import RelativeDepthConfig
 from .geometry import transformation_from_parameters
 
@@ -129,11 +130,6 @@ def _encoder_of(config: RelativeDepthConfig, kind: str, in_channels: int) -> "Re
     depths = config.encoder_depths if kind == "depthnet" else config.pose_encoder_depths
     return ResNetFeatures(in_channels, config.encoder_embedding_size, config.encoder_hidden_sizes, depths,
                           config.encoder_pretrained_path)
-
-
-def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB -> (B, 1, H, W) Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601)."""
-    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
 
 
 class DepthNet(nn.Module):
