@@ -31,6 +31,11 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     out = {kind: save_tiny(kind, root / kind, seed=i) for i, kind in enumerate(TINY_KINDS)}
     out["depth_anything_metric"] = save_tiny("depth_anything", root / "da_metric", metric=True)
+    # as train_relative.py --transformers-model writes it (training/hf_relative.py): depth up to scale
+    from training.hf_relative import build_transformers_depthnet
+
+    net = build_transformers_depthnet(out["depth_anything"], AVS_HW, 0.1, 100.0)
+    out["da_selfsup"] = net.save_folder(root / "da_selfsup")
     return out
 
 
@@ -71,7 +76,7 @@ def test_kind_and_output_type_come_from_config_json(folders, checkpoints):
     model, out = load_relative_model(checkpoints["rel"])
     assert isinstance(model, DepthNet) and out == "depth"
     expected = {"depth_anything": "disparity", "dpt": "disparity", "zoedepth": "metric",
-                "depth_anything_metric": "metric"}
+                "depth_anything_metric": "metric", "da_selfsup": "depth"}
     for key, output_type in expected.items():
         assert relative_checkpoint_kind(folders[key]) == "transformers"
         model, out = load_relative_model(folders[key])
@@ -231,7 +236,7 @@ def test_evaluate_prints_one_table2_block_per_model(folders, checkpoints, tmp_pa
     cmd = [sys.executable, str(REPO / "training" / "evaluate.py"), "--data", str(data), "--split", "test",
            "--avs-checkpoint", str(checkpoints["avs"]), "--rgb-checkpoint", str(checkpoints["rgb"]),
            "--relative-checkpoint", str(checkpoints["rel"]), str(folders["dpt"]),
-           "--relative-checkpoint", str(folders["zoedepth"]),
+           "--relative-checkpoint", str(folders["zoedepth"]), str(folders["da_selfsup"]),
            "--out", str(out), "--save-predictions", "--panels", "1", "--no-gradcam", "--device", "cpu", "--json",
            "--no-progress"]
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
@@ -246,7 +251,9 @@ def test_evaluate_prints_one_table2_block_per_model(folders, checkpoints, tmp_pa
            "relative_zoedepth_echo_meanstd", "relative_zoedepth_echo_local", "relative_zoedepth_gt_median"]
     with open(out / "results.csv", newline="") as fh:
         rows = {r["row"]: r for r in csv.DictReader(fh)}
-    for key in ["rgb_only", "rgb_echo", *depthnet, *dpt, *zoe]:
+    selfsup = ["relative_da_selfsup_none", "relative_da_selfsup_rgb_median", "relative_da_selfsup_echo_median",
+               "relative_da_selfsup_echo_meanstd", "relative_da_selfsup_gt_median"]
+    for key in ["rgb_only", "rgb_echo", *depthnet, *dpt, *zoe, *selfsup]:
         assert key in summary and key in rows, key
         if key in dpt:
             # random weights: the disparity fit may find no alignment (a <= 0) -> NaN predictions, which
@@ -257,6 +264,7 @@ def test_evaluate_prints_one_table2_block_per_model(folders, checkpoints, tmp_pa
     assert "relative_dpt_echo_meanstd" not in summary  # mean-std cannot align a disparity
     table = (out / "results.md").read_text()
     assert "dpt (dpt, zero-shot disparity)" in table and "zoedepth (zoedepth, zero-shot metric)" in table
+    assert "da_selfsup (depth_anything, self-supervised)" in table
     assert "RGB-Echoes (affine)" in table and "GT affine (upper reference)" in table
     assert len(list((out / "panels").glob("test_*.png"))) == 1  # one panel with every model's echo row
     # the reported numbers are the metrics of the saved predictions (numpy recomputation)

@@ -1,7 +1,8 @@
 """depth_node with a transformers depth model as relative_checkpoint, over real rclpy (in-process).
 
-Tiny random-initialised DPT (disparity: scaling auto -> affine) and ZoeDepth (metric: auto ->
-median) folders saved with save_pretrained (test/hf_tiny.py); the real BV2 fixture in, 32FC1
+Tiny random-initialised DPT (disparity: scaling auto -> affine), ZoeDepth (metric: auto ->
+median) and self-supervised Depth Anything (training/hf_relative.py; depth: auto -> median) folders
+saved with save_pretrained (test/hf_tiny.py); the real BV2 fixture in, 32FC1
 metres out, equal to the pipeline's own answer for the same frame and echo. A random DPT finds no
 positive alignment with a random AVS-Net on the fixture (a <= 0): the node then publishes an
 all-NaN depth (REP 117: no depth), never a made-up one. Missing or unreadable folders fail at
@@ -26,6 +27,11 @@ def checkpoints(tmp_path_factory):
     paths = make_tiny_checkpoints(root)
     paths["dpt"] = str(save_tiny("dpt", root / "dpt", seed=0))
     paths["zoedepth"] = str(save_tiny("zoedepth", root / "zoedepth", seed=0))
+    # a Depth Anything as train_relative.py --transformers-model saves it (self-supervised: depth up to scale)
+    from training.hf_relative import build_transformers_depthnet
+
+    net = build_transformers_depthnet(save_tiny("depth_anything", root / "da_src", seed=0), (64, 128), 0.1, 100.0)
+    paths["da_selfsup"] = str(net.save_folder(root / "da_selfsup", {"training_command": "test"}))
     return paths
 
 
@@ -93,6 +99,17 @@ def test_dpt_folder_as_relative_checkpoint_publishes_nan_or_metres(ros, checkpoi
 def test_zoedepth_folder_as_relative_checkpoint_publishes_metres(ros, checkpoints):
     facts, depth, expected, scale_msg = _run_one_frame(ros, "depth_node_zoe", checkpoints, checkpoints["zoedepth"])
     assert facts["relative_output"] == "metric" and facts["scaling"] == "median"
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+    finite = np.isfinite(depth)
+    assert finite.mean() > 0.5
+    assert np.all((depth[finite] >= facts["min_depth_m"]) & (depth[finite] <= facts["max_depth_m"]))
+    scale, confidence = scale_msg.data
+    assert np.isfinite(scale) and scale > 0 and 0.0 <= confidence <= 1.0
+
+
+def test_self_supervised_transformers_folder_publishes_median_scaled_metres(ros, checkpoints):
+    facts, depth, expected, scale_msg = _run_one_frame(ros, "depth_node_da_ss", checkpoints, checkpoints["da_selfsup"])
+    assert facts["relative_output"] == "depth" and facts["scaling"] == "median"
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
     finite = np.isfinite(depth)
     assert finite.mean() > 0.5

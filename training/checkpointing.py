@@ -84,10 +84,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 # ----------------------------------------------------------------------------- checkpoints
 def _save_model_dir(path: Path, entry) -> None:
-    """entry = (module, model_config) or (module, model_config, extra dict for config.json)."""
+    """entry = (module, model_config) or (module, model_config, extra dict for config.json). A module
+    with ``save_folder(path, extra)`` (training.hf_relative: a transformers model) writes its own format."""
     module, config = entry[0], entry[1]
     extra = entry[2] if len(entry) > 2 else None
-    save_checkpoint(path, module, config, extra=extra)
+    if hasattr(module, "save_folder"):
+        module.save_folder(path, extra)
+    else:
+        save_checkpoint(path, module, config, extra=extra)
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -178,6 +182,8 @@ def load_train_state(ckpt_dir: str | Path, map_location: str | torch.device = "c
 
 def load_checkpoint_weights(ckpt_dir: str | Path, sub: str, module: nn.Module) -> Any:
     """Load weights of `ckpt_dir/sub` (strict) into `module`; returns the saved model config."""
+    if hasattr(module, "load_folder"):  # its own format (see _save_model_dir)
+        return module.load_folder(Path(ckpt_dir) / sub)
     loaded, config = load_model(Path(ckpt_dir) / sub, device="cpu")
     module.load_state_dict(loaded.state_dict(), strict=True)
     return config

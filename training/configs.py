@@ -82,3 +82,7 @@ class RelativeTrainConfig:
     # Where the camera motion between frames comes from: "posenet" (learned, the paper) or "odometry"
     # (the data's camera poses, avsnet_ros.data.poses: no PoseNet; see PhotometricLossConfig.odometry_free_scale).
     pose_source: str = "posenet"
+    # A transformers depth folder (Depth Anything / DPT; config.json, + model.safetensors to start from those
+    # weights) trained instead of the DepthNet (training/hf_relative.py); "" trains the DepthNet of `model`,
+    # whose image_size_hw, min_depth and max_depth the transformers network uses as well.
+    transformers_model: str = ""

@@ -115,7 +115,7 @@ class RelativeModelRows:
 
     @property
     def panel_label(self) -> str:
-        name = "DepthNet" if self.output_type == "depth" else Path(self.checkpoint).name
+        name = "DepthNet" if self.label == DEPTHNET_LABEL else Path(self.checkpoint).name
         return f"{name} x echo {self.alignment}"
 COLUMN_TITLES = {
     "abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
@@ -213,8 +213,13 @@ def build_pipelines(avs_checkpoint=None, rgb_checkpoint=None, relative_checkpoin
             while prefix in used or prefix == "relative":
                 prefix += "_"
         used.add(prefix)
-        label = DEPTHNET_LABEL if output_type == "depth" else (
-            f"{rel.name} ({getattr(rel_model, 'model_type', '?')}, zero-shot {output_type})")
+        model_type = getattr(rel_model, "model_type", None)
+        if model_type is None:
+            label = DEPTHNET_LABEL
+        elif output_type == "depth":  # a transformers architecture trained by train_relative.py
+            label = f"{rel.name} ({model_type}, self-supervised)"
+        else:
+            label = f"{rel.name} ({model_type}, zero-shot {output_type})"
         models.append(RelativeModelRows(
             prefix, label, output_type, str(rel),
             echo=DepthPipeline(avs_model, rel_model, device=dev, scaling="auto"),

@@ -107,6 +107,9 @@ class RelativeTask:
                  val_has_depth: bool, odometry_free_scale: bool = True):
         self.depthnet = depthnet
         self.posenet = posenet
+        # a transformers backbone (training/hf_relative.py) may hold parameters its depth head never reads
+        # (e.g. DINOv2's mask token): DDP must not wait for their gradients
+        self.find_unused_parameters = hasattr(depthnet, "save_folder")
         self.depth_config = depth_config
         self.pose_config = pose_config
         self.train_module = RelativeTrainModule(depthnet, posenet, ssim_weight, smoothness_weight, automask,

@@ -8,8 +8,11 @@
 Frame triples (t - k, t, t + k) inside one sequence: BV1 (scene runs, k = 20 as in the paper),
 BV2-layout folders with 'sequence'/'frame' columns (the synthetic world, k = 1), or a rosbag2.
 Validation: the joint loss and, where the centre frame has ground truth, the depth metrics after
-ground-truth median scaling. Writes RUN_DIR/best/depthnet (+ posenet), checkpoints/, log.csv,
-tensorboard/, curves.png, config.yaml and COMMAND.txt.
+ground-truth median scaling. --transformers-model DIR trains a transformers architecture (Depth
+Anything, DPT; DIR's weights if it has them, else random) with the same losses instead of the
+DepthNet (training/hf_relative.py); best/depthnet is then a save_pretrained folder.
+Writes RUN_DIR/best/depthnet (+ posenet), checkpoints/, log.csv, tensorboard/, curves.png,
+config.yaml and COMMAND.txt.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_CONFIG = "train_relative.yaml"
-RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss", "pose_source")
+RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss", "pose_source", "transformers_model")
 POSE_SOURCES = ("posenet", "odometry")
 LOG = logging.getLogger("avsnet_ros.training")
 
@@ -37,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pose-source", choices=POSE_SOURCES, default=None,
                        help="camera motion between frames: posenet (learned, the paper; default) or odometry "
                             "(the data's camera pose columns, avsnet_ros.data.poses: no PoseNet is trained)")
+    group.add_argument("--transformers-model", default=None, metavar="DIR",
+                       help="train this transformers depth folder (save_pretrained: config.json, and "
+                            "model.safetensors to start from its weights; Depth Anything or DPT) with the "
+                            "self-supervised losses instead of the DepthNet; read locally, never downloaded")
     return p
 
 
@@ -49,6 +56,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         extra["data"] = {"triplet_interval": args.interval}
     if args.pose_source is not None:
         extra["pose_source"] = args.pose_source
+    if args.transformers_model is not None:
+        extra["transformers_model"] = str(Path(args.transformers_model).expanduser().resolve())
     return extra
 
 
@@ -119,7 +128,16 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                      "%d process(es) on %s", len(train_set), 0 if val_set is None else len(val_set), interval,
                      args.data, train_data.kind, depth_cfg.preset, size_hw[0], size_hw[1], ctx.world_size, ctx.device)
 
-        depthnet = build_model(depth_cfg)
+        if cfg.transformers_model:
+            from training.hf_relative import build_transformers_depthnet
+
+            depthnet = build_transformers_depthnet(cfg.transformers_model, depth_cfg.image_size_hw,
+                                                   depth_cfg.min_depth, depth_cfg.max_depth, seed=seed)
+            LOG.info("stage 2 network: transformers %s from %s (%s)", depthnet.config.model_type,
+                     cfg.transformers_model, "its weights" if (Path(cfg.transformers_model) / "model.safetensors")
+                     .is_file() else "random weights")
+        else:
+            depthnet = build_model(depth_cfg)
         posenet = build_model(pose_cfg) if cfg.pose_source == "posenet" else None
         command = command_line(argv, "training/train_relative.py")
         task = RelativeTask(depthnet, depth_cfg, posenet, pose_cfg, cfg.loss.ssim_weight, cfg.loss.smoothness_weight,

@@ -18,6 +18,11 @@ normalisation done in torch on that device, and the prediction resized back to (
 
 (the project's DepthNet is "depth": positive depth up to scale). The pipeline's ``scaling="auto"``
 picks the alignment from it (README "Scaling").
+
+A transformers architecture trained by ``training/train_relative.py --transformers-model`` with the
+self-supervised losses is saved the same way, with ``"avsnet_ros_self_supervised": {"min_depth",
+"max_depth"}`` in its config.json: its head's final activation is dropped and the raw output read as
+a sigmoid disparity (Monodepth2's depth range), so its output_type is "depth".
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ from .checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, CheckpointEr
 LOG = logging.getLogger(__name__)
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
+#: config.json key of a self-supervised (train_relative.py) transformers model: {"min_depth", "max_depth"} (m).
+SELF_SUPERVISED_KEY = "avsnet_ros_self_supervised"
 #: What a relative model's output means (see the module docstring).
 OUTPUT_TYPES = ("depth", "disparity", "metric")
 #: transformers model_type -> output type (Depth Anything: by its depth_estimation_type).
@@ -133,14 +140,68 @@ def relative_checkpoint_kind(path: Union[str, os.PathLike]) -> str:
 
 
 def hf_output_type(config) -> str:
-    """"disparity" or "metric" for a transformers depth config (ValueError for unknown model types)."""
+    """"disparity", "metric" or "depth" (self-supervised here: :data:`SELF_SUPERVISED_KEY`) for a
+    transformers depth config (ValueError for unknown model types)."""
     model_type = getattr(config, "model_type", None)
+    if self_supervised_range(config) is not None:
+        return "depth"
     if model_type == "depth_anything" and getattr(config, "depth_estimation_type", "relative") == "metric":
         return "metric"
     if model_type not in HF_OUTPUT_TYPES:
         raise ValueError(f"transformers model_type {model_type!r}: output type unknown (supported: "
                          f"{sorted(HF_OUTPUT_TYPES)})")
     return HF_OUTPUT_TYPES[model_type]
+
+
+def self_supervised_range(config) -> Optional[tuple[float, float]]:
+    """(min_depth, max_depth) of a transformers config trained self-supervised here, else None.
+    ValueError for a malformed entry."""
+    entry = getattr(config, SELF_SUPERVISED_KEY, None)
+    if entry is None:
+        return None
+    try:
+        lo, hi = float(entry["min_depth"]), float(entry["max_depth"])
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{SELF_SUPERVISED_KEY} must be {{'min_depth': m, 'max_depth': m}}, got {entry!r}") from None
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError(f"{SELF_SUPERVISED_KEY}: need 0 < min_depth < max_depth, got {lo}, {hi}")
+    return lo, hi
+
+
+#: model types whose head can be trained self-supervised (its last activation is dropped).
+TRAINABLE_MODEL_TYPES = ("depth_anything", "dpt")
+
+
+def drop_output_activation(model: nn.Module) -> nn.Module:
+    """Replace the depth head's final activation (ReLU / sigmoid) by the identity, in place: the raw
+    output then goes through a sigmoid as a disparity (Monodepth2), which a ReLU would cut at zero.
+    Depth Anything: ``head.activation2`` (its ``* max_depth`` stays, a constant gain); DPT: the last
+    module of ``head.head``. ValueError for other model types."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type == "depth_anything":
+        model.head.activation2 = nn.Identity()
+    elif model_type == "dpt" and isinstance(model.head.head[-1], (nn.ReLU, nn.Sigmoid)):
+        model.head.head[-1] = nn.Identity()
+    else:
+        raise ValueError(f"transformers model_type {model_type!r} cannot be trained self-supervised here "
+                         f"(supported: {', '.join(TRAINABLE_MODEL_TYPES)})")
+    return model
+
+
+def write_image_processing(path: Union[str, os.PathLike], processing: ImageProcessing) -> Path:
+    """``processing`` as a ``preprocessor_config.json`` in ``path`` (read back by :func:`read_image_processing`)."""
+    from ..fileio import atomic_write_json
+
+    doc = {"size": {"height": int(processing.size_hw[0]), "width": int(processing.size_hw[1])},
+           "keep_aspect_ratio": bool(processing.keep_aspect_ratio),
+           "ensure_multiple_of": int(processing.ensure_multiple_of),
+           "do_normalize": processing.mean is not None, "do_rescale": True, "rescale_factor": 1 / 255,
+           "resample": {v: k for k, v in _RESAMPLE.items()}[processing.resample]}
+    if processing.mean is not None:
+        doc["image_mean"], doc["image_std"] = list(processing.mean), list(processing.std)
+    out = Path(path) / PREPROCESSOR_NAME
+    atomic_write_json(out, doc)
+    return out
 
 
 def read_image_processing(path: Union[str, os.PathLike], model_type: str) -> ImageProcessing:
@@ -190,17 +251,23 @@ def read_image_processing(path: Union[str, os.PathLike], model_type: str) -> Ima
 class TransformersDepthModel(nn.Module):
     """A transformers depth model as a relative model: rgb (B, 3, H, W) in [0, 1] -> (B, 1, H, W) float32.
 
-    Values: disparity (relative units) or metres, as ``output_type`` says; resized back to (H, W)
-    bilinearly. Depth Pro's canonical inverse depth is turned into metres with its predicted
-    field of view (transformers' post-processing). ``image_size_hw`` is None (any input size):
+    Values: disparity (relative units), metres or depth up to scale, as ``output_type`` says;
+    resized back to (H, W) bilinearly. ``depth_range`` (min, max) m: a self-supervised model (its
+    head without final activation; :meth:`disparity` gives the sigmoid disparity the losses train).
+    Depth Pro's canonical inverse depth is turned into metres with its predicted field of view
+    (transformers' post-processing). ``image_size_hw`` is None (any input size):
     the pipeline stages frames at :meth:`input_size_for` its AVS-Net input size.
     """
 
-    def __init__(self, model: nn.Module, processing: ImageProcessing, output_type: str, name: str = ""):
+    def __init__(self, model: nn.Module, processing: ImageProcessing, output_type: str, name: str = "",
+                 depth_range: Optional[tuple[float, float]] = None):
         super().__init__()
-        if output_type not in ("disparity", "metric"):
-            raise ValueError(f"output_type must be 'disparity' or 'metric', got {output_type!r}")
+        if output_type not in ("disparity", "metric", "depth"):
+            raise ValueError(f"output_type must be 'disparity', 'metric' or 'depth', got {output_type!r}")
+        if (output_type == "depth") != (depth_range is not None):
+            raise ValueError("output_type 'depth' (self-supervised) goes with a depth_range (min, max) and only then")
         self.model = model
+        self.depth_range = None if depth_range is None else (float(depth_range[0]), float(depth_range[1]))
         self.processing = processing
         self.output_type = output_type
         self.model_type = str(getattr(model.config, "model_type", ""))
@@ -217,6 +284,20 @@ class TransformersDepthModel(nn.Module):
         return self.processing.output_size_hw(reference_hw)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        if self.depth_range is not None:
+            from .relative import disp_to_depth
+
+            return disp_to_depth(self.disparity(rgb), *self.depth_range)[1]
+        return self._predict(rgb)
+
+    def disparity(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Self-supervised models: rgb (B, 3, H, W) in [0, 1] -> sigmoid disparity (B, 1, H, W) in (0, 1)
+        (depth = 1 / (1/max + (1/min - 1/max) * disparity), relative.disp_to_depth)."""
+        if self.depth_range is None:
+            raise ValueError(f"{self.name}: disparity() is for self-supervised models (depth_range set)")
+        return torch.sigmoid(self._predict(rgb))
+
+    def _predict(self, rgb: torch.Tensor) -> torch.Tensor:
         if rgb.dim() != 4 or rgb.shape[1] != 3:
             raise ValueError(f"rgb must be (B, 3, H, W) in [0, 1], got {tuple(rgb.shape)}")
         in_hw = tuple(int(v) for v in rgb.shape[-2:])
@@ -259,13 +340,16 @@ def load_transformers_depth(path: Union[str, os.PathLike],
 
         config = AutoConfig.from_pretrained(str(p), local_files_only=True)
         output_type = hf_output_type(config)
+        depth_range = self_supervised_range(config)
         model = AutoModelForDepthEstimation.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
+        if depth_range is not None:
+            drop_output_activation(model)
     except CheckpointError:
         raise
     except Exception as exc:  # ValueError (unknown type), OSError, safetensors errors, ...
         raise CheckpointError(f"cannot load transformers depth model from {p}: {type(exc).__name__}: {exc}") from None
     processing = read_image_processing(p, config.model_type)
-    wrapped = TransformersDepthModel(model, processing, output_type, name=p.name)
+    wrapped = TransformersDepthModel(model, processing, output_type, name=p.name, depth_range=depth_range)
     return wrapped.to(device).eval()
 
 
@@ -273,7 +357,7 @@ def load_relative_model(path: Union[str, os.PathLike], device: Union[str, torch.
     """A relative model from a folder of either kind -> (module in eval mode on device, output_type).
 
     avsnet_ros DepthNet checkpoints give (DepthNet, "depth"); transformers folders give
-    (:class:`TransformersDepthModel`, "disparity" | "metric"). Raises :class:`CheckpointError` /
+    (:class:`TransformersDepthModel`, "disparity" | "metric" | "depth"). Raises :class:`CheckpointError` /
     ValueError (a project checkpoint that is not a DepthNet) with the path in the message.
     """
     if relative_checkpoint_kind(path) == "transformers":
@@ -296,10 +380,15 @@ def relative_output_type(model) -> str:
 __all__ = [
     "OUTPUT_TYPES",
     "HF_OUTPUT_TYPES",
+    "SELF_SUPERVISED_KEY",
+    "TRAINABLE_MODEL_TYPES",
     "ImageProcessing",
     "TransformersDepthModel",
     "relative_checkpoint_kind",
     "hf_output_type",
+    "self_supervised_range",
+    "drop_output_activation",
+    "write_image_processing",
     "read_image_processing",
     "load_transformers_depth",
     "load_relative_model",

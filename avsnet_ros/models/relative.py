@@ -281,7 +281,8 @@ def as_relative_model(model, output: str = "depth", image_size_hw=None) -> nn.Mo
     """Turn ``model`` into a :class:`RelativeDepthModel` module.
 
     A :class:`DepthNet` becomes :class:`DepthNetRelative`; a module with ``output_type``
-    "disparity" or "metric" (:class:`~avsnet_ros.models.hf_depth.TransformersDepthModel`) is kept
+    "disparity" or "metric", or "depth" with a ``depth_range`` (a self-supervised
+    :class:`~avsnet_ros.models.hf_depth.TransformersDepthModel`) is kept
     as it is (the pipeline's scaling reads ``output_type``); otherwise ``output`` says whether the
     callable returns "depth" or "disparity". ``image_size_hw`` is the input size the pipeline
     should feed it (None: the AVS-Net input size).
@@ -290,7 +291,7 @@ def as_relative_model(model, output: str = "depth", image_size_hw=None) -> nn.Mo
         return DepthNetRelative(model)
     if isinstance(model, (DepthNetRelative, DisparityRelative, DepthRelative)):
         return model
-    if getattr(model, "output_type", None) in ("disparity", "metric"):
+    if getattr(model, "output_type", None) in ("disparity", "metric") or getattr(model, "depth_range", None):
         # e.g. models.hf_depth.TransformersDepthModel: its raw output is what the scaling aligns
         return model
     if output == "disparity":
