@@ -96,20 +96,11 @@ def test_dpt_folder_as_relative_checkpoint_publishes_nan_or_metres(ros, checkpoi
         assert np.isnan(scale) and confidence == 0.0
 
 
-def test_zoedepth_folder_as_relative_checkpoint_publishes_metres(ros, checkpoints):
-    facts, depth, expected, scale_msg = _run_one_frame(ros, "depth_node_zoe", checkpoints, checkpoints["zoedepth"])
-    assert facts["relative_output"] == "metric" and facts["scaling"] == "median"
-    np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
-    finite = np.isfinite(depth)
-    assert finite.mean() > 0.5
-    assert np.all((depth[finite] >= facts["min_depth_m"]) & (depth[finite] <= facts["max_depth_m"]))
-    scale, confidence = scale_msg.data
-    assert np.isfinite(scale) and scale > 0 and 0.0 <= confidence <= 1.0
-
-
-def test_self_supervised_transformers_folder_publishes_median_scaled_metres(ros, checkpoints):
-    facts, depth, expected, scale_msg = _run_one_frame(ros, "depth_node_da_ss", checkpoints, checkpoints["da_selfsup"])
-    assert facts["relative_output"] == "depth" and facts["scaling"] == "median"
+@pytest.mark.parametrize("key,output_type", [("zoedepth", "metric"), ("da_selfsup", "depth")])
+def test_metric_or_depth_folder_as_relative_checkpoint_publishes_median_scaled_metres(ros, checkpoints, key,
+                                                                                       output_type):
+    facts, depth, expected, scale_msg = _run_one_frame(ros, f"depth_node_{key}", checkpoints, checkpoints[key])
+    assert facts["relative_output"] == output_type and facts["scaling"] == "median"
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
     finite = np.isfinite(depth)
     assert finite.mean() > 0.5
