@@ -66,3 +66,42 @@ def test_relative_training_and_mid_epoch_resume(tmp_path):
         wb = load_file(str(run_b / "checkpoints" / "e0002_s000000006" / sub / "model.safetensors"))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), sub
     assert b["final_val"] == a["final_val"]
+
+
+def test_init_depthnet_starts_from_the_checkpoint_and_refuses_a_mismatch(tmp_path):
+    """--init-depthnet: with lr 0 the trained DepthNet is exactly the checkpoint it started from (its own
+    input mode may differ: rgb -> luminance); a PoseNet or a DepthNet of another architecture is refused."""
+    from safetensors.torch import load_file
+
+    from avsnet_ros.models import RelativeDepthConfig, build_model, save_checkpoint
+    from training.tiny_data import make_tiny_bv2
+
+    data = make_tiny_bv2(tmp_path / "bv2", n_sequences=3, frames_per_sequence=4, size_hw=(64, 128),
+                         splits=("train", "train", "val"))
+    cfg = tmp_path / "rel.yaml"
+    cfg.write_text(CONFIG.replace("epochs: 2", "epochs: 1").replace("lr: 0.0005", "lr: 0.0"))
+    torch.manual_seed(123)
+    start_cfg = RelativeDepthConfig(preset="tiny", image_size_hw=(64, 128))
+    source = save_checkpoint(tmp_path / "start", build_model(start_cfg), start_cfg)
+    run = tmp_path / "run"
+    _run("--data", str(data), "--out", str(run), "--config", str(cfg), "--init-depthnet", str(source),
+         "--set", "model.input=luminance")
+    start = load_file(str(source / "model.safetensors"))
+    trained = load_file(str(run / "best" / "depthnet" / "model.safetensors"))
+    # (BatchNorm running statistics follow the data even at lr 0; every learned tensor stays)
+    learned = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert set(start) == set(trained) and len(learned) > 20
+    assert all(torch.equal(start[k], trained[k]) for k in learned), [k for k in learned
+                                                                      if not torch.equal(start[k], trained[k])][:5]
+    assert json.loads((run / "best" / "depthnet" / "config.json").read_text())["input"] == "luminance"
+
+    pose_cfg = RelativeDepthConfig(kind="posenet", preset="tiny", image_size_hw=(64, 128))
+    pose = save_checkpoint(tmp_path / "pose", build_model(pose_cfg), pose_cfg)
+    other = RelativeDepthConfig(preset="paper", image_size_hw=(64, 128))
+    bigger = save_checkpoint(tmp_path / "paper", build_model(other), other)
+    for bad, reason in ((pose, "not a DepthNet"), (bigger, "does not match")):
+        cmd = [sys.executable, str(REPO / "training" / "train_relative.py"), "--data", str(data), "--out",
+               str(tmp_path / f"bad_{bad.name}"), "--config", str(cfg), "--init-depthnet", str(bad), "--no-progress"]
+        proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2 and reason in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

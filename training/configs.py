@@ -86,3 +86,6 @@ class RelativeTrainConfig:
     # weights) trained instead of the DepthNet (training/hf_relative.py); "" trains the DepthNet of `model`,
     # whose image_size_hw, min_depth and max_depth the transformers network uses as well.
     transformers_model: str = ""
+    # A DepthNet checkpoint whose weights start the DepthNet (fine-tuning, e.g. the shipped depthnet_tiny on your
+    # robot's data); its tensors must fit `model` (the input mode, depth range ... may differ). "": `model`'s init.
+    init_depthnet: str = ""

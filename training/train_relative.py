@@ -25,7 +25,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_CONFIG = "train_relative.yaml"
-RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss", "pose_source", "transformers_model")
+RESUME_KEYS = ("model", "pose_model", "data", "optim", "loss", "pose_source", "transformers_model", "init_depthnet")
 POSE_SOURCES = ("posenet", "odometry")
 LOG = logging.getLogger("avsnet_ros.training")
 
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train this transformers depth folder (save_pretrained: config.json, and "
                             "model.safetensors to start from its weights; Depth Anything or DPT) with the "
                             "self-supervised losses instead of the DepthNet; read locally, never downloaded")
+    group.add_argument("--init-depthnet", default=None, metavar="DIR",
+                       help="start the DepthNet from this checkpoint's weights (fine-tuning, e.g. "
+                            "assets/checkpoints/depthnet_tiny on your own data); its tensors must fit the model config")
     return p
 
 
@@ -58,6 +61,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         extra["pose_source"] = args.pose_source
     if args.transformers_model is not None:
         extra["transformers_model"] = str(Path(args.transformers_model).expanduser().resolve())
+    if args.init_depthnet is not None:
+        extra["init_depthnet"] = str(Path(args.init_depthnet).expanduser().resolve())
     return extra
 
 
@@ -89,6 +94,9 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
         seed_everything(seed)
         if cfg.pose_source not in POSE_SOURCES:
             raise ConfigError(f"pose_source must be one of {', '.join(POSE_SOURCES)}, got {cfg.pose_source!r}")
+        if cfg.transformers_model and cfg.init_depthnet:
+            raise ConfigError("--init-depthnet starts a DepthNet; --transformers-model trains another network "
+                              "(its folder's weights are its start): give one of them")
 
         kind = data_kind(args.data, cfg.data.train_split)
         interval = cfg.data.triplet_interval or (20 if kind == "bv1" else 1)
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                      .is_file() else "random weights")
         else:
             depthnet = build_model(depth_cfg)
+            if cfg.init_depthnet:
+                _init_from(depthnet, cfg.init_depthnet)
         posenet = build_model(pose_cfg) if cfg.pose_source == "posenet" else None
         command = command_line(argv, "training/train_relative.py")
         task = RelativeTask(depthnet, depth_cfg, posenet, pose_cfg, cfg.loss.ssim_weight, cfg.loss.smoothness_weight,
@@ -152,6 +162,17 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                                 callbacks, summary)
 
     return run_distributed(cfg.train.device, train)
+
+
+def _init_from(depthnet, path) -> None:
+    """Load the DepthNet checkpoint at ``path`` into ``depthnet`` (strict: every tensor, same shapes)."""
+    from avsnet_ros.models.checkpoint import CheckpointError, load_model, load_state_into
+
+    loaded, loaded_cfg = load_model(path)
+    if loaded_cfg.kind != "depthnet":
+        raise CheckpointError(f"--init-depthnet {path} holds a {loaded_cfg.kind!r} model, not a DepthNet")
+    load_state_into(depthnet, loaded.state_dict(), source=f"--init-depthnet {path}")
+    LOG.info("DepthNet starts from the weights of %s", path)
 
 
 def _require_poses(triplets, data) -> None:
