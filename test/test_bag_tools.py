@@ -122,11 +122,13 @@ def _wait_for(predicate, timeout_s: float, what: str, proc=None):
 def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
     import rclpy
     from builtin_interfaces.msg import Time
+    from nav_msgs.msg import Odometry
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
 
     from avsnet_ros.audio.frontend import SweepSpec
+    from avsnet_ros.data.poses import camera_pose_world_optical
     from avsnet_ros.nodes.common import CHIRP_QOS
 
     domain_id = 120 + (os.getpid() + int(stop_signal)) % 100  # private DDS domain for this test
@@ -149,6 +151,7 @@ def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         pubs = {name: node.create_publisher(Image if name != "camera/camera_info" else CameraInfo, name, qos)
                 for name in ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt")}
+        pubs["odom"] = node.create_publisher(Odometry, "odom", qos)
         _wait_for(lambda: all(p.get_subscription_count() > 0 for p in [*pubs.values(), chirp_pub]), 60.0,
                   "the recorder's subscriptions", proc)
         # The publisher sees the match before the recorder's (best-effort) reader has matched the
@@ -177,6 +180,12 @@ def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
             pubs["/avsnet/echo"].publish(em)
             pubs["camera/image_raw"].publish(img)
             pubs["camera/depth_gt"].publish(dm)
+            odom = Odometry(child_frame_id="base_link")  # the base 10 cm further along x, turned 5 deg left per frame
+            odom.header.stamp, odom.header.frame_id = stamp, "odom"
+            odom.pose.pose.position.x = 0.1 * k
+            odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = np.sin(np.radians(2.5 * k)), np.cos(
+                np.radians(2.5 * k))
+            pubs["odom"].publish(odom)
             sent.append((t, rgb, echo, depth_mm, k_mat))
             time.sleep(0.03)
         time.sleep(1.0)  # let the recorder take the last messages before the signal
@@ -190,7 +199,7 @@ def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["stopped_by"] in ("signal", "shutdown")
     assert summary["messages"] == {"/camera/image_raw": 6, "/camera/camera_info": 6, "/avsnet/echo": 6,
-                                   "/camera/depth_gt": 6, "/avsnet/chirp": 1}, stderr
+                                   "/camera/depth_gt": 6, "/avsnet/chirp": 1, "/odom": 6}, stderr
     samples, report = read_bag_samples(bag, max_echo_age_s=0.05)
     assert report.frames_total == 6 and report.samples == 6 and report.rejected == {}
     # the description (received when the recorder's subscription matched, before any echo) is every sample's
@@ -201,6 +210,9 @@ def test_record_over_rclpy_then_read_the_bag(tmp_path, stop_signal):
         np.testing.assert_array_equal(s.intrinsics, k_mat)
         ref = np.where(depth_mm == 0, np.nan, depth_mm.astype(np.float32) / np.float32(1000))
         assert np.array_equal(s.depth_m, ref.astype(np.float32), equal_nan=True)
+        k_frame = (t - base) // 100_000_000  # the odometry: camera pose (the camera body frame is the base)
+        expected = camera_pose_world_optical([0.1 * k_frame, 0.0, 0.0], 5.0 * k_frame, 0.0, 0.0)
+        np.testing.assert_allclose(s.pose_world_cam, expected, atol=1e-9)
     # The storage file alone (as `ros2 bag record` leaves it, without our custom data) reads the same.
     bare, _ = read_bag_samples(bag / "rec.mcap", max_echo_age_s=0.05)
     assert [x.stamp_ns for x in bare] == [x.stamp_ns for x in samples] and bare[0].sequence_id == "rec"

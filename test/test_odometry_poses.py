@@ -166,3 +166,118 @@ def test_train_relative_with_odometry(synthetic_seq, tmp_path):
     assert proc.returncode == 2
     assert "without a camera pose" in proc.stderr and "cam_x_m" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- odometry in rosbag2 files
+def test_quaternions_and_slerp_match_scipy():
+    from scipy.spatial.transform import Slerp
+
+    from avsnet_ros.data.poses import quaternion_to_rotation, rotation_to_quaternion, slerp
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        q = rng.normal(size=4)
+        ref = Rotation.from_quat(q)  # scipy: (x, y, z, w), normalised
+        np.testing.assert_allclose(quaternion_to_rotation(q), ref.as_matrix(), atol=1e-12)
+        back = rotation_to_quaternion(ref.as_matrix())
+        assert back[3] >= 0 and min(np.abs(back - ref.as_quat()).max(), np.abs(back + ref.as_quat()).max()) < 1e-9
+        q1 = rng.normal(size=4)
+        u = float(rng.uniform())
+        expected = Slerp([0.0, 1.0], Rotation.from_quat([q, q1]))([u]).as_matrix()[0]
+        np.testing.assert_allclose(quaternion_to_rotation(slerp(q, q1, u)), expected, atol=1e-9)
+    with pytest.raises(ValueError, match="zero or not finite"):
+        quaternion_to_rotation([0, 0, 0, 0])
+    from avsnet_ros.data.poses import body_pose_from_optical
+
+    for _ in range(20):  # the CSV columns back from a pose
+        cols = [*rng.normal(size=3), rng.uniform(-179, 179), rng.uniform(-85, 85), rng.uniform(-179, 179)]
+        np.testing.assert_allclose(body_pose_from_optical(camera_pose_world_optical(cols[:3], *cols[3:])), cols,
+                                   atol=1e-9)
+
+
+def test_interpolate_pose_between_messages_never_across_gaps_or_outside():
+    from avsnet_ros.data.poses import interpolate_pose
+
+    stamps = [0, 100, 200, 1_000]
+    pos = [np.array([0.0, 0, 0]), np.array([1.0, 0, 0]), np.array([1.0, 2.0, 0]), np.array([5.0, 5, 5])]
+    yaw90 = Rotation.from_euler("z", 90, degrees=True).as_quat()
+    quats = [np.array([0, 0, 0, 1.0]), yaw90, yaw90, yaw90]
+    t = interpolate_pose(25, stamps, pos, quats, max_gap_ns=150)
+    np.testing.assert_allclose(t[:3, 3], [0.25, 0, 0])
+    np.testing.assert_allclose(t[:3, :3], Rotation.from_euler("z", 22.5, degrees=True).as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(interpolate_pose(200, stamps, pos, quats, 150)[:3, 3], [1.0, 2.0, 0])  # exact stamp
+    assert interpolate_pose(500, stamps, pos, quats, 150) is None  # 800 ns between the messages around it
+    assert interpolate_pose(-1, stamps, pos, quats, 150) is None  # never extrapolated
+    assert interpolate_pose(1_001, stamps, pos, quats, 150) is None
+
+
+def _bag_of(samples, path):
+    from avsnet_ros.data.rosbag_io import write_samples_to_bag
+
+    write_samples_to_bag(samples, path)
+    return path
+
+
+def test_bag_odometry_round_trip_offset_and_interpolation(synthetic_seq, tmp_path):
+    """Poses written as nav_msgs/Odometry come back per frame; the camera's pose on the base moves them by
+    R_world_body @ offset; a frame without its own message gets the pose interpolated between its
+    neighbours (midpoint position, scipy slerp rotation); a gap larger than odometry_max_gap_s gives none."""
+    import dataclasses
+
+    from scipy.spatial.transform import Slerp
+
+    from avsnet_ros.data.poses import R_BODY_OPTICAL
+    from avsnet_ros.data.rosbag_io import read_bag_samples
+
+    samples = [BV2Dataset(synthetic_seq, "train")[i] for i in range(10)]
+    back, report = read_bag_samples(_bag_of(samples, tmp_path / "full"))
+    assert report.odometry_total == 10 and report.frames_without_odometry == 0
+    for a, b in zip(samples, back):
+        np.testing.assert_allclose(b.pose_world_cam, a.pose_world_cam, atol=1e-9)
+    # bag -> BV2-layout files: the pose columns carry them on
+    from training.bag_tools import main as bag_tools
+
+    files_root = tmp_path / "files"
+    assert bag_tools(["to-batvision", str(tmp_path / "full"), "--out", str(files_root), "--split", "train"]) == 0
+    files = BV2Dataset(files_root, "train")
+    for i, a in enumerate(samples):
+        np.testing.assert_allclose(files[i].pose_world_cam, a.pose_world_cam, atol=1e-9)
+
+    offset = [0.3, -0.1, 0.2, 10.0, 0.0, 0.0]  # 30 cm ahead, 10 cm right, 20 cm up, turned 10 deg left
+    moved, _ = read_bag_samples(tmp_path / "full", camera_pose_in_base=offset)
+    for a, b in zip(samples, moved):
+        r_world_body = a.pose_world_cam[:3, :3] @ R_BODY_OPTICAL.T
+        np.testing.assert_allclose(b.pose_world_cam[:3, 3], a.pose_world_cam[:3, 3] + r_world_body @ offset[:3],
+                                   atol=1e-9)
+        turned = r_world_body @ Rotation.from_euler("z", 10, degrees=True).as_matrix() @ R_BODY_OPTICAL
+        np.testing.assert_allclose(b.pose_world_cam[:3, :3], turned, atol=1e-9)
+
+    holes = [dataclasses.replace(s, pose_world_cam=None) if i == 2 else s for i, s in enumerate(samples)]
+    back, report = read_bag_samples(_bag_of(holes, tmp_path / "holes"))
+    assert report.odometry_total == 9 and report.frames_without_odometry == 0
+    p1, p3 = samples[1].pose_world_cam, samples[3].pose_world_cam  # stamps 0.2 s and 0.6 s; frame 2 at 0.4 s
+    np.testing.assert_allclose(back[2].pose_world_cam[:3, 3], 0.5 * (p1[:3, 3] + p3[:3, 3]), atol=1e-9)
+    mid = Slerp([0.0, 1.0], Rotation.from_matrix([p1[:3, :3], p3[:3, :3]]))([0.5]).as_matrix()[0]
+    np.testing.assert_allclose(back[2].pose_world_cam[:3, :3], mid, atol=1e-9)
+    back, report = read_bag_samples(tmp_path / "holes", odometry_max_gap_s=0.3)
+    assert back[2].pose_world_cam is None and report.frames_without_odometry == 1
+    assert all(s.pose_world_cam is not None for i, s in enumerate(back) if i != 2)
+
+
+def test_train_relative_with_odometry_from_a_bag(synthetic_seq, tmp_path):
+    import dataclasses
+
+    samples = [BV2Dataset(synthetic_seq, "train")[i] for i in range(10)]
+    bag = _bag_of(samples, tmp_path / "seq_bag")
+    proc = _train("--data", str(bag), "--out", str(tmp_path / "run"), "--epochs", "1", "--pose-source", "odometry",
+                  "--set", "data.bag_val_every=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # frames 0-3 of each sequence train (every 5th is held out): 2 triples each; batch 3, the last partial dropped
+    assert out["train_triples"] == 4 and out["global_step"] == 1
+
+    no_odom = _bag_of([dataclasses.replace(s, pose_world_cam=None) for s in samples], tmp_path / "plain_bag")
+    proc = _train("--data", str(no_odom), "--out", str(tmp_path / "run2"), "--epochs", "1", "--pose-source", "odometry",
+                  "--set", "data.bag_val_every=5")
+    assert proc.returncode == 2 and "without a camera pose" in proc.stderr and "/odom" in proc.stderr
+    assert "Traceback" not in proc.stderr

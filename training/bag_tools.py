@@ -37,7 +37,8 @@ from avsnet_ros.policy import DEFAULT_MAX_ECHO_AGE_S  # noqa: E402 - after the s
 
 LOG = logging.getLogger("avsnet_ros.bag_tools")
 
-DEFAULT_RECORD_TOPICS = ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt", "/avsnet/chirp")
+DEFAULT_RECORD_TOPICS = ("camera/image_raw", "camera/camera_info", "/avsnet/echo", "camera/depth_gt", "/avsnet/chirp",
+                         "odom")
 #: Recorded with avsnet_ros.nodes.common.CHIRP_QOS's reliability and durability (reliable, transient local),
 #: so the description published before the recorder started arrives too (not imported from there:
 #: importing avsnet_ros.nodes would apply the nodes' transport profile to this process).
@@ -88,6 +89,7 @@ def cmd_to_batvision(args) -> int:
     import numpy as np
     from scipy.io import wavfile
 
+    from avsnet_ros.data.poses import POSE_COLUMNS, body_pose_from_optical
     from avsnet_ros.data.rosbag_io import BagReadReport, iter_bag_samples
     from avsnet_ros.data.samples import depth_m_to_mm
     from avsnet_ros.fileio import atomic_open
@@ -105,7 +107,7 @@ def cmd_to_batvision(args) -> int:
     params = [cv2.IMWRITE_JPEG_QUALITY, int(args.jpeg_quality)] if ext == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
     report = BagReadReport()
     columns = ["audio path", "audio file name", "camera path", "camera file name", "depth path",
-               "depth file name", "sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", "sweep"]
+               "depth file name", "sequence", "frame", "stamp_ns", "fx", "fy", "cx", "cy", "sweep", *POSE_COLUMNS]
     n = no_depth = too_far = 0
     with atomic_open(csv_path, "w", newline="") as fh:  # the CSV appears only when every file is written
         w = csv.writer(fh)
@@ -132,7 +134,9 @@ def cmd_to_batvision(args) -> int:
             w.writerow([f"{location}/audio", f"audio_{name}.wav", f"{location}/camera", f"camera_{name}.{ext}",
                         f"{location}/depth", f"depth_{name}.npy", s.sequence_id, s.frame_index, s.stamp_ns,
                         repr(float(k[0, 0])), repr(float(k[1, 1])), repr(float(k[0, 2])), repr(float(k[1, 2])),
-                        s.sweep.to_text() if s.sweep is not None else ""])
+                        s.sweep.to_text() if s.sweep is not None else "",
+                        *([repr(v) for v in body_pose_from_optical(s.pose_world_cam)] if s.pose_world_cam is not None
+                          else [""] * len(POSE_COLUMNS))])
             n += 1
     summary = {"out": str(out), "location": location, "split": args.split, "csv": str(csv_path), "samples": n,
                "image_format": ext, "wav_format": args.wav_format, "frames_without_depth": no_depth,
@@ -172,6 +176,7 @@ KNOWN_TYPES = {
     "/avsnet/echo": "sensor_msgs/msg/Image",
     "camera/depth_gt": "sensor_msgs/msg/Image",
     "/avsnet/chirp": "std_msgs/msg/String",
+    "odom": "nav_msgs/msg/Odometry",  # the robot's odometry: camera poses for stage 2 (data.rosbag_io)
 }
 
 

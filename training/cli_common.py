@@ -263,7 +263,7 @@ def open_train_val(data: str | Path, data_cfg):
 
     def open_one(split: str):
         return open_split(data, split, data_cfg.max_depth_m, data_cfg.skip_bad, data_cfg.bag_val_every,
-                          data_cfg.bag_max_echo_age_s)
+                          data_cfg.bag_max_echo_age_s, data_cfg.bag_odometry_topic, data_cfg.bag_camera_pose)
 
     train = open_one(data_cfg.train_split)
     try:

@@ -34,6 +34,10 @@ class DataConfig:
     max_val_samples: Optional[int] = None
     bag_val_every: int = 10
     bag_max_echo_age_s: float = DEFAULT_MAX_ECHO_AGE_S  # the depth node's pairing window
+    # stage 2 odometry from a bag: nav_msgs/Odometry topic, and the camera body frame's pose on the odometry
+    # child frame (base_link) [x_m, y_m, z_m, yaw_deg, pitch_deg, roll_deg], REP 103 (avsnet_ros.data.rosbag_io)
+    bag_odometry_topic: str = "/odom"
+    bag_camera_pose: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     triplet_interval: Optional[int] = None  # stage 2: None -> 20 for BV1 (paper), 1 otherwise
 
 

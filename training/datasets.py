@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from avsnet_ros.data.batvision import BV1Dataset, BV2Dataset, detect_layout
 from avsnet_ros.data.samples import SampleListDataset
@@ -34,12 +34,14 @@ class OpenedData:
 _BAG_CACHE: dict[tuple, list] = {}
 
 
-def _bag_samples(path: Path, max_echo_age_s: float) -> list:
-    key = (str(path.resolve()), float(max_echo_age_s))
+def _bag_samples(path: Path, max_echo_age_s: float, odometry_topic: str = "/odom",
+                 camera_pose: Sequence[float] = (0.0,) * 6) -> list:
+    key = (str(path.resolve()), float(max_echo_age_s), odometry_topic, tuple(float(v) for v in camera_pose))
     if key not in _BAG_CACHE:
-        from avsnet_ros.data.rosbag_io import read_bag_samples
+        from avsnet_ros.data.rosbag_io import BagTopics, read_bag_samples
 
-        samples, report = read_bag_samples(path, max_echo_age_s=max_echo_age_s)
+        samples, report = read_bag_samples(path, max_echo_age_s=max_echo_age_s,
+                                           topics=BagTopics(odometry=odometry_topic), camera_pose_in_base=camera_pose)
         LOG.info("bag %s: %d samples (%s)", path, len(samples), report)
         if not samples:
             raise ValueError(f"bag {path} gave no camera frame paired with an echo ({report})")
@@ -58,7 +60,8 @@ def data_kind(path: str | Path, split: str = "train") -> str:
 
 
 def open_split(path: str | Path, split: str, max_depth_m: float | None = None, skip_bad: bool = False,
-               bag_val_every: int = 10, bag_max_echo_age_s: float = 0.5) -> OpenedData:
+               bag_val_every: int = 10, bag_max_echo_age_s: float = 0.5, bag_odometry_topic: str = "/odom",
+               bag_camera_pose: Sequence[float] = (0.0,) * 6) -> OpenedData:
     """Samples of one split.
 
     Args:
@@ -66,13 +69,15 @@ def open_split(path: str | Path, split: str, max_depth_m: float | None = None, s
         split: "train" | "val" | "test" (or any CSV name). For a bag: "train" = all samples but
             every bag_val_every-th, "val" = those, anything else = all samples.
         max_depth_m: None -> the source's default (30 m BV2/synthetic/bag, 12 m BV1).
+        bag_odometry_topic, bag_camera_pose: a bag's odometry (nav_msgs/Odometry) and the camera's pose on
+            the odometry child frame (data.rosbag_io.iter_bag_samples): Sample.pose_world_cam.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--data {path}: no such file or directory")
     if is_bag(path):
         md = float(max_depth_m or DEFAULT_MAX_DEPTH_M["bag"])
-        samples = _bag_samples(path, bag_max_echo_age_s)
+        samples = _bag_samples(path, bag_max_echo_age_s, bag_odometry_topic, bag_camera_pose)
         every = max(2, int(bag_val_every))
         if split == "train":
             chosen = [s for i, s in enumerate(samples) if i % every != every - 1]

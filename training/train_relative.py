@@ -188,8 +188,13 @@ def _require_poses(triplets, data) -> None:
         used = {i for triple in triplets.indices for i in triple}
         missing = [i for i in sorted(used) if rows[i].pose_world_cam is None]
     if missing:
+        from avsnet_ros.data.sources import is_bag
+
+        fix = ("record nav_msgs/Odometry on data.bag_odometry_topic (default /odom) while the camera runs, and set "
+               "data.bag_camera_pose to the camera's pose on the base" if is_bag(data)
+               else f"add the columns {', '.join(POSE_COLUMNS)}")
         raise DatasetError(f"--pose-source odometry: {data} has frames without a camera pose (e.g. index "
-                           f"{missing[0]}; {len(missing)} found): add the columns {', '.join(POSE_COLUMNS)}")
+                           f"{missing[0]}; {len(missing)} found): {fix}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ namespace they carry a leading slash):
                          16UC1/mono16 millimetres (0 invalid), same stamp and size as the image
     /avsnet/chirp        optional std_msgs/msg/String: the emitted sweep (SweepSpec.to_text(), or
                          "unknown"; data.codec.sweep_from_chirp_text), as the chirp emitter publishes it
+    /odom                optional nav_msgs/msg/Odometry: the robot base's pose in its odometry frame;
+                         each frame's camera pose (Sample.pose_world_cam, for stage 2's
+                         --pose-source odometry) is it interpolated at the frame's stamp (linear /
+                         slerp between the two messages around it, at most odometry_max_gap_s apart,
+                         never extrapolated) composed with the camera's pose on the base
+                         (camera_pose_in_base: [x, y, z, yaw, pitch, roll], default 0: the camera body
+                         frame is the base frame); frames outside are counted (frames_without_odometry)
 Bags are written as rosbag2 format version 8 with mcap storage (sqlite3 on request) using the
 ROS 2 Kilted typestore; the reader accepts either storage (rosbags detects it from metadata.yaml;
 a bare .mcap/.db3 file works too), so bags from `ros2 bag record` of the same topics and from
@@ -30,7 +37,8 @@ with no usable camera_info get the nominal ZED 2 intrinsics and are counted.
 
 The writer writes a chirp message (at the sample's stamp, before its echo) for the first sample with
 a sweep and whenever the samples' sweep changes ("unknown" when it becomes None), so samples read
-back carry the sweep they were written with.
+back carry the sweep they were written with; a sample with a camera pose gets an odometry message
+at its stamp (the camera body frame as the base: read back with the default camera_pose_in_base).
 
 Sequence ids and frame indices survive a round trip: the writer stores them per stamp in the
 bag's custom_data (metadata.yaml, key "avsnet_ros.frames"). A bag without it (a recording) gets
@@ -58,6 +66,7 @@ from avsnet_ros.data.codec import (IMAGE_ENCODINGS, MessageError, chirp_text, de
                                    echo_from_image_msg, header_stamp_ns, image_msg_to_array, image_payload,
                                    intrinsics_from_camera_info_msg, pinhole_camera_info_arrays, rgb_from_image_msg,
                                    stamp_ns_to_sec_nanosec, sweep_from_chirp_text, time_to_ns)
+from avsnet_ros.data.poses import R_BODY_OPTICAL, camera_in_base, interpolate_pose
 from avsnet_ros.data.samples import DatasetError, Sample, depth_m_to_mm, nominal_intrinsics
 from avsnet_ros.policy.pairing import DEFAULT_MAX_ECHO_AGE_S, DropReason, match_echo
 
@@ -69,6 +78,7 @@ __all__ = [
     "IMAGE_TYPE",
     "CAMERA_INFO_TYPE",
     "CHIRP_TYPE",
+    "ODOMETRY_TYPE",
     "CAMERA_FRAME_ID",
     "ECHO_FRAME_ID",
     "FRAMES_CUSTOM_KEY",
@@ -101,10 +111,18 @@ log = logging.getLogger(__name__)
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 CHIRP_TYPE = "std_msgs/msg/String"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+ODOMETRY_FRAME_ID = "odom"
+BASE_FRAME_ID = "base_link"
 CAMERA_FRAME_ID = "camera_optical_frame"
 ECHO_FRAME_ID = "microphones"
 FRAMES_CUSTOM_KEY = "avsnet_ros.frames"
 BAG_VERSION = 8
+#: T_optical_body: the camera body frame (REP 103: x forward) in its optical frame
+_T_OPTICAL_BODY = np.eye(4)
+_T_OPTICAL_BODY[:3, :3] = R_BODY_OPTICAL.T
+#: odometry messages further apart than this around a frame give it no pose (no interpolation across gaps)
+DEFAULT_ODOMETRY_MAX_GAP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -116,10 +134,11 @@ class BagTopics:
     echo: str = "/avsnet/echo"
     depth: str = "/camera/depth_gt"
     chirp: str = "/avsnet/chirp"
+    odometry: str = "/odom"
 
     def types(self) -> "dict[str, str]":
         return {self.image: IMAGE_TYPE, self.camera_info: CAMERA_INFO_TYPE, self.echo: IMAGE_TYPE,
-                self.depth: IMAGE_TYPE, self.chirp: CHIRP_TYPE}
+                self.depth: IMAGE_TYPE, self.chirp: CHIRP_TYPE, self.odometry: ODOMETRY_TYPE}
 
 
 DEFAULT_TOPICS = BagTopics()
@@ -181,6 +200,25 @@ def camera_info_msg(intrinsics: np.ndarray, width: int, height: int, stamp_ns: i
 
 # ------------------------------------------------------------------------------------------------
 # writer
+def odometry_msg(t_odom_base: np.ndarray, stamp_ns: int, frame_id: str = ODOMETRY_FRAME_ID,
+                 child_frame_id: str = BASE_FRAME_ID):
+    """nav_msgs/Odometry (rosbags) with the pose T_odom_base (4, 4); zero twist and covariances."""
+    from avsnet_ros.data.poses import rotation_to_quaternion
+
+    ts = typestore()
+    t = np.asarray(t_odom_base, dtype=np.float64)
+    q = rotation_to_quaternion(t[:3, :3])
+    geo = "geometry_msgs/msg/"
+    pose = ts.types[geo + "Pose"](position=ts.types[geo + "Point"](x=t[0, 3], y=t[1, 3], z=t[2, 3]),
+                                  orientation=ts.types[geo + "Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
+    zero3 = ts.types[geo + "Vector3"](x=0.0, y=0.0, z=0.0)
+    return ts.types[ODOMETRY_TYPE](
+        header=make_header(stamp_ns, frame_id), child_frame_id=child_frame_id,
+        pose=ts.types[geo + "PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
+        twist=ts.types[geo + "TwistWithCovariance"](twist=ts.types[geo + "Twist"](linear=zero3, angular=zero3),
+                                                     covariance=np.zeros(36)))
+
+
 def _storage_plugin(storage: str):
     from rosbags.rosbag2 import StoragePlugin
 
@@ -259,6 +297,10 @@ def write_samples_to_bag(
                 last_chirp = text
             msgs.append((topics.echo, echo_to_image_msg(np.asarray(s.echo, dtype=np.float32), t, echo_frame_id),
                          IMAGE_TYPE))
+            if getattr(s, "pose_world_cam", None) is not None:
+                if topics.odometry not in conns:
+                    conns[topics.odometry] = writer.add_connection(topics.odometry, ODOMETRY_TYPE, typestore=ts)
+                msgs.append((topics.odometry, odometry_msg(s.pose_world_cam @ _T_OPTICAL_BODY, t), ODOMETRY_TYPE))
             if s.depth_m is not None:
                 if s.depth_m.shape != (h, w):
                     raise ValueError(f"{s.source}: depth {s.depth_m.shape} differs from the image {(h, w)}")
@@ -309,6 +351,8 @@ class BagReadReport:
     echoes_total: int = 0
     echoes_used: int = 0
     chirps: int = 0  # valid sweep descriptions on the chirp topic
+    odometry_total: int = 0  # valid odometry messages
+    frames_without_odometry: int = 0  # the bag has odometry, but none around the frame (no camera pose)
     rejected: "dict[str, int]" = field(default_factory=dict)  # reason -> messages rejected
     max_echo_age_s: float = 0.0
 
@@ -324,6 +368,7 @@ class _Frame:
     depth: "int | None" = None
     k: "np.ndarray | None" = None
     k_size: "tuple[int, int] | None" = None
+    pose: "np.ndarray | None" = None
 
 
 def _open_reader(bag_path):
@@ -381,9 +426,10 @@ def _topic_connections(reader, topics: BagTopics, report: BagReadReport):
         info["count"] += int(c.msgcount)
     wanted = {}
     for role, name in (("image", topics.image), ("camera_info", topics.camera_info), ("echo", topics.echo),
-                       ("depth", topics.depth), ("chirp", topics.chirp)):
+                       ("depth", topics.depth), ("chirp", topics.chirp), ("odometry", topics.odometry)):
         conns = by_topic.get(name, [])
-        expected = {"camera_info": CAMERA_INFO_TYPE, "chirp": CHIRP_TYPE}.get(role, IMAGE_TYPE)
+        expected = {"camera_info": CAMERA_INFO_TYPE, "chirp": CHIRP_TYPE,
+                    "odometry": ODOMETRY_TYPE}.get(role, IMAGE_TYPE)
         bad = [c for c in conns if c.msgtype != expected]
         if bad:
             raise DatasetError(f"bag topic {name} has type {bad[0].msgtype}, expected {expected}")
@@ -408,6 +454,7 @@ class _Index:
     echoes: list
     infos: list
     echo_sweeps: dict
+    odometry: list  # (stamp_ns, position (3,), quaternion xyzw (4,)), sorted by stamp
 
 
 def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int,
@@ -423,6 +470,7 @@ def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int,
     infos: "list[tuple[int, np.ndarray, tuple[int, int]]]" = []
     echo_logged: "list[tuple[int, int]]" = []  # (log time, ordinal) of the valid echoes
     chirps: "list[tuple[int, object]]" = []  # (log time, SweepSpec or None) of the valid descriptions
+    odometry: "list[tuple[int, np.ndarray, np.ndarray]]" = []
     counters = Counter()
     conns = [c for cs in wanted.values() for c in cs]
     for conn, log_ns, raw in reader.messages(connections=conns):
@@ -450,6 +498,9 @@ def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int,
             elif role == "chirp":
                 chirps.append((int(log_ns), sweep_from_chirp_text(msg.data, sample_rate_hz)))
                 report.chirps += 1
+            elif role == "odometry":
+                odometry.append(_odometry_sample(msg))
+                report.odometry_total += 1
             else:
                 infos.append((_stamp_of(msg), intrinsics_from_camera_info_msg(msg), (int(msg.height), int(msg.width))))
         except MessageError as exc:
@@ -462,7 +513,37 @@ def _index_pass(reader, wanted, report: BagReadReport, min_echo_samples: int,
     for t, k in echo_logged:
         i = bisect.bisect_right(chirp_t, t) - 1
         echo_sweeps[k] = chirps[i][1] if i >= 0 else None
-    return _Index(images, depth, echoes, infos, echo_sweeps)
+    odometry.sort(key=lambda o: o[0])
+    return _Index(images, depth, echoes, infos, echo_sweeps, odometry)
+
+
+def _odometry_sample(msg) -> "tuple[int, np.ndarray, np.ndarray]":
+    """(stamp_ns, position, quaternion xyzw) of an Odometry message; MessageError (odometry_invalid) for a
+    non-finite position or a zero / non-finite quaternion."""
+    p, o = msg.pose.pose.position, msg.pose.pose.orientation
+    pos = np.array([p.x, p.y, p.z], dtype=np.float64)
+    q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
+    if not (np.isfinite(pos).all() and np.isfinite(q).all()) or np.linalg.norm(q) < 1e-6:
+        raise MessageError("odometry_invalid", f"odometry pose {pos.tolist()} / {q.tolist()} is not a valid pose")
+    return _stamp_of(msg), pos, q / np.linalg.norm(q)
+
+
+def _attach_poses(frames, odometry, report: BagReadReport, camera_pose_in_base, max_gap_s: float) -> None:
+    """Each frame's camera pose T_odom_optical: the interpolated base pose @ the camera's pose on the base."""
+    if not odometry:
+        return
+    base_optical = camera_in_base(camera_pose_in_base)
+    stamps = [o[0] for o in odometry]
+    positions = [o[1] for o in odometry]
+    quats = [o[2] for o in odometry]
+    gap_ns = int(round(max_gap_s * 1e9))
+    for f in frames:
+        base = interpolate_pose(f.stamp_ns, stamps, positions, quats, gap_ns)
+        if base is None:
+            if f.echo is not None:
+                report.frames_without_odometry += 1
+        else:
+            f.pose = base @ base_optical
 
 
 def _pair(images, depth, echoes, infos, report: BagReadReport, max_echo_age_s: float, depth_tol_ns: int):
@@ -516,8 +597,13 @@ def iter_bag_samples(
     depth_tolerance_s: float = 0.001,
     sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ,
     min_echo_samples: int = 1,
+    camera_pose_in_base=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    odometry_max_gap_s: float = DEFAULT_ODOMETRY_MAX_GAP_S,
 ) -> Iterator[Sample]:
     """Stream the Samples of a bag (see the module docstring); fills `report` as it goes.
+
+    camera_pose_in_base: the camera body frame in the odometry child frame, [x_m, y_m, z_m, yaw_deg,
+    pitch_deg, roll_deg] (REP 103); with odometry_max_gap_s it sets Sample.pose_world_cam.
 
     Raises DatasetError for a missing/unreadable bag, missing image or echo topic, or a topic of
     the wrong type. Malformed messages are counted in report.rejected and their frames dropped.
@@ -536,6 +622,7 @@ def iter_bag_samples(
         infos = index.infos
         frames = _pair(index.images, index.depth, index.echoes, infos, report, max_echo_age_s,
                        int(round(depth_tolerance_s * 1e9)))
+        _attach_poses(frames, index.odometry, report, camera_pose_in_base, odometry_max_gap_s)
         if infos == [] and frames:
             log.warning("bag %s has no usable camera_info on %s: nominal intrinsics used", bag_path, topics.camera_info)
         # Pass 2: decode only what the paired frames need, emit frames in camera-message order.
@@ -575,6 +662,9 @@ def iter_bag_samples(
     if report.frames_without_echo:
         log.warning("bag %s: %d of %d frames have no echo within %.3f s before them (dropped)", bag_path,
                     report.frames_without_echo, report.frames_total, max_echo_age_s)
+    if report.frames_without_odometry:
+        log.warning("bag %s: %d frames have no odometry within %.3f s around them (no camera pose)", bag_path,
+                    report.frames_without_odometry, odometry_max_gap_s)
 
 
 def _release(cache, need, role, k):
@@ -631,7 +721,7 @@ def _build_sample(f: _Frame, cache, need, ts, report, bag_path, topics, custom, 
     return Sample(
         rgb=rgb, echo=echo, sample_rate_hz=int(sample_rate_hz), depth_m=depth, intrinsics=k,
         stamp_ns=f.stamp_ns, sequence_id=seq, frame_index=frame,
-        source=f"{bag_path}:{topics.image}#{f.ordinal}", sweep=sweep,
+        source=f"{bag_path}:{topics.image}#{f.ordinal}", sweep=sweep, pose_world_cam=f.pose,
     )
 
 
