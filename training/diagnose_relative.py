@@ -55,7 +55,8 @@ def diagnose(depthnet, data_root: str, split: str, n: int = 60, posenet=None, ba
     data = open_split(data_root, split)
     triplets = TripletDataset(data.dataset, 1)
     base = FirstN(triplets, n) if n and len(triplets) > n else triplets
-    size_hw = tuple(depthnet.config.image_size_hw)
+    config = getattr(depthnet, "config", None)  # DepthNet: its input size; transformers: the processor's
+    size_hw = tuple(getattr(config, "image_size_hw", None) or depthnet.processing.size_hw)
     ds = TorchTripletDataset(base, size_hw, max_depth_m=data.max_depth_m)
     poses = _camera_poses(Path(data_root), split)
     rows = []
@@ -110,7 +111,8 @@ def diagnose(depthnet, data_root: str, split: str, n: int = 60, posenet=None, ba
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default=None, help="training run dir (uses RUN/best/depthnet and RUN/best/posenet)")
-    p.add_argument("--depthnet", default=None, help="DepthNet checkpoint dir (instead of --run)")
+    p.add_argument("--depthnet", default=None, help="DepthNet checkpoint dir, or a transformers depth folder "
+                   "predicting depth (self-supervised here, or metric) (instead of --run)")
     p.add_argument("--posenet", default=None, help="PoseNet checkpoint dir (optional)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
@@ -120,13 +122,18 @@ def main(argv=None) -> int:
     import torch
 
     from avsnet_ros.models.checkpoint import load_model
+    from avsnet_ros.models.hf_depth import load_relative_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     depth_dir = args.depthnet or (args.run and str(Path(args.run) / "best" / "depthnet"))
     pose_dir = args.posenet or (args.run and str(Path(args.run) / "best" / "posenet"))
     if not depth_dir:
         p.error("give --run or --depthnet")
-    depthnet, _ = load_model(depth_dir)
+    depthnet, output_type = load_relative_model(depth_dir)  # a DepthNet or a transformers folder
+    if output_type == "disparity":
+        p.error(f"{depth_dir} predicts affine-invariant disparity: the median-ratio diagnosis needs depth up to scale")
+    if not hasattr(depthnet, "depth"):  # transformers: the module's output is the depth (metres or up to scale)
+        depthnet.depth = depthnet.forward
     posenet = load_model(pose_dir)[0] if pose_dir and Path(pose_dir).exists() else None
     summary = diagnose(depthnet, args.data, args.split, args.n, posenet)
     if args.json:
