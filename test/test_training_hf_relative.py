@@ -96,7 +96,8 @@ def test_train_relative_trains_depth_anything_from_scratch_and_resumes(tmp_path)
     best = run_a / "best" / "depthnet"
     assert relative_checkpoint_kind(best) == "transformers" and (run_a / "best" / "posenet").is_dir()
     doc = json.loads((best / "config.json").read_text())
-    assert doc["avsnet_ros_self_supervised"] == {"min_depth": 0.1, "max_depth": 100.0}
+    assert doc["avsnet_ros_self_supervised"] == {"min_depth": 0.1, "max_depth": 100.0, "input": "rgb",  # random start:
+                                                 "output_scale": 1.0, "output_shift": 0.0}  # no calibration
     assert "train_relative.py" in doc["avsnet_ros_training"]["training_command"]
 
     # Trained: the weights moved away from the seeded random start.
@@ -142,3 +143,60 @@ def test_train_relative_refuses_a_type_it_cannot_train(tmp_path):
                 "--transformers-model", str(zoe), ok=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "zoedepth" in proc.stderr and "cannot be trained" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_luminance_input_is_saved_and_sees_no_colour(tmp_path):
+    """model.input luminance: two images with equal BT.601 luminance but other colours give the same depth, after
+    a save/load round trip too; the rgb model with the same weights tells them apart."""
+    from avsnet_ros.models.hf_depth import load_transformers_depth
+    from training.hf_relative import build_transformers_depthnet
+
+    folder = save_tiny("depth_anything", tmp_path / "src", seed=1)
+    lum = build_transformers_depthnet(folder, (64, 128), 0.1, 100.0, input_mode="luminance").eval()
+    rgb_net = build_transformers_depthnet(folder, (64, 128), 0.1, 100.0).eval()
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 64, 128, generator=g) * 0.5 + 0.25
+    y = 0.299 * a[:, 0] + 0.587 * a[:, 1] + 0.114 * a[:, 2]
+    b = a.clone()  # shift red against green so that Y stays: 0.299 dR + 0.587 dG = 0
+    b[:, 0] += 0.1
+    b[:, 1] -= 0.1 * 0.299 / 0.587
+    assert torch.allclose(0.299 * b[:, 0] + 0.587 * b[:, 1] + 0.114 * b[:, 2], y, atol=1e-6)
+    loaded = load_transformers_depth(lum.save_folder(tmp_path / "lum"))
+    assert loaded.input_mode == "luminance"
+    with torch.no_grad():  # the raw head outputs (a random head saturates the sigmoid)
+        for model in (lum.net._predict, loaded._predict):
+            assert torch.allclose(model(a), model(b), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(rgb_net.net._predict(a), rgb_net.net._predict(b), rtol=1e-4, atol=1e-5)
+
+
+def test_pretrained_head_is_calibrated_into_the_sigmoid(tmp_path):
+    """From weights, the head's output is mapped to mean -3 / std 1 before the sigmoid (a random tiny Depth Anything
+    head, gain 20, saturates it: every pixel at min_depth, no gradient); order kept; train_relative saves (a, b)."""
+    from avsnet_ros.models.hf_depth import load_transformers_depth
+    from training.hf_relative import CALIBRATED_LOGIT_MEAN, build_transformers_depthnet
+    from training.tiny_data import make_tiny_bv2
+
+    folder = save_tiny("depth_anything", tmp_path / "src", seed=2)
+    net = build_transformers_depthnet(folder, (64, 128), 0.1, 100.0).eval()
+    rgb = torch.rand(4, 3, 64, 128, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        raw = net.net._predict(rgb)
+        before = net(rgb)[0]
+        a, b = net.calibrate_output(rgb)
+        logits = raw * a + b
+        after = net(rgb)[0]
+    assert float(before.std()) < 1e-3  # saturated
+    assert float(logits.mean()) == pytest.approx(CALIBRATED_LOGIT_MEAN, abs=1e-3)
+    assert float(logits.std()) == pytest.approx(1.0, abs=1e-3)
+    assert torch.allclose(after, torch.sigmoid(logits)) and a > 0 and float(after.std()) > 0.01
+
+    data = make_tiny_bv2(tmp_path / "bv2", n_sequences=3, frames_per_sequence=4, size_hw=(64, 128),
+                         splits=("train", "train", "val"))
+    cfg = tmp_path / "rel.yaml"
+    cfg.write_text(CONFIG.replace("epochs: 2", "epochs: 1"))
+    run = tmp_path / "run"
+    _run("--data", str(data), "--out", str(run), "--config", str(cfg), "--transformers-model", str(folder))
+    saved = json.loads((run / "best" / "depthnet" / "config.json").read_text())["avsnet_ros_self_supervised"]
+    assert saved["output_scale"] != 1.0
+    assert load_transformers_depth(run / "best" / "depthnet").output_affine == (saved["output_scale"],
+                                                                               saved["output_shift"])

@@ -29,6 +29,9 @@ from avsnet_ros.models.hf_depth import (SELF_SUPERVISED_KEY, TRAINABLE_MODEL_TYP
                                         TransformersDepthModel, drop_output_activation, load_transformers_depth,
                                         read_image_processing, write_image_processing)
 
+#: mean sigmoid input after calibrate_output: disparity sigmoid(-3) = 0.047, depth ~2 (relative units) over the
+#: default 0.1 .. 100 range, in the sigmoid's responsive part
+CALIBRATED_LOGIT_MEAN = -3.0
 #: the backbone patch multiple the network input is rounded to, per model type
 _MULTIPLE = {"depth_anything": 14, "dpt": 16}
 
@@ -62,7 +65,9 @@ class TransformersDepthNet(nn.Module):
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         config = self.net.model.config
-        setattr(config, SELF_SUPERVISED_KEY, {"min_depth": self.config.min_depth, "max_depth": self.config.max_depth})
+        a, b = self.net.output_affine
+        setattr(config, SELF_SUPERVISED_KEY, {"min_depth": self.config.min_depth, "max_depth": self.config.max_depth,
+                                              "input": self.net.input_mode, "output_scale": a, "output_shift": b})
         if extra:
             json.dumps(dict(extra))  # fails early if extra is not JSON
             config.avsnet_ros_training = dict(extra)
@@ -73,21 +78,40 @@ class TransformersDepthNet(nn.Module):
     def load_folder(self, path) -> Any:
         """Strict weight load from a folder written by :meth:`save_folder` (resume); returns its config."""
         loaded = load_transformers_depth(path)
-        if loaded.model_type != self.net.model_type or loaded.depth_range != self.net.depth_range:
+        if (loaded.model_type, loaded.depth_range, loaded.input_mode) != (self.net.model_type, self.net.depth_range,
+                                                                          self.net.input_mode):
             raise CheckpointError(f"{path}: {loaded.model_type} over {loaded.depth_range} m, this run trains "
                                   f"{self.net.model_type} over {self.net.depth_range} m")
         self.net.model.load_state_dict(loaded.model.state_dict(), strict=True)
+        self.net.output_affine = loaded.output_affine
         return loaded.model.config
+
+    @torch.no_grad()
+    def calibrate_output(self, rgb: torch.Tensor) -> tuple[float, float]:
+        """Set the output affine so that this batch's head outputs enter the sigmoid with mean
+        CALIBRATED_LOGIT_MEAN and std 1 (once, before training from pretrained weights: a pretrained
+        head's disparities, e.g. Depth Anything's 0-20, would saturate the sigmoid and stop its
+        gradient). Keeps the order of the values (a > 0). Returns (a, b)."""
+        was_training = self.training
+        self.eval()
+        raw = self.net._predict(rgb).float()
+        self.train(was_training)
+        std = float(raw.std())
+        a = 1.0 / max(std, 1e-6)
+        b = CALIBRATED_LOGIT_MEAN - float(raw.mean()) * a
+        self.net.output_affine = (a, b)
+        return a, b
 
 
 def build_transformers_depthnet(folder, image_size_hw, min_depth: float, max_depth: float,
-                                seed: Optional[int] = None) -> TransformersDepthNet:
+                                seed: Optional[int] = None, input_mode: str = "rgb") -> TransformersDepthNet:
     """A trainable transformers depth network from ``folder`` (config.json [+ model.safetensors]).
 
     With weights: ``from_pretrained(local_files_only=True)`` (the head's last activation is then
     dropped, so its output starts as the pretrained prediction before the sigmoid); without: random
     weights from the config (``seed`` seeds them). The network input is ``image_size_hw`` rounded to
-    the patch multiple, normalised as the folder's processor says (or the model type's default).
+    the patch multiple, normalised as the folder's processor says (or the model type's default);
+    ``input_mode`` "luminance" feeds it Y in all three channels (RelativeDepthConfig.input).
     Raises CheckpointError for a missing/unreadable folder or an unsupported model type.
     """
     from transformers import AutoConfig, AutoModelForDepthEstimation
@@ -124,6 +148,6 @@ def build_transformers_depthnet(folder, image_size_hw, min_depth: float, max_dep
                                  _MULTIPLE.get(model_type, base.ensure_multiple_of), base.mean, base.std,
                                  base.resample)
     net = TransformersDepthModel(model.train(), processing, "depth", name=p.name,
-                                 depth_range=(float(min_depth), float(max_depth)))
+                                 depth_range=(float(min_depth), float(max_depth)), input_mode=input_mode)
     return TransformersDepthNet(net)
 

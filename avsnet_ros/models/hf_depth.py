@@ -43,7 +43,8 @@ from .checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, CheckpointEr
 LOG = logging.getLogger(__name__)
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
-#: config.json key of a self-supervised (train_relative.py) transformers model: {"min_depth", "max_depth"} (m).
+#: config.json key of a self-supervised (train_relative.py) transformers model: {"min_depth", "max_depth"} (m)
+#: and optionally "input": "rgb" | "luminance" (as RelativeDepthConfig.input).
 SELF_SUPERVISED_KEY = "avsnet_ros_self_supervised"
 #: What a relative model's output means (see the module docstring).
 OUTPUT_TYPES = ("depth", "disparity", "metric")
@@ -168,6 +169,27 @@ def self_supervised_range(config) -> Optional[tuple[float, float]]:
     return lo, hi
 
 
+def self_supervised_affine(config) -> tuple[float, float]:
+    """(output_scale, output_shift) of a self-supervised transformers model (default (1, 0))."""
+    entry = getattr(config, SELF_SUPERVISED_KEY, None) or {}
+    try:
+        a, b = float(entry.get("output_scale", 1.0)), float(entry.get("output_shift", 0.0))
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"{SELF_SUPERVISED_KEY}: output_scale / output_shift must be numbers, got {entry!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b) and a > 0):
+        raise ValueError(f"{SELF_SUPERVISED_KEY}: need output_scale > 0 and a finite output_shift, got {a}, {b}")
+    return a, b
+
+
+def self_supervised_input(config) -> str:
+    """"rgb" or "luminance": what a self-supervised transformers model was trained on (ValueError otherwise)."""
+    entry = getattr(config, SELF_SUPERVISED_KEY, None) or {}
+    mode = entry.get("input", "rgb") if isinstance(entry, dict) else "rgb"
+    if mode not in ("rgb", "luminance"):
+        raise ValueError(f"{SELF_SUPERVISED_KEY}: input must be 'rgb' or 'luminance', got {mode!r}")
+    return mode
+
+
 #: model types whose head can be trained self-supervised (its last activation is dropped).
 TRAINABLE_MODEL_TYPES = ("depth_anything", "dpt")
 
@@ -260,8 +282,16 @@ class TransformersDepthModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, processing: ImageProcessing, output_type: str, name: str = "",
-                 depth_range: Optional[tuple[float, float]] = None):
+                 depth_range: Optional[tuple[float, float]] = None, input_mode: str = "rgb",
+                 output_affine: tuple[float, float] = (1.0, 0.0)):
         super().__init__()
+        #: (a, b): a self-supervised model's disparity is sigmoid(a * head output + b) (training/hf_relative.py
+        #: sets them once from a batch when it starts from pretrained weights, so the sigmoid is not saturated)
+        self.output_affine = (float(output_affine[0]), float(output_affine[1]))
+        if input_mode not in ("rgb", "luminance"):
+            raise ValueError(f"input_mode must be 'rgb' or 'luminance', got {input_mode!r}")
+        #: "luminance": the network sees Y (BT.601) in all three channels (a self-supervised model trained so)
+        self.input_mode = input_mode
         if output_type not in ("disparity", "metric", "depth"):
             raise ValueError(f"output_type must be 'disparity', 'metric' or 'depth', got {output_type!r}")
         if (output_type == "depth") != (depth_range is not None):
@@ -295,7 +325,8 @@ class TransformersDepthModel(nn.Module):
         (depth = 1 / (1/max + (1/min - 1/max) * disparity), relative.disp_to_depth)."""
         if self.depth_range is None:
             raise ValueError(f"{self.name}: disparity() is for self-supervised models (depth_range set)")
-        return torch.sigmoid(self._predict(rgb))
+        a, b = self.output_affine
+        return torch.sigmoid(self._predict(rgb) * a + b)
 
     def _predict(self, rgb: torch.Tensor) -> torch.Tensor:
         if rgb.dim() != 4 or rgb.shape[1] != 3:
@@ -306,6 +337,10 @@ class TransformersDepthModel(nn.Module):
         if net_hw != in_hw:
             x = F.interpolate(x, size=net_hw, mode=self.processing.resample, align_corners=False, antialias=True)
             x = x.clamp(0.0, 1.0)  # bicubic overshoot; the processors resize uint8 images
+        if self.input_mode == "luminance":
+            from ..preprocessing import luminance
+
+            x = luminance(x).expand(-1, 3, -1, -1)
         x = (x - self.rgb_mean) / self.rgb_std
         out = self.model(pixel_values=x)
         pred = out.predicted_depth.float()
@@ -341,6 +376,8 @@ def load_transformers_depth(path: Union[str, os.PathLike],
         config = AutoConfig.from_pretrained(str(p), local_files_only=True)
         output_type = hf_output_type(config)
         depth_range = self_supervised_range(config)
+        input_mode = self_supervised_input(config)
+        affine = self_supervised_affine(config)
         model = AutoModelForDepthEstimation.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
         if depth_range is not None:
             drop_output_activation(model)
@@ -349,7 +386,8 @@ def load_transformers_depth(path: Union[str, os.PathLike],
     except Exception as exc:  # ValueError (unknown type), OSError, safetensors errors, ...
         raise CheckpointError(f"cannot load transformers depth model from {p}: {type(exc).__name__}: {exc}") from None
     processing = read_image_processing(p, config.model_type)
-    wrapped = TransformersDepthModel(model, processing, output_type, name=p.name, depth_range=depth_range)
+    wrapped = TransformersDepthModel(model, processing, output_type, name=p.name, depth_range=depth_range,
+                                     input_mode=input_mode, output_affine=affine)
     return wrapped.to(device).eval()
 
 
