@@ -212,3 +212,29 @@ def test_replay_eval_rejects_a_repeated_scale_filter(tmp_path, capsys):
     rc = replay_eval.main(["--bag", str(tmp_path / "nothing"), "--scale-filters", "none,median"])
     assert rc == 1
     assert "median not one of none, kalman" in capsys.readouterr().err
+
+
+def test_collector_pictures_keep_their_rgb_when_a_frame_is_never_answered():
+    """The first frame gets no depth (the node had no echo yet): the kept pictures are the next frames, each with
+    its own RGB (the first frame used to hold a slot, and the last picture got no RGB: a black panel)."""
+    from ros_support import ros_context
+
+    from avsnet_ros.nodes.collector import DepthCollector
+
+    rng = np.random.default_rng(3)
+    frames = {1_000 + 10 * i: rng.integers(0, 256, (2, 3, 3), dtype=np.uint8) for i in range(16)}
+    gt = np.full((2, 3), 2.0, dtype=np.float32)
+    with ros_context() as (context, _executor):
+        col = DepthCollector("rgb_collector_test", keep_frames=4, context=context)
+        try:
+            for i, (stamp, rgb) in enumerate(frames.items()):
+                col.add_rgb(stamp, rgb)
+                col.add_gt(stamp, gt)
+                if i > 0:  # frame 0: never answered
+                    col.add_depth(stamp, gt * 1.1, received_ns=stamp + 5)
+            assert [k["stamp_ns"] for k in col.kept] == list(frames)[1:5]
+            for k in col.kept:
+                assert k["rgb"] is not None and np.array_equal(k["rgb"], frames[k["stamp_ns"]])
+            assert len(col._rgb) <= 4 + 8  # bounded: frames after the pictures are full are not decoded
+        finally:
+            col.destroy_node()

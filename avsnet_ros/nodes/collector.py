@@ -47,6 +47,8 @@ TOPICS = {
 
 #: unmatched depth / ground-truth images kept per side while their partner is on its way
 MAX_WAITING = 64
+#: camera frames kept beyond keep_frames while their depth is on its way (1280x720: 2.7 MB each)
+MAX_RGB_WAITING = 8
 
 
 def _take_or_wait(partners: "OrderedDict[int, np.ndarray]", own: "OrderedDict[int, np.ndarray]", stamp: int,
@@ -128,14 +130,22 @@ class DepthCollector(Node):
     def _on_image(self, msg: Image) -> None:
         self._tick("image")
         with self.lock:
-            if len(self.kept) + len(self._rgb) >= self.keep_frames:
+            if len(self.kept) >= self.keep_frames:
                 return
         try:
             rgb = conv.rgb_from_image_msg(msg)
         except conv.MessageError:
             return
+        self.add_rgb(conv.stamp_to_ns(msg.header.stamp), rgb)
+
+    def add_rgb(self, stamp: int, rgb: np.ndarray) -> None:
+        """One camera frame (H, W, 3) uint8 for the kept pictures. The newest keep_frames + MAX_RGB_WAITING
+        frames wait for their depth: a frame the node never answers (e.g. no echo yet) ages out instead of
+        taking a picture's place (it did: the demo's fourth PNG had a black RGB panel)."""
         with self.lock:
-            self._rgb[conv.stamp_to_ns(msg.header.stamp)] = rgb
+            self._rgb[int(stamp)] = rgb
+            while len(self._rgb) > self.keep_frames + MAX_RGB_WAITING:
+                self._rgb.popitem(last=False)
 
     def _on_scale(self, msg: Float32MultiArray) -> None:
         self._tick("scale")
