@@ -17,6 +17,7 @@ median / mean-std scaling, as the DepthNet).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -26,8 +27,8 @@ from torch import nn
 
 from avsnet_ros.models.checkpoint import WEIGHTS_NAME, CheckpointError
 from avsnet_ros.models.hf_depth import (SELF_SUPERVISED_KEY, TRAINABLE_MODEL_TYPES, ImageProcessing,
-                                        TransformersDepthModel, drop_output_activation, load_transformers_depth,
-                                        read_image_processing, write_image_processing)
+                                        SelfSupervisedSpec, TransformersDepthModel, drop_output_activation,
+                                        load_transformers_depth, read_image_processing, write_image_processing)
 
 #: mean sigmoid input after calibrate_output: disparity sigmoid(-3) = 0.047, depth ~2 (relative units) over the
 #: default 0.1 .. 100 range, in the sigmoid's responsive part
@@ -66,8 +67,8 @@ class TransformersDepthNet(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         config = self.net.model.config
         a, b = self.net.output_affine
-        setattr(config, SELF_SUPERVISED_KEY, {"min_depth": self.config.min_depth, "max_depth": self.config.max_depth,
-                                              "input": self.net.input_mode, "output_scale": a, "output_shift": b})
+        spec = SelfSupervisedSpec(self.config.min_depth, self.config.max_depth, self.net.input_mode, a, b)
+        setattr(config, SELF_SUPERVISED_KEY, asdict(spec))
         if extra:
             json.dumps(dict(extra))  # fails early if extra is not JSON
             config.avsnet_ros_training = dict(extra)

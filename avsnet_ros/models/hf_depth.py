@@ -20,9 +20,9 @@ normalisation done in torch on that device, and the prediction resized back to (
 picks the alignment from it (README "Scaling").
 
 A transformers architecture trained by ``training/train_relative.py --transformers-model`` with the
-self-supervised losses is saved the same way, with ``"avsnet_ros_self_supervised": {"min_depth",
-"max_depth"}`` in its config.json: its head's final activation is dropped and the raw output read as
-a sigmoid disparity (Monodepth2's depth range), so its output_type is "depth".
+self-supervised losses is saved the same way, with ``"avsnet_ros_self_supervised"`` in its
+config.json (:class:`SelfSupervisedSpec`): its head's final activation is dropped and the raw output
+read as a sigmoid disparity (Monodepth2's depth range), so its output_type is "depth".
 """
 from __future__ import annotations
 
@@ -43,8 +43,7 @@ from .checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, CheckpointEr
 LOG = logging.getLogger(__name__)
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
-#: config.json key of a self-supervised (train_relative.py) transformers model: {"min_depth", "max_depth"} (m)
-#: and optionally "input": "rgb" | "luminance" (as RelativeDepthConfig.input).
+#: config.json key of a self-supervised (train_relative.py) transformers model (SelfSupervisedSpec's fields).
 SELF_SUPERVISED_KEY = "avsnet_ros_self_supervised"
 #: What a relative model's output means (see the module docstring).
 OUTPUT_TYPES = ("depth", "disparity", "metric")
@@ -144,7 +143,7 @@ def hf_output_type(config) -> str:
     """"disparity", "metric" or "depth" (self-supervised here: :data:`SELF_SUPERVISED_KEY`) for a
     transformers depth config (ValueError for unknown model types)."""
     model_type = getattr(config, "model_type", None)
-    if self_supervised_range(config) is not None:
+    if SelfSupervisedSpec.from_config(config) is not None:
         return "depth"
     if model_type == "depth_anything" and getattr(config, "depth_estimation_type", "relative") == "metric":
         return "metric"
@@ -154,40 +153,39 @@ def hf_output_type(config) -> str:
     return HF_OUTPUT_TYPES[model_type]
 
 
-def self_supervised_range(config) -> Optional[tuple[float, float]]:
-    """(min_depth, max_depth) of a transformers config trained self-supervised here, else None.
-    ValueError for a malformed entry."""
-    entry = getattr(config, SELF_SUPERVISED_KEY, None)
-    if entry is None:
-        return None
-    try:
-        lo, hi = float(entry["min_depth"]), float(entry["max_depth"])
-    except (TypeError, KeyError, ValueError):
-        raise ValueError(f"{SELF_SUPERVISED_KEY} must be {{'min_depth': m, 'max_depth': m}}, got {entry!r}") from None
-    if not (0 < lo < hi and math.isfinite(hi)):
-        raise ValueError(f"{SELF_SUPERVISED_KEY}: need 0 < min_depth < max_depth, got {lo}, {hi}")
-    return lo, hi
+@dataclass(frozen=True)
+class SelfSupervisedSpec:
+    """The :data:`SELF_SUPERVISED_KEY` entry of a transformers model trained by train_relative.py:
+    depth = disp_to_depth(sigmoid(output_scale * head + output_shift), min_depth, max_depth), the
+    network fed ``input`` ("rgb" or "luminance")."""
 
+    min_depth: float
+    max_depth: float
+    input: str = "rgb"
+    output_scale: float = 1.0
+    output_shift: float = 0.0
 
-def self_supervised_affine(config) -> tuple[float, float]:
-    """(output_scale, output_shift) of a self-supervised transformers model (default (1, 0))."""
-    entry = getattr(config, SELF_SUPERVISED_KEY, None) or {}
-    try:
-        a, b = float(entry.get("output_scale", 1.0)), float(entry.get("output_shift", 0.0))
-    except (TypeError, ValueError, AttributeError):
-        raise ValueError(f"{SELF_SUPERVISED_KEY}: output_scale / output_shift must be numbers, got {entry!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b) and a > 0):
-        raise ValueError(f"{SELF_SUPERVISED_KEY}: need output_scale > 0 and a finite output_shift, got {a}, {b}")
-    return a, b
-
-
-def self_supervised_input(config) -> str:
-    """"rgb" or "luminance": what a self-supervised transformers model was trained on (ValueError otherwise)."""
-    entry = getattr(config, SELF_SUPERVISED_KEY, None) or {}
-    mode = entry.get("input", "rgb") if isinstance(entry, dict) else "rgb"
-    if mode not in ("rgb", "luminance"):
-        raise ValueError(f"{SELF_SUPERVISED_KEY}: input must be 'rgb' or 'luminance', got {mode!r}")
-    return mode
+    @classmethod
+    def from_config(cls, config) -> "Optional[SelfSupervisedSpec]":
+        """The spec of a transformers config, None when it has no entry; ValueError for a malformed one."""
+        entry = getattr(config, SELF_SUPERVISED_KEY, None)
+        if entry is None:
+            return None
+        try:
+            spec = cls(float(entry["min_depth"]), float(entry["max_depth"]), str(entry.get("input", "rgb")),
+                       float(entry.get("output_scale", 1.0)), float(entry.get("output_shift", 0.0)))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise ValueError(f"{SELF_SUPERVISED_KEY} must be {{'min_depth': m, 'max_depth': m[, 'input', "
+                             f"'output_scale', 'output_shift']}}, got {entry!r}") from None
+        if not (0 < spec.min_depth < spec.max_depth and math.isfinite(spec.max_depth)):
+            raise ValueError(f"{SELF_SUPERVISED_KEY}: need 0 < min_depth < max_depth, got {spec.min_depth}, "
+                             f"{spec.max_depth}")
+        if spec.input not in ("rgb", "luminance"):
+            raise ValueError(f"{SELF_SUPERVISED_KEY}: input must be 'rgb' or 'luminance', got {spec.input!r}")
+        if not (math.isfinite(spec.output_scale) and math.isfinite(spec.output_shift) and spec.output_scale > 0):
+            raise ValueError(f"{SELF_SUPERVISED_KEY}: need output_scale > 0 and a finite output_shift, got "
+                             f"{spec.output_scale}, {spec.output_shift}")
+        return spec
 
 
 #: model types whose head can be trained self-supervised (its last activation is dropped).
@@ -375,19 +373,21 @@ def load_transformers_depth(path: Union[str, os.PathLike],
 
         config = AutoConfig.from_pretrained(str(p), local_files_only=True)
         output_type = hf_output_type(config)
-        depth_range = self_supervised_range(config)
-        input_mode = self_supervised_input(config)
-        affine = self_supervised_affine(config)
+        spec = SelfSupervisedSpec.from_config(config)
         model = AutoModelForDepthEstimation.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
-        if depth_range is not None:
+        if spec is not None:
             drop_output_activation(model)
     except CheckpointError:
         raise
     except Exception as exc:  # ValueError (unknown type), OSError, safetensors errors, ...
         raise CheckpointError(f"cannot load transformers depth model from {p}: {type(exc).__name__}: {exc}") from None
     processing = read_image_processing(p, config.model_type)
-    wrapped = TransformersDepthModel(model, processing, output_type, name=p.name, depth_range=depth_range,
-                                     input_mode=input_mode, output_affine=affine)
+    if spec is None:
+        wrapped = TransformersDepthModel(model, processing, output_type, name=p.name)
+    else:
+        wrapped = TransformersDepthModel(model, processing, output_type, name=p.name,
+                                         depth_range=(spec.min_depth, spec.max_depth), input_mode=spec.input,
+                                         output_affine=(spec.output_scale, spec.output_shift))
     return wrapped.to(device).eval()
 
 
@@ -424,7 +424,7 @@ __all__ = [
     "TransformersDepthModel",
     "relative_checkpoint_kind",
     "hf_output_type",
-    "self_supervised_range",
+    "SelfSupervisedSpec",
     "drop_output_activation",
     "write_image_processing",
     "read_image_processing",
