@@ -96,8 +96,10 @@ def test_train_relative_trains_depth_anything_from_scratch_and_resumes(tmp_path)
     best = run_a / "best" / "depthnet"
     assert relative_checkpoint_kind(best) == "transformers" and (run_a / "best" / "posenet").is_dir()
     doc = json.loads((best / "config.json").read_text())
-    assert doc["avsnet_ros_self_supervised"] == {"min_depth": 0.1, "max_depth": 100.0, "input": "rgb",  # random start:
-                                                 "output_scale": 1.0, "output_shift": 0.0}  # no calibration
+    spec = doc["avsnet_ros_self_supervised"]
+    assert {k: spec[k] for k in ("min_depth", "max_depth", "input")} == {"min_depth": 0.1, "max_depth": 100.0,
+                                                                        "input": "rgb"}
+    assert 0 < spec["output_scale"] <= 1.0 and np.isfinite(spec["output_shift"])  # calibrated on the first frames
     assert "train_relative.py" in doc["avsnet_ros_training"]["training_command"]
 
     # Trained: the weights moved away from the seeded random start.
@@ -170,8 +172,9 @@ def test_luminance_input_is_saved_and_sees_no_colour(tmp_path):
 
 
 def test_pretrained_head_is_calibrated_into_the_sigmoid(tmp_path):
-    """From weights, the head's output is mapped to mean -3 / std 1 before the sigmoid (a random tiny Depth Anything
-    head, gain 20, saturates it: every pixel at min_depth, no gradient); order kept; train_relative saves (a, b)."""
+    """The head's output is mapped to mean -3 / spread <= 1 before the sigmoid (a head with a wide spread saturates
+    it: every pixel at min or max depth, no gradient); a ~0 output is only shifted; order kept; train_relative saves
+    (a, b)."""
     from avsnet_ros.models.hf_depth import load_transformers_depth
     from training.hf_relative import CALIBRATED_LOGIT_MEAN, build_transformers_depthnet
     from training.tiny_data import make_tiny_bv2
@@ -179,16 +182,30 @@ def test_pretrained_head_is_calibrated_into_the_sigmoid(tmp_path):
     folder = save_tiny("depth_anything", tmp_path / "src", seed=2)
     net = build_transformers_depthnet(folder, (64, 128), 0.1, 100.0).eval()
     rgb = torch.rand(4, 3, 64, 128, generator=torch.Generator().manual_seed(5))
+    # a head with a pretrained-like spread of values (the random tiny head's spread is ~1e-5: Depth Anything's
+    # head gain scales it up to std >> 1)
+    net.net.model.head.max_depth = 1e8
     with torch.no_grad():
         raw = net.net._predict(rgb)
         before = net(rgb)[0]
         a, b = net.calibrate_output(rgb)
         logits = raw * a + b
         after = net(rgb)[0]
-    assert float(before.std()) < 1e-3  # saturated
+    def dead(disp):  # fraction of pixels where the sigmoid's slope is ~0 (no gradient reaches the head)
+        return float((disp * (1 - disp) < 0.01).float().mean())
+
+    assert float(raw.std()) > 1.0 and dead(before) > 0.5
     assert float(logits.mean()) == pytest.approx(CALIBRATED_LOGIT_MEAN, abs=1e-3)
     assert float(logits.std()) == pytest.approx(1.0, abs=1e-3)
-    assert torch.allclose(after, torch.sigmoid(logits)) and a > 0 and float(after.std()) > 0.01
+    assert torch.allclose(after, torch.sigmoid(logits)) and a > 0 and dead(after) < 0.2
+
+    # a head whose outputs are ~0 (a random start): never amplified, only moved to the calibrated level
+    net.net.model.head.max_depth = 1e-6  # Depth Anything's head gain
+    with torch.no_grad():
+        raw = net.net._predict(rgb)
+        a, b = net.calibrate_output(rgb)
+    assert float(raw.std()) < 1e-4 and a == 1.0
+    assert float((raw * a + b).mean()) == pytest.approx(CALIBRATED_LOGIT_MEAN, abs=1e-4)
 
     data = make_tiny_bv2(tmp_path / "bv2", n_sequences=3, frames_per_sequence=4, size_hw=(64, 128),
                          splits=("train", "train", "val"))
@@ -197,6 +214,6 @@ def test_pretrained_head_is_calibrated_into_the_sigmoid(tmp_path):
     run = tmp_path / "run"
     _run("--data", str(data), "--out", str(run), "--config", str(cfg), "--transformers-model", str(folder))
     saved = json.loads((run / "best" / "depthnet" / "config.json").read_text())["avsnet_ros_self_supervised"]
-    assert saved["output_scale"] != 1.0
+    assert saved["output_shift"] != 0.0
     assert load_transformers_depth(run / "best" / "depthnet").output_affine == (saved["output_scale"],
                                                                                saved["output_shift"])

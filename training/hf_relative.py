@@ -31,7 +31,7 @@ from avsnet_ros.models.hf_depth import (SELF_SUPERVISED_KEY, TRAINABLE_MODEL_TYP
                                         load_transformers_depth, read_image_processing, write_image_processing)
 
 #: mean sigmoid input after calibrate_output: disparity sigmoid(-3) = 0.047, depth ~2 (relative units) over the
-#: default 0.1 .. 100 range, in the sigmoid's responsive part
+#: default 0.1 .. 100 range (the stage-2 rooms: 0.6-8.8 m), in the sigmoid's responsive part
 CALIBRATED_LOGIT_MEAN = -3.0
 #: the backbone patch multiple the network input is rounded to, per model type
 _MULTIPLE = {"depth_anything": 14, "dpt": 16}
@@ -89,16 +89,18 @@ class TransformersDepthNet(nn.Module):
 
     @torch.no_grad()
     def calibrate_output(self, rgb: torch.Tensor) -> tuple[float, float]:
-        """Set the output affine so that this batch's head outputs enter the sigmoid with mean
-        CALIBRATED_LOGIT_MEAN and std 1 (once, before training from pretrained weights: a pretrained
-        head's disparities, e.g. Depth Anything's 0-20, would saturate the sigmoid and stop its
-        gradient). Keeps the order of the values (a > 0). Returns (a, b)."""
+        """Set the output affine (a, b) so that this batch's head outputs enter the sigmoid with mean
+        CALIBRATED_LOGIT_MEAN and a spread of at most 1 (once, before training). A pretrained head's
+        disparities (Depth Anything: 0-20) would saturate the sigmoid and stop its gradient: a = 1 / std
+        shrinks them. A random head's outputs are ~0 (std ~1e-5): a stays 1 (never amplified) and b
+        starts the depth at the same level as a pretrained start instead of the sigmoid's midpoint
+        (depth ~0.2 relative units, from where a from-scratch run drove its level to max_depth and
+        saturated). Keeps the order of the values (a > 0). Returns (a, b)."""
         was_training = self.training
         self.eval()
         raw = self.net._predict(rgb).float()
         self.train(was_training)
-        std = float(raw.std())
-        a = 1.0 / max(std, 1e-6)
+        a = 1.0 / max(float(raw.std()), 1.0)
         b = CALIBRATED_LOGIT_MEAN - float(raw.mean()) * a
         self.net.output_affine = (a, b)
         return a, b

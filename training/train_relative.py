@@ -145,11 +145,11 @@ def main(argv: list[str] | None = None, callbacks: Sequence = ()) -> int:
                                                    depth_cfg.min_depth, depth_cfg.max_depth, seed=seed,
                                                    input_mode=depth_cfg.input)
             pretrained = (Path(cfg.transformers_model) / "model.safetensors").is_file()
-            if pretrained:  # the head's scale into the sigmoid, from the first training frames (no augmentation)
-                first = TorchTripletDataset(train_base, size_hw, hflip_prob=0.0, seed=seed, max_depth_m=max_depth_m)
-                rgb = torch.stack([first[i]["rgb"] for i in range(min(8, len(first)))])
-                a, b = depthnet.calibrate_output(rgb)
-                LOG.info("pretrained head calibrated into the sigmoid: a %.4g, b %.4g (resume replaces them)", a, b)
+            # the head's level and spread into the sigmoid, from the first training frames (no augmentation)
+            first = TorchTripletDataset(train_base, size_hw, hflip_prob=0.0, seed=seed, max_depth_m=max_depth_m)
+            rgb = torch.stack([first[i]["rgb"] for i in range(min(8, len(first)))])
+            a, b = depthnet.calibrate_output(rgb)
+            LOG.info("head calibrated into the sigmoid: a %.4g, b %.4g (resume replaces them)", a, b)
             LOG.info("stage 2 network: transformers %s from %s (%s)", depthnet.config.model_type,
                      cfg.transformers_model, "its weights" if pretrained else "random weights")
         else:
