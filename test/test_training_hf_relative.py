@@ -5,19 +5,14 @@ errors for model types that cannot be trained."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from hf_tiny import save_tiny, tiny_config
-
-REPO = Path(__file__).resolve().parents[1]
+from test_training_relative import _run
 
 CONFIG = """
 model: {kind: depthnet, preset: tiny, image_size_hw: [64, 128], min_depth: 0.1, max_depth: 100.0}
@@ -25,16 +20,6 @@ pose_model: {kind: posenet, preset: tiny, image_size_hw: [64, 128]}
 optim: {lr: 0.0005}
 train: {epochs: 2, batch_size: 2, val_batch_size: 3, num_workers: 0, log_every_steps: 1, keep_last: 10}
 """
-
-
-def _run(*args: str, ok: bool = True):
-    cmd = [sys.executable, str(REPO / "training" / "train_relative.py"), *args, "--no-progress", "--json"]
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
-                          text=True, timeout=300)
-    if not ok:
-        return proc
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("kind", ["depth_anything", "dpt"])

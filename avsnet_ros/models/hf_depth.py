@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..preprocessing import luminance
 from .checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, CheckpointError
+from .relative import disp_to_depth
 
 LOG = logging.getLogger(__name__)
 
@@ -313,8 +315,6 @@ class TransformersDepthModel(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         if self.depth_range is not None:
-            from .relative import disp_to_depth
-
             return disp_to_depth(self.disparity(rgb), *self.depth_range)[1]
         return self._predict(rgb)
 
@@ -336,8 +336,6 @@ class TransformersDepthModel(nn.Module):
             x = F.interpolate(x, size=net_hw, mode=self.processing.resample, align_corners=False, antialias=True)
             x = x.clamp(0.0, 1.0)  # bicubic overshoot; the processors resize uint8 images
         if self.input_mode == "luminance":
-            from ..preprocessing import luminance
-
             x = luminance(x).expand(-1, 3, -1, -1)
         x = (x - self.rgb_mean) / self.rgb_std
         out = self.model(pixel_values=x)
