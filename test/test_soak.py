@@ -2,9 +2,19 @@
 depth_node over real rclpy, in one process.
 
 Checks: every camera frame the depth node received is answered or counted under a reason, the
-answers reach a subscriber, echoes are all accepted, no exception is caught anywhere, and resident
-memory growth after warm-up is bounded. Prints the measured growth, rates and latency percentiles.
+answers reach a subscriber in order, echoes are all accepted, no exception is caught anywhere, and
+resident memory growth after warm-up is bounded. Prints the measured growth, rates and latency percentiles.
 Duration: AVSNET_SOAK_S (default 60 s).
+
+Load: what the node receives and how many frames it answers depend on the machine, not only on the
+node. The inputs are best effort, keep last 5 (SensorDataQoS): a process that gets no CPU for a few
+seconds (seen on CI: a 5 s stall lost 47 of 608 frames) loses frames in transport, by contract. So the
+intake is compared with a reference: a plain subscriber in the same process, on the same executor, with
+the same QoS, counts what any subscriber could have received; the depth node must receive as much. And
+the node sheds load by design (a newer frame supersedes one that waited for the busy worker): with 3
+busy processes beside it on 2 cores it answered 61 % of the frames, with 6 busy processes 27 %, on a CI
+machine once 61 %. What is asserted instead is that no frame is lost while the worker idles (the worker's
+timeline is recorded), and that the worker answers at all. Speeds are reported, never asserted (bench/).
 """
 from __future__ import annotations
 
@@ -33,6 +43,7 @@ MAX_RSS_GROWTH_MB = 48.0
 def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
     import cv2
     import psutil
+    from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
 
@@ -72,9 +83,50 @@ def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
                 received_stamps.append(stamp)
 
         harness.node.create_subscription(Image, "/avsnet/metric_depth", on_depth, SENSOR_QOS)
+        # the reference: what a plain subscriber with the node's QoS receives in this process (module docstring)
+        reference = {"image": 0, "echo": 0}
+
+        def counting(key):
+            def cb(_msg) -> None:
+                with lock:
+                    reference[key] += 1
+            return cb
+
+        probe = Node("soak_reference", context=context)
+        probe.create_subscription(Image, "camera/image_raw", counting("image"), SENSOR_QOS)
+        probe.create_subscription(Image, "avsnet/echo", counting("echo"), SENSOR_QOS)
+        executor.add_node(probe)
         harness.wait_connected()
+        assert wait_for(lambda: harness.pub_image.get_subscription_count() >= 2
+                        and probe.count_publishers("avsnet/echo") > 0, 10.0), "the reference is not connected"
         assert wait_for(lambda: depth.counters()["echoes_in"] >= 2, 10.0), "no echoes from the emitter"
 
+        # The worker's timeline: a frame may be superseded because the worker was busy with an earlier one
+        # (load shedding, by design), or by the next of a burst that transport delivers at once after a stall
+        # (milliseconds apart); one that arrived while the worker idled and waited there for half a frame
+        # period until it was superseded (a missed wake-up, a stalled worker) was lost by the node.
+        shed = {"busy": False, "waiting_arrived_busy": False, "waiting_since": 0.0, "superseded_idle": 0,
+                "busy_s": 0.0}
+        process, put = depth._process, depth._slot.put
+
+        def timed_process(frame):
+            shed["busy"] = True
+            t0 = time.monotonic()
+            try:
+                return process(frame)
+            finally:
+                shed["busy_s"] += time.monotonic() - t0
+                shed["busy"] = False
+
+        def recorded_put(item):
+            old, now = put(item), time.monotonic()
+            if old is not None and not shed["waiting_arrived_busy"] and not shed["busy"] \
+                    and now - shed["waiting_since"] > 0.5 / CAMERA_HZ:
+                shed["superseded_idle"] += 1
+            shed["waiting_arrived_busy"], shed["waiting_since"] = shed["busy"], now
+            return old
+
+        depth._process, depth._slot.put = timed_process, recorded_put
         stop = threading.Event()
         sent: list[int] = []
         rss_mb: list[tuple[float, float]] = []
@@ -87,7 +139,8 @@ def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
                 harness.send_info(k, CAM_HW[1], CAM_HW[0], t)
                 harness.send_image(rgb, t)
                 sent.append(t)
-                next_t += period
+                # a camera that falls behind skips frames; a burst would overflow keep-last 5 by itself
+                next_t = max(next_t + period, time.monotonic())
                 stop.wait(max(0.0, next_t - time.monotonic()))
 
         t_start = time.monotonic()
@@ -117,6 +170,7 @@ def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
         with lock:
             lat = np.array(latencies_ms)
             got = list(received_stamps)
+            ref = dict(reference)
 
     n_sent = len(sent)
     answered, frames_in = c["frames_out"], c["frames_in"]
@@ -126,8 +180,10 @@ def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
     t_fit = np.array([t for t, _ in rss_mb if t >= WARMUP_S])
     slope_mb_per_min = float(np.polyfit(t_fit, np.array(base), 1)[0] * 60.0) if len(base) > 2 else float("nan")
     p50, p95, pmax = (np.percentile(lat, 50), np.percentile(lat, 95), lat.max()) if lat.size else (np.nan,) * 3
-    print(f"\nsoak {SOAK_S:.0f} s: camera sent {n_sent} ({n_sent / SOAK_S:.2f} Hz), depth node received {frames_in}, "
-          f"answered {answered}, dropped {c['frame_drops']}; subscriber got {len(got)} depth images; "
+    print(f"\nsoak {SOAK_S:.0f} s: camera sent {n_sent} ({n_sent / SOAK_S:.2f} Hz), reference subscriber received "
+          f"{ref['image']} frames and {ref['echo']} echoes, depth node received {frames_in}, "
+          f"answered {answered}, dropped {c['frame_drops']} ({shed['superseded_idle']} superseded while the worker "
+          f"idled; worker busy {shed['busy_s']:.1f} s); subscriber got {len(got)} depth images; "
           f"echoes: emitter published {stats['published']} ({stats['published'] / (time.monotonic() - t_start):.2f} Hz "
           f"incl. teardown), node received {c['echoes_in']}, rejected {c['echo_drops']}; scale modes "
           f"{ {k: v for k, v in c['events'].items() if k.startswith('scale_')} }; latency camera stamp -> depth "
@@ -136,17 +192,21 @@ def test_soak_camera_10hz_echo_4hz(tiny_checkpoints):
           f"peak {peak_growth_mb:+.1f} MB, trend {slope_mb_per_min:+.2f} MB/min); RSS every 10 s: "
           f"{[round(m) for t, m in rss_mb[::10]]} MB")
 
-    # SensorDataQoS is best effort, keep-last 5: a stalled executor (a loaded CI machine) may lose a few frames
-    # in transport, which is the QoS contract, not a node fault. Nearly all must arrive, and every frame the
-    # node received is answered or counted.
-    assert frames_in >= 0.97 * n_sent, (frames_in, n_sent)
+    # Intake: as much as the reference subscriber got (both best effort, keep last 5; module docstring).
+    margin = max(3, int(0.02 * n_sent))
+    assert frames_in >= ref["image"] - margin, (frames_in, ref["image"], n_sent)
+    assert ref["image"] >= 0.25 * n_sent, f"the reference got {ref['image']} of {n_sent} frames: the test did not test"
     assert frames_in == answered + sum(c["frame_drops"].values()) + c["events"].get("skipped_no_subscribers", 0)
     assert set(c["frame_drops"]) <= {"superseded", "no_echo"}, c["frame_drops"]
-    assert answered >= 0.8 * frames_in, f"only {answered} of {frames_in} frames answered: {c['frame_drops']}"
-    # the answers reached the subscriber, each once, in order
-    assert len(got) >= answered - 2 and got == sorted(set(got))
-    # echoes: 4 Hz, all accepted
-    assert c["echoes_in"] >= 0.8 * SOAK_S / ECHO_PERIOD_S, c["echoes_in"]
+    # load shedding is by design (module docstring); frames lost while the worker idled are not
+    assert shed["superseded_idle"] <= max(3, 0.01 * frames_in), shed
+    assert answered >= 0.05 * frames_in, f"only {answered} of {frames_in} frames answered: {c['frame_drops']}"
+    # the answers reached the subscriber, each once, in order (it may lose what the reference lost)
+    assert len(got) >= answered - 2 - (n_sent - ref["image"]) and got == sorted(set(got)), (len(got), answered)
+    # echoes: the sim emitter publishes every sweep (it skips late ones under load); the node gets what the
+    # reference got, and accepts all
+    assert stats["published"] >= 0.25 * SOAK_S / ECHO_PERIOD_S, stats
+    assert c["echoes_in"] >= ref["echo"] - max(3, int(0.02 * stats["published"])), (c["echoes_in"], ref["echo"])
     assert c["echo_drops"] == {}, c["echo_drops"]
     assert stats["backend_failures"] == 0 and not emitter_drops and "backend_failure" not in emitter_errors
     # no exception caught anywhere
