@@ -288,3 +288,30 @@ def test_evaluate_prints_one_table2_block_per_model(folders, checkpoints, tmp_pa
         # the echo-aligned disparity: NaN or inside the AVS-Net depth range (REP 117)
         d = z["relative_dpt_echo_affine"]
         assert np.all(np.isnan(d) | ((d >= 0.1 - 1e-6) & (d <= 30.0 + 1e-4)))
+
+
+def test_loads_and_saves_print_no_progress_bars_and_leave_them_as_they_were(folders, tmp_path, capfd):
+    from transformers import AutoModelForDepthEstimation
+    from transformers.utils import logging as hf_logging
+
+    from avsnet_ros.models.hf_depth import load_relative_model
+    from training.hf_relative import build_transformers_depthnet
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    # the reference: transformers itself draws its bars on stderr (what a node's log would show)
+    AutoModelForDepthEstimation.from_pretrained(str(folders["depth_anything"]), local_files_only=True)
+    assert "Loading weights" in capfd.readouterr().err
+    load_relative_model(folders["depth_anything"])
+    net = build_transformers_depthnet(folders["depth_anything"], AVS_HW, 0.1, 100.0)
+    net.save_folder(tmp_path / "saved")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # restored for the user's own transformers calls
+    with pytest.raises(Exception):
+        load_relative_model(tmp_path / "saved" / "missing")
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a user who turned them off keeps them off
+    load_relative_model(folders["depth_anything"])
+    assert not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()

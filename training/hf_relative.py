@@ -29,6 +29,7 @@ from avsnet_ros.models.checkpoint import WEIGHTS_NAME, CheckpointError
 from avsnet_ros.models.hf_depth import (SELF_SUPERVISED_KEY, TRAINABLE_MODEL_TYPES, ImageProcessing,
                                         SelfSupervisedSpec, TransformersDepthModel, drop_output_activation,
                                         load_transformers_depth, read_image_processing, write_image_processing)
+from avsnet_ros.models.pretrained import transformers_quietly
 
 #: mean sigmoid input after calibrate_output: disparity sigmoid(-3) = 0.047, depth ~2 (relative units) over the
 #: default 0.1 .. 100 range (the stage-2 rooms: 0.6-8.8 m), in the sigmoid's responsive part
@@ -72,7 +73,8 @@ class TransformersDepthNet(nn.Module):
         if extra:
             json.dumps(dict(extra))  # fails early if extra is not JSON
             config.avsnet_ros_training = dict(extra)
-        self.net.model.save_pretrained(str(out), safe_serialization=True)
+        with transformers_quietly():
+            self.net.model.save_pretrained(str(out), safe_serialization=True)
         write_image_processing(out, self.net.processing)
         return out
 
@@ -136,8 +138,9 @@ def build_transformers_depthnet(folder, image_size_hw, min_depth: float, max_dep
             delattr(config, stale)
     try:
         if (p / WEIGHTS_NAME).is_file():
-            model = AutoModelForDepthEstimation.from_pretrained(str(p), config=config, local_files_only=True,
-                                                                use_safetensors=True)
+            with transformers_quietly():
+                model = AutoModelForDepthEstimation.from_pretrained(str(p), config=config, local_files_only=True,
+                                                                    use_safetensors=True)
         else:
             if seed is not None:
                 torch.manual_seed(seed)

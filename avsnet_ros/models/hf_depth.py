@@ -40,6 +40,7 @@ from torch import nn
 
 from ..preprocessing import luminance
 from .checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, CheckpointError
+from .pretrained import transformers_quietly
 from .relative import disp_to_depth
 
 LOG = logging.getLogger(__name__)
@@ -372,7 +373,8 @@ def load_transformers_depth(path: Union[str, os.PathLike],
         config = AutoConfig.from_pretrained(str(p), local_files_only=True)
         output_type = hf_output_type(config)
         spec = SelfSupervisedSpec.from_config(config)
-        model = AutoModelForDepthEstimation.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
+        with transformers_quietly():
+            model = AutoModelForDepthEstimation.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
         if spec is not None:
             drop_output_activation(model)
     except CheckpointError:

@@ -9,12 +9,30 @@ Used by models/avsnet.py and models/relative.py (one implementation for both).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 from transformers import ResNetConfig, ResNetModel, ZoeDepthConfig, ZoeDepthForDepthEstimation
 
 LOG = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def transformers_quietly():
+    """transformers' tqdm bars ("Loading weights", "Writing model shards") off for the block, restored after.
+
+    Why: they are written to stderr on every load and save; in a node's log or a CLI's output they are
+    noise around the lines that matter (the node logs what it loaded)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def check_local_model_dir(path: str, what: str) -> Path:
@@ -35,7 +53,8 @@ def load_visual_pretrained(visual: ZoeDepthForDepthEstimation, path: str, zcfg: 
     that raises instead of silently training from random features.
     """
     p = check_local_model_dir(path, "visual_pretrained_path")
-    stock = ZoeDepthForDepthEstimation.from_pretrained(str(p), local_files_only=True)
+    with transformers_quietly():
+        stock = ZoeDepthForDepthEstimation.from_pretrained(str(p), local_files_only=True)
     src = stock.state_dict()
     dst = visual.state_dict()
     copied, mismatched = {}, []
@@ -66,7 +85,8 @@ def load_local_resnet(path: str, rcfg: ResNetConfig) -> ResNetModel:
     the response to a uniform input is unchanged.
     """
     p = check_local_model_dir(path, "pretrained ResNet path")
-    stock = ResNetModel.from_pretrained(str(p), local_files_only=True)
+    with transformers_quietly():
+        stock = ResNetModel.from_pretrained(str(p), local_files_only=True)
     model = ResNetModel(rcfg)
     src = dict(stock.state_dict())
     stem = "embedder.embedder.convolution.weight"
