@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from transformers import ResNetConfig, ResNetModel, ZoeDepthConfig, ZoeDepthForDepthEstimation
+from transformers.utils import logging as hf_logging
 
 LOG = logging.getLogger(__name__)
 
@@ -24,8 +25,6 @@ def transformers_quietly():
 
     Why: they are written to stderr on every load and save; in a node's log or a CLI's output they are
     noise around the lines that matter (the node logs what it loaded)."""
-    from transformers.utils import logging as hf_logging
-
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
