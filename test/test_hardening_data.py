@@ -233,5 +233,7 @@ def test_prepare_rgb_equals_one_step_inter_area_reference(bv2_sample_dir, size_h
         assert got.shape == (3, h, w) and got.dtype == np.float32
         # float rounding: the row product accumulates H / h terms in float32 (OpenCV, more precisely)
         np.testing.assert_allclose(got, ref, rtol=0, atol=max(1e-6, 1e-7 * rgb.shape[0] / h))
-        both = prepare_rgb_sizes(rgb, [size_hw, (96, 320)])
-        np.testing.assert_array_equal(both[0].numpy(), got)
+        # several sizes at once (the pipeline stages both models' inputs in one call): bit for bit each size alone
+        sizes = [size_hw, (96, 320), (64, 1280), (720, 300)]
+        for size, many in zip(sizes, prepare_rgb_sizes(rgb, sizes)):
+            np.testing.assert_array_equal(many.numpy(), got if size == size_hw else prepare_rgb(rgb, size).numpy())

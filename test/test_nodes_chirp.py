@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from ros_support import Harness, fixture_data, stop_nodes, synthetic_echo, wait_for
 
@@ -129,6 +130,15 @@ def test_echo_path_sweep_origins_and_front_end_checks(rerender_checkpoint, tiny_
         assert state.wait_for_echoes(5.0)
     finally:
         path.stop()
+    # ... with the model's input spectrogram of its echo made there (off the frame path), equal to what the
+    # frame path computes from the same echo (a plain copy of the result, nothing attached)
+    stored = _stored(state, 6000).echo
+    spec = pipeline._attached_spectrogram(stored)
+    assert spec is not None and spec.shape == (2, 64, 128)
+    plain = FrontEndResult(echo=stored.echo, sweep=stored.sweep, identified=stored.identified, quality=stored.quality)
+    assert not plain.derived
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    assert torch.equal(pipeline.preprocess(rgb, plain, need_relative=False).spectrogram[0], spec)
     # the echo_sweep parameter overrides the topic; a bad one fails (configure fails with it)
     by_param, state2, drops2, v2 = _echo_path(pipeline, echo_sweep=long_text)
     by_param.announce(_spec(LINEAR_3MS).to_text())

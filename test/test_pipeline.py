@@ -232,3 +232,34 @@ def test_local_scaling_through_the_pipeline_and_its_reuse(checkpoints, fixture_i
     both = np.isfinite(doubled) & np.isfinite(reused)
     assert both.mean() > 0.3
     np.testing.assert_allclose(doubled[both], 2 * reused[both], rtol=1e-4)
+
+
+def test_attached_spectrogram_gives_the_same_depth_and_follows_its_echo(pipe, fixture_inputs):
+    """prepare_echo(spectrogram=True) (the depth node's echo thread) computes the model's input spectrogram
+    once; calls given that result use it: the training data path's spectrogram (an independent
+    implementation) and the same depth bit for bit as the call that computes it per frame. A copy of the
+    result with another echo (dataclasses.replace shares the cache) does not take the old one."""
+    import dataclasses
+
+    from avsnet_ros.data.torch_dataset import echo_spectrogram
+
+    rgb, echo, rate = fixture_inputs
+    plain = pipe.prepare_echo(echo, None, rate)
+    ready = pipe.prepare_echo(echo, None, rate, spectrogram=True)
+    assert not plain.derived and len(ready.derived) == 1
+    spec = pipe._attached_spectrogram(ready)
+    assert spec.shape == (2, 128, 256) and not spec.requires_grad
+    torch.testing.assert_close(spec, echo_spectrogram(ready.echo, (128, 256), 30.0, rate, "file"))
+    a, b = pipe(rgb, plain, sample_rate_hz=rate), pipe(rgb, ready, sample_rate_hz=rate)
+    for name in ("depth_m", "pseudo_depth_m", "relative_depth", "scale", "confidence"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    # batches: every echo attached -> stacked; one missing -> all computed on the frame path, same numbers
+    two = pipe([rgb, rgb], [ready, ready], sample_rate_hz=rate, output_size_hw=(72, 128))
+    mixed = pipe([rgb, rgb], [ready, plain], sample_rate_hz=rate, output_size_hw=(72, 128))
+    np.testing.assert_array_equal(two.depth_m, mixed.depth_m)
+    # another echo in a copy of the result: its own spectrogram, not the cached one
+    other = dataclasses.replace(ready, echo=np.ascontiguousarray(ready.echo[::-1]))
+    assert other.derived is ready.derived and pipe._attached_spectrogram(other) is None
+    got = pipe.preprocess(rgb, other, rate).spectrogram[0]
+    torch.testing.assert_close(got, echo_spectrogram(other.echo, (128, 256), 30.0, rate, "file"))
+    assert not torch.equal(got, spec)

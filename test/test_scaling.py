@@ -211,3 +211,23 @@ def test_resize_bilinear_equals_torch_interpolate(src_hw, dst_hw):
     check(resize_bilinear(x.transpose(2, 3).contiguous().transpose(2, 3), dst_hw))  # non-contiguous planes
     ref64 = F.interpolate(x.double(), size=dst_hw, mode="bilinear", align_corners=False)
     torch.testing.assert_close(resize_bilinear(x.double(), dst_hw), ref64, rtol=0, atol=0)  # float64: torch itself
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.35])
+def test_rescale_depth_in_place_equals_the_formula(shift):
+    """rescale_depth(inplace=True) (the node's scale filter on its own result) writes into the array and
+    gives the new array's values bit for bit; both equal the definition (float64) to float32 rounding."""
+    from avsnet_ros.scaling import rescale_depth
+
+    rng = np.random.default_rng(5)
+    depth = rng.uniform(0.5, 9.0, (72, 128)).astype(np.float32)
+    depth[3, :7] = np.nan
+    fresh = rescale_depth(depth, shift, 1.7, 2.3)
+    reference = (depth.astype(np.float64) - shift) * 2.3 / 1.7 + shift
+    np.testing.assert_allclose(fresh, reference, rtol=2e-7 * 4, equal_nan=True)
+    for arr in (depth.copy(), torch.from_numpy(depth.copy())):
+        out = rescale_depth(arr, shift, 1.7, 2.3, inplace=True)
+        assert out is arr
+        np.testing.assert_array_equal(np.asarray(out), fresh)
+    with pytest.raises(ValueError):
+        rescale_depth(depth.copy(), shift, 0.0, 2.3, inplace=True)

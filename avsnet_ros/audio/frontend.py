@@ -192,6 +192,8 @@ class FrontEndResult:
     match: for an announced sweep, its quality over the best identified sweep's (capped at 1; 1 when
         the announced sweep is GOOD_DIRECT_QUALITY compact, when identified, and in "raw" mode).
         Below MIN_SWEEP_MATCH the announcement does not describe the recording.
+    derived: model inputs a pipeline computed from this echo once, kept for later calls given this result
+        (DepthPipeline.attach_spectrogram: the spectrogram at its input size, keyed by what it depends on).
     """
 
     echo: np.ndarray
@@ -201,6 +203,7 @@ class FrontEndResult:
     direct_level: np.ndarray = field(default_factory=lambda: np.ones(2))
     direct_sample: int = ECHO_ONSET_SAMPLE
     match: float = 1.0
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def level_dbfs(self) -> float:
