@@ -296,20 +296,24 @@ class DepthPipeline:
         bit (test_pipeline.py). Nothing for an RGB-only model. Raises AudioError for a too short echo."""
         if not self.use_audio:
             return result
-        key = self._spectrogram_key()
         if self._attached_spectrogram(result) is None:
-            window = crop_echoes([result.echo], 1, self.sample_rate_hz, self.sample_rate_hz, self.max_depth_m,
-                                 self.avs_config.audio_crop)[0]
+            window = self._echo_windows([result])[0]
             with torch.no_grad():  # not inference_mode: the tensor may meet autograd-enabled code later
                 wave = torch.from_numpy(window).to(self.device)[None]
                 # with the echo it came from: a dataclasses.replace(result, echo=...) copy shares the dict
-                result.derived[key] = (result.echo, echo_to_spectrogram(wave, self.input_size_hw())[0])
+                result.derived[self._spectrogram_key()] = (result.echo,
+                                                           echo_to_spectrogram(wave, self.input_size_hw())[0])
         return result
 
     def _attached_spectrogram(self, result: FrontEndResult) -> Optional[torch.Tensor]:
         """attach_spectrogram's (2, h, w) for `result` when it was made from this very echo, else None."""
         entry = result.derived.get(self._spectrogram_key())
         return entry[1] if entry is not None and entry[0] is result.echo else None
+
+    def _echo_windows(self, fronted: "list[FrontEndResult]") -> "list[np.ndarray]":
+        """The model's echo window of each front-end result (config ``audio_crop``): the STFT's input."""
+        return crop_echoes([f.echo for f in fronted], len(fronted), self.sample_rate_hz, self.sample_rate_hz,
+                           self.max_depth_m, self.avs_config.audio_crop)
 
     def _front_end(self, echo, batch: int, sample_rate_hz: int, sweep) -> "list[FrontEndResult]":
         if isinstance(echo, FrontEndResult):
@@ -343,8 +347,7 @@ class DepthPipeline:
             if all(r is not None for r in ready):
                 spec = ready[0][None] if len(ready) == 1 else torch.stack(ready)
             else:
-                echoes = crop_echoes([f.echo for f in fronted], len(images), self.sample_rate_hz, self.sample_rate_hz,
-                                     self.max_depth_m, self.avs_config.audio_crop)
+                echoes = self._echo_windows(fronted)
         staged = self._stager.stage(images, list(dict.fromkeys(sizes)), echoes)
         rgb_avs = staged.rgb[self.input_size_hw()] if need_avs else None
         rgb_rel = staged.rgb[self.relative_size_hw] if use_rel else None
